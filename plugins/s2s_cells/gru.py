@@ -1,0 +1,39 @@
+"""GRU on the fused `nn.GRU` kernel (cuDNN on GPU; a native loop on CPU)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from s2s.cells import RecurrentCell, State, needs_packing
+
+
+class GRUCell(RecurrentCell):
+    """Gated recurrent unit (Cho et al. 2014). State: (h,)."""
+
+    options: ClassVar[dict[str, Any]] = {}
+    has_fused_forward: ClassVar[bool] = True
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__(input_size, hidden_size)
+        self.rnn = nn.GRU(input_size, hidden_size, batch_first=True)
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        rnn = self.rnn
+        h = torch.gru_cell(
+            x_t, state[0], rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0
+        )
+        return h, (h,)
+
+    def forward(self, x: Tensor, state: State | None = None, lengths: Tensor | None = None):
+        hx = None if state is None else state[0].unsqueeze(0)
+        if not needs_packing(x, lengths):
+            y, h = self.rnn(x, hx)
+            return y, (h.squeeze(0),)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        y, h = self.rnn(packed, hx)
+        y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.size(1))
+        return y, (h.squeeze(0),)

@@ -1,0 +1,55 @@
+"""LSTM on the fused `nn.LSTM` kernel (oneDNN on CPU, cuDNN on GPU)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from s2s.cells import RecurrentCell, State, needs_packing
+
+# Below this many rows a single `lstm_cell` call beats the fixed overhead of a oneDNN call.
+_FUSED_STEP_MIN_ROWS = 32
+
+
+class LSTMCell(RecurrentCell):
+    """Long short-term memory (Hochreiter & Schmidhuber 1997). State: (h, c)."""
+
+    options: ClassVar[dict[str, Any]] = {"forget_bias": 1.0}
+    has_fused_forward: ClassVar[bool] = True
+
+    def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0) -> None:
+        super().__init__(input_size, hidden_size)
+        self.rnn = nn.LSTM(input_size, hidden_size, batch_first=True)
+        with torch.no_grad():  # a positive forget bias lets gradients flow early in training
+            self.rnn.bias_ih_l0[hidden_size : 2 * hidden_size].fill_(forget_bias)
+            self.rnn.bias_hh_l0[hidden_size : 2 * hidden_size].zero_()
+
+    def initial_state(self, batch_size, *, device=None, dtype=None, hidden=None) -> State:
+        cell = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+        if hidden is None:
+            hidden = torch.zeros_like(cell)
+        return (hidden, torch.zeros_like(hidden))
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        h, c = state
+        if x_t.size(0) >= _FUSED_STEP_MIN_ROWS:
+            y, (h, c) = self.rnn(x_t.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
+            return y.squeeze(1), (h.squeeze(0), c.squeeze(0))
+        rnn = self.rnn
+        h, c = torch.lstm_cell(
+            x_t, (h, c), rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0
+        )
+        return h, (h, c)
+
+    def forward(self, x: Tensor, state: State | None = None, lengths: Tensor | None = None):
+        hx = None if state is None else (state[0].unsqueeze(0), state[1].unsqueeze(0))
+        if not needs_packing(x, lengths):
+            y, (h, c) = self.rnn(x, hx)
+            return y, (h.squeeze(0), c.squeeze(0))
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        y, (h, c) = self.rnn(packed, hx)
+        y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.size(1))
+        return y, (h.squeeze(0), c.squeeze(0))

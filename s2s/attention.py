@@ -1,0 +1,81 @@
+"""Attention over encoder states: Luong dot and general, Bahdanau additive.
+
+Keys are computed from the memory once per sentence (`keys`), then every query, a whole
+target sequence in training or one step in search, is scored with one batched matmul.
+No state is kept on the module between calls.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Attention(nn.Module):
+    """Base: subclasses define `keys` and `scores`; masking and softmax are shared."""
+
+    def keys(self, memory: Tensor) -> Tensor:
+        """memory [B, S, M] -> keys used by `scores`."""
+        return memory
+
+    def scores(self, query: Tensor, keys: Tensor) -> Tensor:
+        """query [B, T, H], keys -> scores [B, T, S]."""
+        raise NotImplementedError
+
+    def forward(
+        self, query: Tensor, keys: Tensor, memory: Tensor, src_mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Returns context [B, T, M] and weights [B, T, S]; masked sources get weight 0."""
+        scores = self.scores(query, keys).float()
+        scores = scores.masked_fill(~src_mask.unsqueeze(1), float("-inf"))
+        weights = scores.softmax(dim=-1).to(memory.dtype)
+        return torch.bmm(weights, memory), weights
+
+
+class DotAttention(Attention):
+    """Luong dot: score = q . m (query and memory of the same width)."""
+
+    def scores(self, query: Tensor, keys: Tensor) -> Tensor:
+        return torch.bmm(query, keys.transpose(1, 2))
+
+
+class GeneralAttention(DotAttention):
+    """Luong general: score = q . (W m); W m is computed once per sentence."""
+
+    def __init__(self, query_size: int, memory_size: int) -> None:
+        super().__init__()
+        self.project = nn.Linear(memory_size, query_size, bias=False)
+
+    def keys(self, memory: Tensor) -> Tensor:
+        return self.project(memory)
+
+
+class AdditiveAttention(Attention):
+    """Bahdanau: score = v . tanh(W q + U m); U m is computed once per sentence."""
+
+    def __init__(self, query_size: int, memory_size: int, attention_size: int | None = None):
+        super().__init__()
+        size = attention_size or query_size
+        self.query_project = nn.Linear(query_size, size, bias=False)
+        self.key_project = nn.Linear(memory_size, size)
+        self.energy = nn.Linear(size, 1, bias=False)
+
+    def keys(self, memory: Tensor) -> Tensor:
+        return self.key_project(memory)
+
+    def scores(self, query: Tensor, keys: Tensor) -> Tensor:
+        # B x T x 1 x A + B x 1 x S x A -> B x T x S
+        hidden = torch.tanh(self.query_project(query).unsqueeze(2) + keys.unsqueeze(1))
+        return self.energy(hidden).squeeze(-1)
+
+
+def build_attention(kind: str, query_size: int, memory_size: int) -> Attention:
+    """The attention named in the recipe (the schema already restricts ``kind``)."""
+    if kind == "dot" and query_size != memory_size:
+        raise ValueError("dot attention needs equal query and memory sizes")
+    builders = {
+        "dot": DotAttention,
+        "general": lambda: GeneralAttention(query_size, memory_size),
+        "bahdanau": lambda: AdditiveAttention(query_size, memory_size),
+    }
+    return builders[kind]()

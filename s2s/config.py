@@ -1,0 +1,256 @@
+"""Recipes: a typed TOML schema, `--set` overrides, and one-line errors naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from s2s.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(Section):
+    name: str = Field("", description="run name; the default run directory is runs/<name>")
+    type: Literal["translation"] = "translation"
+    src_lang: str = "src"
+    tgt_lang: str = "tgt"
+
+
+class SplitConfig(Section):
+    """Where one split of a parallel corpus lives: text files, a TSV/JSON-lines file, or the hub."""
+
+    src: Path | None = Field(None, description="source text file, one sentence per line (.gz ok)")
+    tgt: Path | None = Field(None, description="target text file, line-aligned with src")
+    path: Path | None = Field(None, description="one .tsv or .jsonl file holding both sides")
+    src_field: str = "src"
+    tgt_field: str = "tgt"
+    hub: str | None = Field(None, description="a Hugging Face hub dataset name")
+    hub_config: str | None = None
+    hub_split: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> SplitConfig:
+        kinds = [
+            self.src is not None or self.tgt is not None,
+            self.path is not None,
+            bool(self.hub),
+        ]
+        if sum(kinds) != 1:
+            raise ValueError("give exactly one of: src+tgt text files, path, or hub")
+        if kinds[0] and (self.src is None or self.tgt is None):
+            raise ValueError("text splits need both src and tgt")
+        return self
+
+    def files(self) -> list[Path]:
+        return [p for p in (self.src, self.tgt, self.path) if p is not None]
+
+
+class TokenizerConfig(Section):
+    model_type: Literal["unigram", "bpe", "char", "word"] = "unigram"
+    vocab_size: int = Field(8000, ge=16)
+    joint: bool = True
+    character_coverage: float = Field(1.0, gt=0.0, le=1.0)
+    input_sentence_size: int = Field(1_000_000, ge=100)
+
+
+class ModelConfig(Section):
+    cell: str = "lstm"
+    cell_options: dict[str, Any] = Field(default_factory=dict)
+    embed_size: int = Field(256, ge=1)
+    hidden_size: int = Field(512, ge=2, description="decoder width = encoder output width")
+    encoder_layers: int = Field(2, ge=1)
+    decoder_layers: int = Field(2, ge=1)
+    bidirectional: bool = True
+    attention: Literal["dot", "general", "bahdanau"] = "general"
+    input_feeding: bool = False
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    residual: bool = False
+    tie_embeddings: bool = True
+
+    @model_validator(mode="after")
+    def _even_width_when_bidirectional(self) -> ModelConfig:
+        if self.bidirectional and self.hidden_size % 2:
+            raise ValueError(
+                "hidden_size must be even when bidirectional (split between directions)"
+            )
+        return self
+
+
+class TrainConfig(Section):
+    seed: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, description="CPU threads; 0 keeps torch's default")
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    max_tokens: int = Field(3500, ge=1, description="padded tokens per batch (one side)")
+    max_length: int = Field(100, ge=1, description="drop training pairs longer than this")
+    max_epochs: int = Field(30, ge=1)
+    max_steps: int = Field(0, ge=0, description="0: no step limit")
+    max_minutes: float = Field(0.0, ge=0.0, description="0: no time limit")
+    lr: float = Field(2e-3, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    schedule: Literal["inverse_sqrt", "constant", "plateau", "cosine"] = "inverse_sqrt"
+    warmup_steps: int = Field(400, ge=0)
+    min_lr: float = Field(1e-5, ge=0.0)
+    plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    plateau_patience: int = Field(2, ge=0)
+    clip_norm: float = Field(1.0, ge=0.0, description="0: no clipping")
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    accum_steps: int = Field(1, ge=1)
+    valid_every: int = Field(500, ge=1, description="validate every N optimiser steps")
+    valid_bleu: bool = True
+    early_stopping_metric: Literal["bleu", "loss"] = "bleu"
+    patience: int = Field(8, ge=0, description="validations without improvement; 0: off")
+    keep_best: int = Field(2, ge=1)
+    log_every: int = Field(50, ge=1)
+
+    @model_validator(mode="after")
+    def _length_fits_budget(self) -> TrainConfig:
+        if self.max_length > self.max_tokens:
+            raise ValueError("max_length must not exceed max_tokens (a pair must fit in a batch)")
+        if self.early_stopping_metric == "bleu" and not self.valid_bleu:
+            raise ValueError("early_stopping_metric = 'bleu' needs valid_bleu = true")
+        return self
+
+
+class DecodeConfig(Section):
+    beam_size: int = Field(5, ge=1)
+    length_penalty: float = Field(1.0, ge=0.0, description="GNMT alpha; 0 scores raw log-probs")
+    max_length_ratio: float = Field(2.0, gt=0.0)
+    max_length_offset: int = Field(10, ge=0)
+    batch_tokens: int = Field(6000, ge=1, description="source tokens per decoding batch")
+    nbest: int = Field(1, ge=1)
+
+
+class Config(Section):
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    data: dict[str, SplitConfig]
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+
+    @model_validator(mode="after")
+    def _has_train_and_valid(self) -> Config:
+        missing = [name for name in ("train", "valid") if name not in self.data]
+        if missing:
+            raise ValueError(f"data needs the split(s) {', '.join(missing)}")
+        return self
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    """Render pydantic's errors as 'key.path: message' parts on one line."""
+    parts = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        elif "expected" in item.get("ctx", {}):
+            message = f"{message} (got {item['input']!r})"
+        elif item["type"] not in ("value_error",) and not isinstance(item["input"], dict):
+            message = f"{message}, got {item['input']!r}"
+        parts.append(f"{key}: {message.removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split 'section.key=value'; the value is read as TOML, else taken as a bare string."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    key, _, raw = text.partition("=")
+    path = [p.strip() for p in key.strip().split(".")]
+    if len(path) < 2 or not all(path):
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each override into the raw recipe dict; the schema type-checks them afterwards."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def _resolve_paths(config: Config, recipe: Path) -> None:
+    """Make data paths absolute, relative to the recipe's own folder, and check they exist."""
+    for split_name, split in config.data.items():
+        for field in ("src", "tgt", "path"):
+            value = getattr(split, field)
+            if value is None:
+                continue
+            path = value if value.is_absolute() else (recipe.parent / value)
+            path = path.resolve()
+            if not path.exists():
+                raise ConfigError(f"{recipe}: data.{split_name}.{field}: file not found: {path}")
+            setattr(split, field, path)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override, validate and resolve a recipe; any problem is a one-line ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: malformed TOML: {error}") from None
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {_format_validation_error(error)}") from None
+    if not config.task.name:
+        config.task.name = path.stem
+    _resolve_paths(config, path)
+    return config
+
+
+def config_from_dict(raw: dict[str, Any], origin: str) -> Config:
+    """Validate an already-parsed config (a run directory's saved copy)."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{origin}: {_format_validation_error(error)}") from None
+
+
+def config_to_toml(config: Config) -> str:
+    """Serialise the resolved config; paths become strings, None values are left out."""
+    return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
+
+
+def read_saved_config(path: Path) -> Config:
+    """Load the resolved config a run directory holds."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no saved config (is this a run directory?)")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: malformed saved config: {error}") from None
+    return config_from_dict(raw, str(path))

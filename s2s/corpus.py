@@ -1,0 +1,156 @@
+"""Parallel corpora through HF `datasets`: local text, TSV or JSON-lines files, or the hub.
+
+Tokenised splits are cached as Arrow files in the run directory, keyed by the tokeniser
+and the data files, so a second run does not tokenise again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from s2s.config import SplitConfig
+from s2s.errors import S2SError
+from s2s.tokenizer import TokenizerPair
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ParallelText:
+    """Raw sentence pairs of one split, line-aligned."""
+
+    src: list[str]
+    tgt: list[str]
+
+
+@dataclass
+class TokenizedSplit:
+    """Token ids of one split (no BOS/EOS), aligned with the raw text."""
+
+    src: list[list[int]]
+    tgt: list[list[int]]
+    raw: ParallelText
+
+
+def _datasets():
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    return datasets
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        column = _datasets().load_dataset("text", data_files={"x": str(path)}, split="x")
+    except UnicodeDecodeError as error:
+        raise S2SError(f"{path}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+    except Exception as error:
+        raise S2SError(f"{path}: cannot read: {type(error).__name__}: {error}") from None
+    return list(column["text"])
+
+
+def _field(record: dict, dotted: str, origin: str):
+    value = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise S2SError(f"{origin}: no field {dotted!r} (have: {', '.join(record)})")
+        value = value[part]
+    return value
+
+
+def _read_records(split: SplitConfig, name: str) -> list[dict]:
+    datasets = _datasets()
+    if split.hub:
+        try:
+            data = datasets.load_dataset(split.hub, split.hub_config, split=split.hub_split or name)
+        except Exception as error:
+            raise S2SError(
+                f"data.{name}: cannot load hub dataset {split.hub!r} (offline, or a wrong "
+                f"name/config/split?): {type(error).__name__}: {str(error).splitlines()[0]}"
+            ) from None
+        return list(data)
+    path = split.path
+    assert path is not None
+    suffixes = "".join(path.suffixes)
+    try:
+        if ".tsv" in suffixes:
+            data = datasets.load_dataset(
+                "csv",
+                data_files={"x": str(path)},
+                split="x",
+                delimiter="\t",
+                column_names=[split.src_field, split.tgt_field],
+                quoting=3,  # csv.QUOTE_NONE: quotes are text
+                keep_default_na=False,
+            )
+        elif ".json" in suffixes:
+            data = datasets.load_dataset("json", data_files={"x": str(path)}, split="x")
+        else:
+            raise S2SError(f"data.{name}.path: {path}: expected a .tsv or .jsonl file")
+    except S2SError:
+        raise
+    except Exception as error:
+        raise S2SError(f"{path}: cannot read: {type(error).__name__}: {error}") from None
+    return list(data)
+
+
+def load_parallel(split: SplitConfig, name: str) -> ParallelText:
+    """Read one split's sentence pairs; mismatched line counts are an error naming both."""
+    if split.src is not None and split.tgt is not None:
+        src, tgt = _read_lines(split.src), _read_lines(split.tgt)
+        if len(src) != len(tgt):
+            raise S2SError(
+                f"data.{name}: {split.src} has {len(src)} lines but {split.tgt} has {len(tgt)}"
+            )
+    else:
+        origin = f"data.{name}"
+        records = _read_records(split, name)
+        src = [str(_field(r, split.src_field, origin)) for r in records]
+        tgt = [str(_field(r, split.tgt_field, origin)) for r in records]
+    if not src:
+        raise S2SError(f"data.{name}: the corpus is empty")
+    return ParallelText(src, tgt)
+
+
+def _cache_key(split: SplitConfig, tokenizers: TokenizerPair) -> str:
+    digest = hashlib.sha256()
+    for model_file in {tokenizers.src.model_file, tokenizers.tgt.model_file}:
+        digest.update(model_file.read_bytes())
+    for path in split.files():
+        stat = path.stat()
+        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    digest.update(f"{split.hub}:{split.hub_config}:{split.hub_split}".encode())
+    return digest.hexdigest()[:16]
+
+
+def tokenize_split(
+    split: SplitConfig, name: str, tokenizers: TokenizerPair, cache_dir: Path | None
+) -> TokenizedSplit:
+    """Load and tokenise a split, reusing the run directory's Arrow cache when it is valid."""
+    raw = load_parallel(split, name)
+    datasets = _datasets()
+    table = datasets.Dataset.from_dict({"src": raw.src, "tgt": raw.tgt})
+    cache_file = None
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache_file = str(cache_dir / f"{name}-{_cache_key(split, tokenizers)}.arrow")
+
+    def encode(batch: dict) -> dict:
+        return {
+            "src_ids": tokenizers.src.encode_batch(batch["src"]),
+            "tgt_ids": tokenizers.tgt.encode_batch(batch["tgt"]),
+        }
+
+    encoded = table.map(
+        encode,
+        batched=True,
+        batch_size=2000,
+        cache_file_name=cache_file,
+        new_fingerprint=Path(cache_file).stem if cache_file else None,
+        remove_columns=["src", "tgt"],
+    )
+    return TokenizedSplit(list(encoded["src_ids"]), list(encoded["tgt_ids"]), raw)

@@ -1,0 +1,42 @@
+"""`s2s evaluate`: translate a split or a file pair and score it with sacrebleu."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from s2s.config import SplitConfig
+from s2s.corpus import load_parallel
+from s2s.errors import S2SError
+from s2s.metrics import Score, bleu_and_chrf
+from s2s.run_dir import load_run
+from s2s.translator import Translator
+
+
+def evaluate_run(
+    run_dir: Path,
+    split: str,
+    src: Path | None,
+    ref: Path | None,
+    beam: int | None,
+    output: Path | None,
+    checkpoint: Path | None,
+    device: str,
+) -> list[Score]:
+    config, tokenizers, model, torch_device = load_run(run_dir, checkpoint, device)
+    if (src is None) != (ref is None):
+        raise S2SError("--src and --ref go together")
+    if src is not None and ref is not None:
+        for path in (src, ref):
+            if not path.is_file():
+                raise S2SError(f"{path}: file not found")
+        text = load_parallel(SplitConfig(src=src, tgt=ref), "evaluate")
+    else:
+        if split not in config.data:
+            known = ", ".join(sorted(config.data))
+            raise S2SError(f"{run_dir}: the recipe has no split {split!r} (splits: {known})")
+        text = load_parallel(config.data[split], split)
+    translator = Translator(model, tokenizers, config.decode, torch_device)
+    hypotheses = [h[0] for h in translator.translate(text.src, beam or config.decode.beam_size)]
+    if output is not None:
+        output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    return bleu_and_chrf(hypotheses, text.tgt)

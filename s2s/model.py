@@ -1,0 +1,146 @@
+"""The attentional encoder-decoder built from cell plugins.
+
+embedding -> encoder stack (bidirectional) -> mean-pooled bridge to the decoder's start
+state -> decoder stack -> attention -> attentional vector tanh(W[context; h]) -> output
+projection (tied to the target embedding when asked).
+
+Without input feeding, training runs the decoder over whole target sequences in one fused
+call and scores attention for all steps with one batched matmul.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from s2s.attention import build_attention
+from s2s.config import ModelConfig
+from s2s.recurrent_stack import CellFactory, RecurrentStack
+
+# DecoderState = (per-layer cell states, previous attentional vector [B, E]); all batch-first.
+DecoderState = tuple[list[tuple[Tensor, ...]], Tensor]
+
+
+class EncoderOutput(NamedTuple):
+    """What the decoder reads; every field is batch-first so search can reorder it."""
+
+    memory: Tensor  # B x S x H
+    keys: Tensor  # attention keys computed once from memory
+    src_mask: Tensor  # B x S, True at real tokens
+
+
+def reorder(value, index: Tensor):
+    """Select rows ``index`` of every tensor in a nested tuple/list state (beam search)."""
+    if isinstance(value, Tensor):
+        return value.index_select(0, index)
+    if isinstance(value, EncoderOutput):
+        return EncoderOutput(*(reorder(v, index) for v in value))
+    return type(value)(reorder(v, index) for v in value)
+
+
+class Seq2Seq(nn.Module):
+    """Attentional recurrent encoder-decoder."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        make_cell: CellFactory,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        pad_id: int,
+        share_vocab: bool,
+    ) -> None:
+        super().__init__()
+        embed, hidden = config.embed_size, config.hidden_size
+        self.config = config
+        self.pad_id = pad_id
+        self.src_embed = nn.Embedding(src_vocab_size, embed, padding_idx=pad_id)
+        if share_vocab and config.tie_embeddings:
+            self.tgt_embed = self.src_embed
+        else:
+            self.tgt_embed = nn.Embedding(tgt_vocab_size, embed, padding_idx=pad_id)
+        self.encoder = RecurrentStack(
+            make_cell,
+            embed,
+            hidden,
+            config.encoder_layers,
+            bidirectional=config.bidirectional,
+            dropout=config.dropout,
+            residual=config.residual,
+        )
+        self.bridge = nn.Linear(hidden, config.decoder_layers * hidden)
+        decoder_input = embed * 2 if config.input_feeding else embed
+        self.decoder = RecurrentStack(
+            make_cell,
+            decoder_input,
+            hidden,
+            config.decoder_layers,
+            dropout=config.dropout,
+            residual=config.residual,
+        )
+        self.attention = build_attention(config.attention, hidden, hidden)
+        self.combine = nn.Linear(2 * hidden, embed, bias=False)
+        self.output = nn.Linear(embed, tgt_vocab_size)
+        if config.tie_embeddings:
+            self.output.weight = self.tgt_embed.weight
+        self.dropout = nn.Dropout(config.dropout)
+        nn.init.normal_(self.src_embed.weight, std=embed**-0.5)
+        if self.tgt_embed is not self.src_embed:
+            nn.init.normal_(self.tgt_embed.weight, std=embed**-0.5)
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
+        """src [B, S] token ids (padded) -> encoder output."""
+        embedded = self.dropout(self.src_embed(src))
+        memory, _ = self.encoder(embedded, src_lengths)
+        steps = torch.arange(src.size(1), device=src.device)
+        src_mask = steps.unsqueeze(0) < src_lengths.to(src.device).unsqueeze(1)
+        memory = self.dropout(memory)
+        return EncoderOutput(memory, self.attention.keys(memory), src_mask)
+
+    def initial_state(self, encoded: EncoderOutput) -> DecoderState:
+        """Decoder start state from the masked mean of the encoder states."""
+        mask = encoded.src_mask.unsqueeze(-1).to(encoded.memory.dtype)
+        pooled = (encoded.memory * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        batch, layers = pooled.size(0), self.config.decoder_layers
+        hidden = torch.tanh(self.bridge(pooled)).view(batch, layers, -1).transpose(0, 1)
+        feed = pooled.new_zeros(batch, self.config.embed_size)
+        return self.decoder.initial_states(hidden.contiguous()), feed
+
+    def _attend(self, h: Tensor, encoded: EncoderOutput) -> tuple[Tensor, Tensor]:
+        """h [B, T, H] -> attentional vectors [B, T, E] and attention weights [B, T, S]."""
+        context, weights = self.attention(h, encoded.keys, encoded.memory, encoded.src_mask)
+        return torch.tanh(self.combine(torch.cat([context, h], dim=-1))), weights
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced logits [B, T, V] for targets tgt_in [B, T] (BOS-prefixed)."""
+        encoded = self.encode(src, src_lengths)
+        states, feed = self.initial_state(encoded)
+        embedded = self.dropout(self.tgt_embed(tgt_in))
+        if self.config.input_feeding:
+            vectors = []
+            for x_t in embedded.unbind(1):
+                h, states = self.decoder.step(torch.cat([x_t, feed], dim=-1), states)
+                feed, _ = self._attend(h.unsqueeze(1), encoded)
+                feed = feed.squeeze(1)
+                vectors.append(feed)
+            attentional = torch.stack(vectors, dim=1)
+        else:
+            h, _ = self.decoder(embedded, states=states)
+            attentional, _ = self._attend(h, encoded)
+        return self.output(self.dropout(attentional))
+
+    def decode_step(
+        self, prev_tokens: Tensor, state: DecoderState, encoded: EncoderOutput
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """One search step: prev_tokens [B] -> (log-probs [B, V] in fp32, state, attn [B, S])."""
+        states, feed = state
+        x_t = self.tgt_embed(prev_tokens)
+        if self.config.input_feeding:
+            x_t = torch.cat([x_t, feed], dim=-1)
+        h, states = self.decoder.step(x_t, states)
+        attentional, weights = self._attend(h.unsqueeze(1), encoded)
+        attentional = attentional.squeeze(1)
+        log_probs = self.output(attentional).float().log_softmax(dim=-1)
+        return log_probs, (states, attentional), weights.squeeze(1)

@@ -1,0 +1,39 @@
+"""Mixed precision: bf16 autocast where the device supports it, fp16 with a gradient
+scaler otherwise on CUDA; fp32 on CPU unless bf16 is asked for."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import torch
+
+from s2s.errors import S2SError
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for the ``train.amp`` setting, or None for fp32."""
+    if amp == "off":
+        return None
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "fp16" and device.type != "cuda":
+        raise S2SError("train.amp = 'fp16' needs a CUDA device (use 'bf16' or 'off' on CPU)")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def autocast_factory(
+    dtype: torch.dtype | None, device: torch.device
+) -> Callable[[], AbstractContextManager]:
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def make_grad_scaler(dtype: torch.dtype | None, device: torch.device):
+    """fp16 needs loss scaling against underflow; bf16 and fp32 do not."""
+    enabled = dtype == torch.float16 and device.type == "cuda"
+    return torch.amp.GradScaler("cuda", enabled=enabled)

@@ -1,0 +1,128 @@
+"""A run directory holds everything needed to use a model later: the resolved config, the
+tokeniser model(s), checkpoints and the metrics log."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from s2s.cell_registry import cell_factory
+from s2s.checkpoint import atomic_write_bytes, load_checkpoint
+from s2s.config import Config, read_saved_config
+from s2s.errors import S2SError
+from s2s.model import Seq2Seq
+from s2s.tokenizer import PAD_ID, TokenizerPair, load_tokenizers
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best_index(self) -> Path:
+        return self.checkpoints / "best.json"
+
+    @property
+    def metrics_log(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def cache(self) -> Path:
+        return self.path / "cache"
+
+    def require(self) -> RunDir:
+        if not self.path.is_dir():
+            raise S2SError(f"{self.path}: run directory not found")
+        if not self.config_file.is_file():
+            raise S2SError(f"{self.path}: not a run directory (no config.toml)")
+        return self
+
+    def read_best(self) -> list[dict]:
+        """Best checkpoints as [{'file', 'step', 'metric'}], best first."""
+        if not self.best_index.is_file():
+            return []
+        return json.loads(self.best_index.read_text())
+
+    def write_best(self, entries: list[dict]) -> None:
+        atomic_write_bytes(self.best_index, json.dumps(entries, indent=1).encode())
+
+    def default_checkpoint(self) -> Path:
+        best = self.read_best()
+        if best:
+            return self.checkpoints / best[0]["file"]
+        if self.last_checkpoint.is_file():
+            return self.last_checkpoint
+        raise S2SError(f"{self.path}: no checkpoint yet (has training saved one?)")
+
+
+def build_model(config: Config, tokenizers: TokenizerPair) -> Seq2Seq:
+    model_cfg = config.model
+    return Seq2Seq(
+        model_cfg,
+        cell_factory(model_cfg.cell, model_cfg.cell_options),
+        tokenizers.src.vocab_size,
+        tokenizers.tgt.vocab_size,
+        PAD_ID,
+        share_vocab=tokenizers.joint,
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without one is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise S2SError("train.device = 'cuda' but no CUDA device is available (use 'cpu')")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_model_weights(model: Seq2Seq, checkpoint: Path) -> dict:
+    """Load weights, checking every tensor's name and shape against the config first."""
+    payload = load_checkpoint(checkpoint)
+    weights = payload.get("model")
+    if not isinstance(weights, dict):
+        raise S2SError(f"{checkpoint}: checkpoint holds no model weights")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise S2SError(
+            f"{checkpoint}: weights do not match the config "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for name, tensor in expected.items():
+        if weights[name].shape != tensor.shape:
+            raise S2SError(
+                f"{checkpoint}: {name} has shape {tuple(weights[name].shape)}, "
+                f"the config needs {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(weights)
+    return payload
+
+
+def load_run(
+    path: Path, checkpoint: Path | None = None, device: str = "auto"
+) -> tuple[Config, TokenizerPair, Seq2Seq, torch.device]:
+    """Everything inference needs from a run directory, model in eval mode on ``device``."""
+    run = RunDir(path).require()
+    config = read_saved_config(run.config_file)
+    tokenizers = load_tokenizers(run.path, config.tokenizer.joint)
+    model = build_model(config, tokenizers)
+    load_model_weights(model, checkpoint or run.default_checkpoint())
+    torch_device = resolve_device(device)
+    return config, tokenizers, model.to(torch_device).eval(), torch_device

@@ -1,0 +1,312 @@
+"""The training loop: token-budget batches, AdamW with warm-up, clipping, label smoothing,
+gradient accumulation, mixed precision, validation with BLEU, best-k checkpoints, early
+stopping, and resume from the last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from s2s.batching import Batch, collate, token_batches
+from s2s.checkpoint import load_checkpoint, save_checkpoint
+from s2s.config import Config, config_to_toml
+from s2s.corpus import TokenizedSplit, load_parallel, tokenize_split
+from s2s.errors import S2SError
+from s2s.metrics import bleu
+from s2s.precision import autocast_factory, make_grad_scaler, resolve_amp
+from s2s.run_dir import RunDir, build_model, resolve_device
+from s2s.schedule import LearningRateSchedule
+from s2s.tokenizer import PAD_ID, TokenizerPair, load_tokenizers, tokenizer_files, train_tokenizers
+from s2s.translator import Translator
+
+log = logging.getLogger("s2s.train")
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint so a run resumes where it stopped."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    bad_validations: int = 0
+    elapsed: float = 0.0
+    best_metric: float | None = None
+    best: list[dict] = field(default_factory=list)  # [{'file','step','metric'}], best first
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_tokenizers(config: Config, run: RunDir) -> TokenizerPair:
+    """Reuse the run's tokeniser, or train one from the training split."""
+    files = set(tokenizer_files(run.path, config.tokenizer.joint))
+    if all(f.is_file() for f in files):
+        return load_tokenizers(run.path, config.tokenizer.joint)
+    log.info("training the sentencepiece tokenizer (%s)", config.tokenizer.model_type)
+    text = load_parallel(config.data["train"], "train")
+    return train_tokenizers(config.tokenizer, text.src, text.tgt, run.path)
+
+
+def filter_long(split: TokenizedSplit, max_length: int) -> list[int]:
+    """Indices of pairs that fit ``max_length`` tokens (EOS/BOS included) on both sides."""
+    keep = [
+        i
+        for i, (s, t) in enumerate(zip(split.src, split.tgt, strict=True))
+        if len(s) + 1 <= max_length and len(t) + 1 <= max_length
+    ]
+    dropped = len(split.src) - len(keep)
+    if dropped:
+        log.info(
+            "dropped %d of %d training pairs longer than %d tokens",
+            dropped,
+            len(split.src),
+            max_length,
+        )
+    if not keep:
+        raise S2SError(f"train.max_length = {max_length} leaves no training pair")
+    return keep
+
+
+def label_smoothed_loss(
+    logits: torch.Tensor, target: torch.Tensor, smoothing: float
+) -> torch.Tensor:
+    """Summed cross-entropy over non-pad target tokens."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(),
+        target.reshape(-1),
+        ignore_index=PAD_ID,
+        label_smoothing=smoothing,
+        reduction="sum",
+    )
+
+
+class Trainer:
+    """Owns the model, optimiser and schedule of one run directory."""
+
+    def __init__(self, config: Config, run: RunDir, quiet: bool = False) -> None:
+        self.config = config
+        self.run = run
+        self.quiet = quiet
+        cfg = config.train
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        self.autocast = autocast_factory(self.amp_dtype, self.device)
+        self.scaler = make_grad_scaler(self.amp_dtype, self.device)
+
+        run.path.mkdir(parents=True, exist_ok=True)
+        self.tokenizers = prepare_tokenizers(config, run)
+        self.train_data = tokenize_split(config.data["train"], "train", self.tokenizers, run.cache)
+        self.valid_data = tokenize_split(config.data["valid"], "valid", self.tokenizers, run.cache)
+        self.train_indices = filter_long(self.train_data, cfg.max_length)
+        run.config_file.write_text(config_to_toml(config), encoding="utf-8")
+
+        self.model = build_model(config, self.tokenizers).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+        )
+        batches_per_epoch = len(self._epoch_batches(0))
+        total = cfg.max_steps or math.ceil(batches_per_epoch / cfg.accum_steps) * cfg.max_epochs
+        self.schedule = LearningRateSchedule(cfg, total)
+        self.progress = Progress()
+        self.translator = Translator(self.model, self.tokenizers, config.decode, self.device)
+        if run.last_checkpoint.is_file():
+            self._resume()
+
+    # -- data ---------------------------------------------------------------------------
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This epoch's batches (deterministic in seed and epoch, so resume can rebuild them)."""
+        src = [len(self.train_data.src[i]) + 1 for i in self.train_indices]
+        tgt = [len(self.train_data.tgt[i]) + 1 for i in self.train_indices]
+        rng = random.Random(self.config.train.seed * 100_003 + epoch)
+        batches = token_batches(src, tgt, self.config.train.max_tokens, rng)
+        return [[self.train_indices[i] for i in batch] for batch in batches]
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _payload(self, full: bool) -> dict:
+        payload = {"model": self.model.state_dict(), "config": config_to_toml(self.config)}
+        payload["progress"] = json.dumps(asdict(self.progress))
+        if full:
+            payload["optimizer"] = self.optimizer.state_dict()
+            payload["schedule"] = self.schedule.state_dict()
+            payload["scaler"] = self.scaler.state_dict()
+            payload["rng"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        return payload
+
+    def _resume(self) -> None:
+        payload = load_checkpoint(self.run.last_checkpoint)
+        try:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise S2SError(
+                f"{self.run.last_checkpoint}: cannot resume with this recipe "
+                f"({str(error).splitlines()[0]}); use --restart or another --out"
+            ) from None
+        self.schedule.load_state_dict(payload["schedule"])
+        self.scaler.load_state_dict(payload["scaler"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        random.setstate(payload["rng"]["python"])
+        self.progress = Progress(**json.loads(payload["progress"]))
+        log.info("resuming from step %d (epoch %d)", self.progress.step, self.progress.epoch + 1)
+
+    def _save_best(self, metric: float, higher_is_better: bool) -> bool:
+        """Keep the best ``keep_best`` validated weights; True if this one is the new best."""
+        progress, keep = self.progress, self.config.train.keep_best
+        name = f"step-{progress.step}.pt"
+        entries = [*progress.best, {"file": name, "step": progress.step, "metric": metric}]
+        entries.sort(key=lambda e: -e["metric"] if higher_is_better else e["metric"])
+        kept, dropped = entries[:keep], entries[keep:]
+        improved = kept[0]["file"] == name
+        if any(e["file"] == name for e in kept):
+            save_checkpoint(self.run.checkpoints / name, self._payload(full=False))
+        for entry in dropped:
+            (self.run.checkpoints / entry["file"]).unlink(missing_ok=True)
+        progress.best = kept
+        self.run.write_best(kept)
+        return improved
+
+    # -- validation -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def validation_loss(self) -> tuple[float, int]:
+        """Mean per-token cross-entropy (no smoothing) on the validation split."""
+        self.model.eval()
+        data = self.valid_data
+        lengths_src = [len(s) + 1 for s in data.src]
+        lengths_tgt = [len(t) + 1 for t in data.tgt]
+        total, tokens = 0.0, 0
+        budget = max(self.config.train.max_tokens, max(lengths_src), max(lengths_tgt))
+        for indices in token_batches(lengths_src, lengths_tgt, budget):
+            batch = collate(indices, data.src, data.tgt).to(self.device)
+            with self.autocast():
+                logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)
+            total += float(label_smoothed_loss(logits, batch.tgt_out, 0.0))
+            tokens += batch.num_tgt_tokens
+        return total / max(tokens, 1), tokens
+
+    def validate(self, train_loss: float, tokens_per_second: float) -> dict:
+        loss, _ = self.validation_loss()
+        record = {
+            "step": self.progress.step,
+            "epoch": self.progress.epoch + 1,
+            "train_loss": round(train_loss, 4),
+            "valid_loss": round(loss, 4),
+            "valid_ppl": round(math.exp(min(loss, 50.0)), 3),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "tokens_per_second": round(tokens_per_second, 1),
+            "elapsed_minutes": round(self.progress.elapsed / 60, 2),
+        }
+        if self.config.train.valid_bleu:
+            with self.autocast():
+                hyps = self.translator.search_ids(self.valid_data.src, beam_size=1)
+            text = [self.tokenizers.tgt.decode(h[0].tokens) for h in hyps]
+            record["valid_bleu"] = round(bleu(text, self.valid_data.raw.tgt), 2)
+        by_bleu = self.config.train.early_stopping_metric == "bleu"
+        metric = record["valid_bleu"] if by_bleu else loss
+        improved = self._save_best(metric, higher_is_better=by_bleu)
+        self.progress.bad_validations = 0 if improved else self.progress.bad_validations + 1
+        if improved:
+            self.progress.best_metric = metric
+        self.schedule.on_validation(improved)
+        record["best"] = improved
+        with self.run.metrics_log.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        self.model.train()
+        return record
+
+    # -- training -------------------------------------------------------------------------
+    def _train_step(self, batches: list[Batch]) -> torch.Tensor:
+        """One optimiser step over ``accum_steps`` batches; returns the summed loss."""
+        cfg = self.config.train
+        tokens = sum(b.num_tgt_tokens for b in batches)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule.rate(self.progress.step)
+        total = torch.zeros((), device=self.device)
+        for batch in batches:
+            batch = batch.to(self.device)
+            with self.autocast():
+                logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)
+            loss = label_smoothed_loss(logits, batch.tgt_out, cfg.label_smoothing)
+            self.scaler.scale(loss / tokens).backward()
+            total += loss.detach()
+        self.scaler.unscale_(self.optimizer)
+        if cfg.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total
+
+    def _should_stop(self, started: float) -> str | None:
+        cfg, progress = self.config.train, self.progress
+        if cfg.max_steps and progress.step >= cfg.max_steps:
+            return f"reached train.max_steps = {cfg.max_steps}"
+        if cfg.max_minutes and progress.elapsed >= cfg.max_minutes * 60:
+            return f"reached train.max_minutes = {cfg.max_minutes}"
+        if cfg.patience and progress.bad_validations >= cfg.patience:
+            return f"no improvement in {cfg.patience} validations (early stopping)"
+        return None
+
+    def train(self) -> dict:
+        """Train until a limit is reached; returns the last validation record."""
+        from s2s.progress import TrainingProgress
+
+        cfg, progress = self.config.train, self.progress
+        self.model.train()
+        bar = TrainingProgress(cfg, quiet=self.quiet)
+        last_record: dict = {}
+        zero = torch.zeros((), device=self.device)
+        window_loss, window_tokens, window_start = zero, 0, time.perf_counter()
+        stop_reason = None
+        session_start = time.perf_counter() - progress.elapsed
+        while progress.epoch < cfg.max_epochs and stop_reason is None:
+            batches = self._epoch_batches(progress.epoch)
+            bar.start_epoch(progress.epoch + 1, len(batches), progress.batch_in_epoch)
+            position = progress.batch_in_epoch
+            while position < len(batches):
+                group = batches[position : position + cfg.accum_steps]
+                collated = [collate(b, self.train_data.src, self.train_data.tgt) for b in group]
+                window_tokens += sum(b.num_tgt_tokens for b in collated)
+                window_loss = window_loss + self._train_step(collated)
+                position += len(group)
+                progress.step += 1
+                progress.batch_in_epoch = position
+                progress.elapsed = time.perf_counter() - session_start
+                seconds = time.perf_counter() - window_start
+                bar.update(progress.step, len(group), window_loss, window_tokens, seconds)
+                if progress.step % cfg.valid_every == 0:
+                    speed = window_tokens / max(seconds, 1e-9)
+                    last_record = self.validate(float(window_loss) / max(window_tokens, 1), speed)
+                    bar.report(last_record)
+                    save_checkpoint(self.run.last_checkpoint, self._payload(full=True))
+                    window_loss, window_tokens = zero, 0
+                    window_start = time.perf_counter()
+                stop_reason = self._should_stop(session_start)
+                if stop_reason:
+                    break
+            if position >= len(batches):
+                progress.epoch += 1
+                progress.batch_in_epoch = 0
+        bar.close()
+        if not last_record or last_record["step"] != progress.step:
+            seconds = time.perf_counter() - window_start
+            speed = window_tokens / max(seconds, 1e-9)
+            last_record = self.validate(float(window_loss) / max(window_tokens, 1), speed)
+            bar.report(last_record)
+        save_checkpoint(self.run.last_checkpoint, self._payload(full=True))
+        reason = stop_reason or f"reached train.max_epochs = {cfg.max_epochs}"
+        print(f"training stopped: {reason}", file=sys.stderr)
+        return last_record

@@ -1,0 +1,109 @@
+"""Recipe loading: one-line errors that name file and key; typed --set overrides."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from s2s.config import load_config
+from s2s.errors import ConfigError
+from tests.conftest import tiny_recipe
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> Path:
+    return tiny_recipe(tmp_path, pairs=20)
+
+
+def error_of(path: Path, overrides: list[str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_valid_recipe_resolves_paths_relative_to_recipe(recipe: Path) -> None:
+    config = load_config(recipe)
+    assert config.task.name == "tiny"
+    assert config.data["train"].src == (recipe.parent / "train.en").resolve()
+    assert config.model.hidden_size == 48
+
+
+def test_unknown_key_names_file_and_key(recipe: Path) -> None:
+    recipe.write_text(recipe.read_text() + "\n[decode.extra]\n", encoding="utf-8")
+    text = recipe.read_text().replace("hidden_size = 48", "hiden_size = 48")
+    recipe.write_text(text, encoding="utf-8")
+    message = error_of(recipe)
+    assert str(recipe) in message
+    assert "model.hiden_size: unknown key" in message
+
+
+def test_wrong_type_says_what_was_expected(recipe: Path) -> None:
+    recipe.write_text(recipe.read_text().replace("hidden_size = 48", 'hidden_size = "big"'))
+    message = error_of(recipe)
+    assert "model.hidden_size" in message and "integer" in message
+
+
+def test_malformed_toml_reports_line(recipe: Path) -> None:
+    lines = recipe.read_text().splitlines()
+    lines.insert(2, "this is not toml")
+    recipe.write_text("\n".join(lines))
+    message = error_of(recipe)
+    assert "malformed TOML" in message and "line 3" in message
+
+
+def test_missing_data_file_names_key_and_path(recipe: Path) -> None:
+    (recipe.parent / "valid.de").unlink()
+    message = error_of(recipe)
+    assert "data.valid.tgt: file not found" in message and "valid.de" in message
+
+
+def test_missing_recipe() -> None:
+    assert "recipe not found" in error_of(Path("no/such/recipe.toml"))
+
+
+def test_split_must_name_one_source(recipe: Path) -> None:
+    recipe.write_text(recipe.read_text().replace('tgt = "train.de"\n', "", 1))
+    assert "data.train: text splits need both src and tgt" in error_of(recipe)
+
+
+def test_overrides_are_typed_by_schema(recipe: Path) -> None:
+    config = load_config(
+        recipe,
+        ["model.hidden_size=256", "model.cell=gru", "train.lr=1e-3", "model.bidirectional=false"],
+    )
+    assert config.model.hidden_size == 256
+    assert config.model.cell == "gru"
+    assert config.train.lr == pytest.approx(1e-3)
+    assert config.model.bidirectional is False
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.hidden_size=abc", "model.hidden_size: Input should be a valid integer"),
+        ("model.hidden_sise=3", "model.hidden_sise: unknown key"),
+        ("train.amp=fp8", "train.amp: Input should be 'auto', 'bf16', 'fp16' or 'off'"),
+        ("hidden_size=3", "expected section.key=value"),
+        ("model.hidden_size", "expected section.key=value"),
+        ("train.max_length=9999", "max_length must not exceed max_tokens"),
+    ],
+)
+def test_bad_overrides(recipe: Path, override: str, expected: str) -> None:
+    assert expected in error_of(recipe, [override])
+
+
+def test_cli_config_error_is_one_line_with_exit_code_2(recipe: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "s2s", "train", str(recipe), "--set", "model.cel=gru"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "model.cel: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr

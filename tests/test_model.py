@@ -1,0 +1,81 @@
+"""The encoder-decoder: padding never changes a sentence's encoding or translation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s2s.batching import collate
+from s2s.cell_registry import cell_factory
+from s2s.config import ModelConfig
+from s2s.model import Seq2Seq
+from s2s.search import beam_search, max_output_lengths
+
+VOCAB = 40
+
+
+def make_model(cell: str = "lstm", **options) -> Seq2Seq:
+    torch.manual_seed(0)
+    config = ModelConfig(embed_size=16, hidden_size=24, dropout=0.0, **options)
+    return Seq2Seq(config, cell_factory(cell, {}), VOCAB, VOCAB, 0, share_vocab=True).eval()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("attention", ["dot", "general", "bahdanau"])
+def test_encoder_output_is_padding_invariant(cell: str, attention: str) -> None:
+    model = make_model(cell, attention=attention)
+    sentences = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14]]
+    batch = collate([0, 1], sentences)
+    alone = collate([0], [sentences[1]])
+    with torch.no_grad():
+        both = model.encode(batch.src, batch.src_lengths)
+        single = model.encode(alone.src, alone.src_lengths)
+        length = int(alone.src_lengths[0])
+        torch.testing.assert_close(both.memory[1, :length], single.memory[0], atol=1e-5, rtol=1e-5)
+        state_both = model.initial_state(both)
+        state_single = model.initial_state(single)
+        torch.testing.assert_close(
+            state_both[0][0][0][1], state_single[0][0][0][0], atol=1e-5, rtol=1e-5
+        )
+
+
+def test_attention_gives_padding_zero_weight() -> None:
+    model = make_model()
+    batch = collate([0, 1], [[5, 6, 7, 8, 9], [12]])
+    with torch.no_grad():
+        encoded = model.encode(batch.src, batch.src_lengths)
+        state = model.initial_state(encoded)
+        _, _, weights = model.decode_step(torch.tensor([2, 2]), state, encoded)
+    assert torch.all(weights[1, 2:] == 0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2))
+
+
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_teacher_forcing_matches_stepwise_decoding(input_feeding: bool) -> None:
+    """The fused whole-sequence decoder computes what search computes step by step."""
+    model = make_model(input_feeding=input_feeding)
+    batch = collate([0], [[5, 6, 7]], [[8, 9, 10, 11]])
+    with torch.no_grad():
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in).log_softmax(-1)
+        encoded = model.encode(batch.src, batch.src_lengths)
+        state = model.initial_state(encoded)
+        for t in range(batch.tgt_in.size(1)):
+            log_probs, state, _ = model.decode_step(batch.tgt_in[:, t], state, encoded)
+            torch.testing.assert_close(log_probs, logits[:, t], atol=1e-5, rtol=1e-5)
+
+
+def test_translation_is_the_same_alone_and_padded_in_a_batch() -> None:
+    model = make_model()
+    sentences = [[5, 6, 7, 8, 9, 10, 11, 12, 13], [14, 15, 16]]
+    batch = collate([0, 1], sentences)
+    alone = collate([0], [sentences[1]])
+    limits = max_output_lengths(batch.src_lengths, 2.0, 5)
+    together = beam_search(model, batch.src, batch.src_lengths, limits, beam_size=4)
+    single = beam_search(model, alone.src, alone.src_lengths, limits[1:], beam_size=4)
+    assert together[1][0].tokens == single[0][0].tokens
+    assert together[1][0].score == pytest.approx(single[0][0].score, abs=1e-4)
+
+
+def test_tied_embeddings_share_one_matrix() -> None:
+    model = make_model()
+    assert model.output.weight is model.src_embed.weight is model.tgt_embed.weight

@@ -1,0 +1,123 @@
+"""Search, tested with a scripted decoder whose step probabilities are fixed by hand, and
+for batch invariance with a real model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from s2s.batching import collate
+from s2s.search import beam_search, greedy_search, length_penalty, max_output_lengths
+from s2s.tokenizer import BOS_ID, EOS_ID
+from tests.test_model import VOCAB, make_model
+
+A, B = 4, 5
+# next-token probabilities after each prefix (BOS excluded); anything else ends at once
+SCRIPT = {
+    (): {A: 0.6, B: 0.4},
+    (A,): {EOS_ID: 0.4, A: 0.3, B: 0.3},
+    (B,): {EOS_ID: 0.9, A: 0.05, B: 0.05},
+}
+
+
+class ScriptedModel:
+    """A decoder whose distributions come from SCRIPT; its state is the token history."""
+
+    vocab = 6
+
+    def encode(self, src, src_lengths):
+        return (src,)
+
+    def initial_state(self, encoded):
+        return (torch.zeros(encoded[0].size(0), 0, dtype=torch.long),)
+
+    def decode_step(self, prev_tokens, state, encoded):
+        first = bool((prev_tokens == BOS_ID).all())
+        history = state[0] if first else torch.cat([state[0], prev_tokens.unsqueeze(1)], dim=1)
+        rows = []
+        for row in history.tolist():
+            probs = torch.full((self.vocab,), 1e-9)
+            for token, p in SCRIPT.get(tuple(row), {EOS_ID: 1.0}).items():
+                probs[token] = p
+            rows.append(probs.log())
+        return torch.stack(rows), (history,), None
+
+
+def run_scripted(search, **kwargs):
+    src = torch.tensor([[7, EOS_ID]])
+    return search(ScriptedModel(), src, torch.tensor([2]), torch.tensor([5]), **kwargs)
+
+
+def test_beam_finds_the_best_sequence_that_greedy_misses() -> None:
+    greedy = run_scripted(greedy_search)[0]
+    assert greedy.tokens == [A]
+    assert greedy.score == pytest.approx(math.log(0.6) + math.log(0.4), abs=1e-6)
+
+    best = run_scripted(beam_search, beam_size=2, alpha=0.0)[0][0]
+    assert best.tokens == [B]
+    assert best.score == pytest.approx(math.log(0.4) + math.log(0.9), abs=1e-6)
+
+
+def test_nbest_is_sorted_and_length_normalised() -> None:
+    nbest = run_scripted(beam_search, beam_size=2, alpha=1.0, nbest=2)[0]
+    assert [h.tokens for h in nbest] == [[B], [A]]
+    penalty = (5 + 2) / 6  # two tokens, EOS included
+    assert nbest[0].score == pytest.approx(math.log(0.36) / penalty, abs=1e-6)
+    assert nbest[1].score == pytest.approx(math.log(0.24) / penalty, abs=1e-6)
+
+
+def test_length_penalty_formula() -> None:
+    lengths = torch.tensor([1, 7])
+    assert length_penalty(lengths, 0.0).tolist() == [1.0, 1.0]
+    torch.testing.assert_close(length_penalty(lengths, 0.6), ((5 + lengths) / 6.0) ** 0.6)
+
+
+def test_output_is_cut_at_each_sentences_own_limit() -> None:
+    model = make_model()
+    with torch.no_grad():
+        model.output.bias[EOS_ID] = -1e4  # this model never wants to stop
+    batch = collate([0, 1], [[5, 6, 7, 8, 9, 10], [11]])
+    limits = torch.tensor([9, 3])
+    greedy = greedy_search(model, batch.src, batch.src_lengths, limits)
+    assert [len(h.tokens) for h in greedy] == [9, 3]
+    beams = beam_search(model, batch.src, batch.src_lengths, limits, beam_size=3)
+    assert [len(h[0].tokens) for h in beams] == [9, 3]
+
+
+def sharp_model():
+    """A random model with peaked distributions, so float noise cannot reorder candidates."""
+    model = make_model(tie_embeddings=False)
+    with torch.no_grad():
+        model.output.weight.mul_(30.0)
+    return model
+
+
+def test_beam_size_one_equals_greedy() -> None:
+    model = sharp_model()
+    generator = torch.Generator().manual_seed(3)
+    sentences = [torch.randint(4, VOCAB, (n,), generator=generator).tolist() for n in range(1, 20)]
+    batch = collate(list(range(len(sentences))), sentences)
+    limits = max_output_lengths(batch.src_lengths, 1.5, 3)
+    greedy = greedy_search(model, batch.src, batch.src_lengths, limits)
+    beam = beam_search(model, batch.src, batch.src_lengths, limits, beam_size=1)
+    assert [h.tokens for h in greedy] == [h[0].tokens for h in beam]
+
+
+def test_every_sentence_gets_the_same_beam_output_alone_or_in_a_batch_of_64() -> None:
+    model = sharp_model()
+    generator = torch.Generator().manual_seed(7)
+    lengths = torch.randint(1, 25, (64,), generator=generator).tolist()
+    sentences = [torch.randint(4, VOCAB, (n,), generator=generator).tolist() for n in lengths]
+    batch = collate(list(range(64)), sentences)
+    limits = max_output_lengths(batch.src_lengths, 1.5, 3)
+    together = beam_search(model, batch.src, batch.src_lengths, limits, beam_size=5, nbest=5)
+    for index, sentence in enumerate(sentences):
+        alone = collate([0], [sentence])
+        single = beam_search(
+            model, alone.src, alone.src_lengths, limits[index : index + 1], beam_size=5, nbest=5
+        )[0]
+        assert [h.tokens for h in together[index]] == [h.tokens for h in single]
+        for a, b in zip(together[index], single, strict=True):
+            assert a.score == pytest.approx(b.score, abs=1e-4)
