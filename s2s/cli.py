@@ -57,8 +57,12 @@ def train(
     overrides: Overrides = None,
     out: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option(help="Run directory (default runs/<recipe name>)."),
+        typer.Option(help="Run directory (default runs/<task.name>)."),
     ] = None,
+    restart: Annotated[
+        bool,
+        typer.Option(help="Discard the run directory's checkpoints and metrics; start over."),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail.")] = False,
 ) -> None:
@@ -70,6 +74,8 @@ def train(
 
     config = load_config(recipe, overrides)
     run = RunDir(out or Path("runs") / config.task.name)
+    if restart:
+        run.clear_training_state()
     record = Trainer(config, run, quiet=quiet).train()
     summary = ", ".join(f"{k} {v}" for k, v in record.items() if k.startswith("valid_"))
     print(f"s2s: run directory {run.path}: {summary}", file=sys.stderr)
@@ -110,8 +116,11 @@ def translate(
         typer.Option(min=1, help="Beam size (default: the recipe's decode.beam_size)."),
     ] = None,
     nbest: Annotated[
-        int, typer.Option(min=1, help="Write N hypotheses per line as 'i ||| text ||| score'.")
-    ] = 1,
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            min=1, help="Write N hypotheses per line as 'i ||| text' (default: decode.nbest)."
+        ),
+    ] = None,
     batch_tokens: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(min=1, help="Source tokens per batch (default: decode.batch_tokens)."),
@@ -135,6 +144,9 @@ def translate(
         config.decode.batch_tokens = batch_tokens
     translator = Translator(model, tokenizers, config.decode, torch_device)
     beam_size = beam or config.decode.beam_size
+    nbest = nbest or config.decode.nbest
+    if nbest > beam_size:
+        raise S2SError(f"--nbest {nbest} needs a beam of at least {nbest} (--beam)")
     if input is not None and not input.is_file():
         raise S2SError(f"{input}: input file not found")
     stream = input.open("rb") if input else sys.stdin.buffer
@@ -181,6 +193,35 @@ def evaluate(
     for score in evaluate_run(run_dir, split, src, ref, beam, output, checkpoint, device):
         print(score.text)
         print(f"  signature: {score.signature}")
+
+
+@app.command()
+@user_errors
+def cells() -> None:
+    """List the installed cells: name, class, registering distribution and version."""
+    from s2s.cell_registry import discover_cells
+
+    found, conflicts = discover_cells()
+    rows = [("name", "class", "distribution", "fused", "options")]
+    for entry in found.values():
+        try:
+            cls = entry.entry_point.load()
+            fused = "yes" if getattr(cls, "has_fused_forward", False) else "no"
+            options = ", ".join(f"{k}={v!r}" for k, v in getattr(cls, "options", {}).items())
+        except Exception as error:  # report a broken plugin, keep listing the others
+            fused, options = "?", f"failed to load: {type(error).__name__}: {error}"
+        dist = f"{entry.distribution} {entry.version}"
+        rows.append((entry.name, entry.target, dist, fused, options or "-"))
+    for name, entries in conflicts.items():
+        who = " and ".join(e.distribution for e in entries)
+        rows.append((name, "-", who, "?", "error: registered by several distributions"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+            + "  "
+            + row[4]
+        )
 
 
 def main() -> None:

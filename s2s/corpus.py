@@ -6,8 +6,10 @@ and the data files, so a second run does not tokenise again.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
+import lzma
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,12 +45,35 @@ def _datasets():
     return datasets
 
 
+def _open_text(path: Path):
+    """Open a possibly compressed text file as bytes."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    if path.suffix == ".xz":
+        return lzma.open(path, "rb")
+    return path.open("rb")
+
+
+def _first_invalid_line(path: Path) -> str | None:
+    """Where a text file stops being UTF-8, as 'line N', to point the user at it."""
+    with _open_text(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return f"line {number}, byte {error.start}"
+    return None
+
+
 def _read_lines(path: Path) -> list[str]:
+    if path.stat().st_size == 0:
+        return []
     try:
         column = _datasets().load_dataset("text", data_files={"x": str(path)}, split="x")
-    except UnicodeDecodeError as error:
-        raise S2SError(f"{path}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
     except Exception as error:
+        where = _first_invalid_line(path)
+        if where:
+            raise S2SError(f"{path}: invalid UTF-8 at {where}") from None
         raise S2SError(f"{path}: cannot read: {type(error).__name__}: {error}") from None
     return list(column["text"])
 

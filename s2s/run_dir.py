@@ -45,6 +45,13 @@ class RunDir:
     def cache(self) -> Path:
         return self.path / "cache"
 
+    def clear_training_state(self) -> None:
+        """Forget checkpoints and metrics (keeping the tokeniser and data cache)."""
+        import shutil
+
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+        self.metrics_log.unlink(missing_ok=True)
+
     def require(self) -> RunDir:
         if not self.path.is_dir():
             raise S2SError(f"{self.path}: run directory not found")

@@ -1,0 +1,91 @@
+"""Training mechanics: schedule, accumulation, mixed precision, resume, early stopping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2s.config import TrainConfig, load_config
+from s2s.errors import S2SError
+from s2s.run_dir import RunDir
+from s2s.schedule import LearningRateSchedule
+from s2s.training import Trainer
+from tests.conftest import tiny_recipe
+
+
+def test_warmup_then_inverse_square_root() -> None:
+    schedule = LearningRateSchedule(TrainConfig(lr=1.0, warmup_steps=100, min_lr=0.0), 1000)
+    assert schedule.rate(0) == pytest.approx(0.01)
+    assert schedule.rate(49) == pytest.approx(0.5)
+    assert schedule.rate(100) == pytest.approx(1.0)
+    assert schedule.rate(400) == pytest.approx(0.5)
+
+
+def test_plateau_halves_after_patience_and_respects_floor() -> None:
+    config = TrainConfig(lr=1.0, warmup_steps=0, schedule="plateau", plateau_patience=1, min_lr=0.3)
+    schedule = LearningRateSchedule(config, 100)
+    schedule.on_validation(improved=False)
+    assert schedule.rate(10) == 1.0
+    schedule.on_validation(improved=False)
+    assert schedule.rate(10) == 0.5
+    schedule.on_validation(improved=False)
+    schedule.on_validation(improved=False)
+    assert schedule.rate(10) == 0.3
+
+
+def make_trainer(folder: Path, *overrides: str) -> Trainer:
+    config = load_config(tiny_recipe(folder, pairs=150, steps=4), list(overrides))
+    return Trainer(config, RunDir(folder / "run"), quiet=True)
+
+
+def test_accumulation_takes_several_batches_per_step(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, "train.accum_steps=3", "train.max_steps=2")
+    trainer.train()
+    assert trainer.progress.step == 2
+    assert trainer.progress.batch_in_epoch == 6
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, "train.amp=bf16", "train.max_steps=2")
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    record = trainer.train()
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True)
+    )
+    assert torch.isfinite(torch.tensor(record["valid_loss"]))
+
+
+def test_fp16_without_cuda_is_an_error(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is valid with CUDA")
+    with pytest.raises(S2SError, match="fp16' needs a CUDA device"):
+        make_trainer(tmp_path, "train.amp=fp16")
+
+
+def test_a_run_directory_with_a_checkpoint_is_resumed(tmp_path: Path) -> None:
+    make_trainer(tmp_path, "train.max_steps=3", "train.valid_every=3").train()
+    trainer = make_trainer(tmp_path, "train.max_steps=5", "train.valid_every=3")
+    assert trainer.progress.step == 3
+    trainer.train()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run/metrics.jsonl").open()]
+    assert steps == [3, 5]
+
+
+def test_early_stopping_after_patience(tmp_path: Path) -> None:
+    # lr 1e-30 leaves the fp32 weights unchanged: no validation after the first improves
+    trainer = make_trainer(
+        tmp_path,
+        "train.lr=1e-30",
+        "train.min_lr=0",
+        "train.max_steps=50",
+        "train.valid_every=1",
+        "train.patience=2",
+        "train.early_stopping_metric=loss",
+    )
+    trainer.train()
+    assert trainer.progress.step < 50
+    assert trainer.progress.bad_validations == 2
