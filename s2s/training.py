@@ -250,7 +250,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return total
 
-    def _should_stop(self, started: float) -> str | None:
+    def _should_stop(self) -> str | None:
         cfg, progress = self.config.train, self.progress
         if cfg.max_steps and progress.step >= cfg.max_steps:
             return f"reached train.max_steps = {cfg.max_steps}"
@@ -294,7 +294,7 @@ class Trainer:
                     save_checkpoint(self.run.last_checkpoint, self._payload(full=True))
                     window_loss, window_tokens = zero, 0
                     window_start = time.perf_counter()
-                stop_reason = self._should_stop(session_start)
+                stop_reason = self._should_stop()
                 if stop_reason:
                     break
             if position >= len(batches):
