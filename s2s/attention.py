@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from s2s.errors import ConfigError
+
 
 class Attention(nn.Module):
     """Base: subclasses define `keys` and `scores`; masking and softmax are shared."""
@@ -72,7 +74,10 @@ class AdditiveAttention(Attention):
 def build_attention(kind: str, query_size: int, memory_size: int) -> Attention:
     """The attention named in the recipe (the schema already restricts ``kind``)."""
     if kind == "dot" and query_size != memory_size:
-        raise ValueError("dot attention needs equal query and memory sizes")
+        raise ConfigError(
+            f"model.attention: 'dot' needs the decoder output width ({query_size}) to equal "
+            f"the encoder output width ({memory_size}); use 'general' or 'bahdanau'"
+        )
     builders = {
         "dot": DotAttention,
         "general": lambda: GeneralAttention(query_size, memory_size),

@@ -4,6 +4,20 @@ A cell is one layer in one direction. Stacking, direction, dropout, residuals, p
 masks and beam reordering are the core's job (see `s2s.recurrent_stack`), done the same
 way for every cell. A cell's state is a tuple of tensors with the batch on dimension 0,
 so the core can reorder and mask it without knowing what is inside.
+
+The contract in full (docs/cells.md walks through it; `s2s.testing` checks it):
+
+- ``__init__(input_size, hidden_size, **options)``: every option is a keyword parameter
+  with a default, and ``options`` declares the same names and defaults, so a recipe's
+  ``[model.cell_options]`` can be checked (a typo or a wrong type is an error);
+- ``output_size``: the width of ``h_t`` (``hidden_size`` unless the cell projects);
+- ``initial_state(batch_size, device=, dtype=, hidden=)``: the start state, a tuple of
+  batch-first tensors; ``hidden`` [B, output_size] seeds it when given;
+- ``step(x_t, state) -> (h_t, state)``: one time step, used by decoding;
+- ``forward(x, state, lengths) -> (y, state)``: a whole sequence. The default loops
+  ``step``; a cell may override it (a fused kernel, a parallel scan) and must then stay
+  numerically equal to the stepwise path, and keep the final state of every sequence at
+  its own length.
 """
 
 from __future__ import annotations
@@ -19,19 +33,28 @@ State = tuple[Tensor, ...]
 class RecurrentCell(nn.Module):
     """Base class of every cell plugin.
 
-    Subclasses implement `step`; cells backed by a fused kernel also override `forward`
-    (and set ``has_fused_forward``) and must stay numerically equal to the stepwise path.
-    ``options`` declares the keyword options the cell takes, with their defaults: the
-    recipe's ``[model.cell_options]`` is checked against it, so a typo is an error.
+    Subclasses implement `step`; cells with a faster whole-sequence path also override
+    `forward` and must stay numerically equal to the stepwise path. ``options`` declares
+    the keyword options the cell takes, with their defaults: the recipe's
+    ``[model.cell_options]`` is checked against it, so a typo is an error.
+    ``has_fused_forward`` says whether `forward` is overridden; it is worked out from the
+    class unless a subclass sets it.
     """
 
     options: ClassVar[dict[str, Any]] = {}
     has_fused_forward: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "has_fused_forward" not in vars(cls):
+            cls.has_fused_forward = cls.forward is not RecurrentCell.forward
+
     def __init__(self, input_size: int, hidden_size: int, **options: Any) -> None:
         super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size
+        # The width of h_t; a cell that projects its output (LSTM proj_size) changes it.
+        self.output_size = hidden_size
 
     def initial_state(
         self,
@@ -41,20 +64,20 @@ class RecurrentCell(nn.Module):
         dtype: torch.dtype | None = None,
         hidden: Tensor | None = None,
     ) -> State:
-        """The state before the first step; ``hidden`` [B, H], if given, seeds it
+        """The state before the first step; ``hidden`` [B, output_size], if given, seeds it
         (the core passes a summary of the encoder to start the decoder)."""
         if hidden is None:
-            hidden = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+            hidden = torch.zeros(batch_size, self.output_size, device=device, dtype=dtype)
         return (hidden,)
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """One time step: x_t [B, I] -> (h_t [B, H], new state)."""
-        raise NotImplementedError
+        """One time step: x_t [B, I] -> (h_t [B, output_size], new state)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement step()")
 
     def forward(
         self, x: Tensor, state: State | None = None, lengths: Tensor | None = None
     ) -> tuple[Tensor, State]:
-        """A whole sequence: x [B, T, I] -> (y [B, T, H], final state).
+        """A whole sequence: x [B, T, I] -> (y [B, T, output_size], final state).
 
         With ``lengths``, the state stops changing past each sequence's end, so the final
         state of a padded sequence equals that of the same sequence unpadded. Outputs at
@@ -67,7 +90,7 @@ class RecurrentCell(nn.Module):
         for t, x_t in enumerate(x.unbind(1)):
             h_t, new_state = self.step(x_t, state)
             if lengths is not None:
-                running = (lengths.to(x.device) > t).view(batch_size, 1)
+                running = lengths.to(x.device) > t  # B
                 new_state = tuple(
                     torch.where(running.view(-1, *[1] * (new.dim() - 1)), new, old)
                     for new, old in zip(new_state, state, strict=True)
@@ -80,3 +103,14 @@ class RecurrentCell(nn.Module):
 def needs_packing(x: Tensor, lengths: Tensor | None) -> bool:
     """Whether a fused kernel must pack its input to get exact final states."""
     return lengths is not None and bool((lengths < x.size(1)).any())
+
+
+def at_lengths(sequence: Tensor, lengths: Tensor) -> Tensor:
+    """Row b of ``sequence`` [B, T, ...] at time ``lengths[b]`` -> [B, ...].
+
+    For cells that compute every step at once: with the start state prepended at time 0,
+    ``at_lengths(states, lengths)`` is each sequence's final state.
+    """
+    index = lengths.to(sequence.device).long().view(-1, *[1] * (sequence.dim() - 1))
+    index = index.expand(-1, 1, *sequence.shape[2:])
+    return sequence.gather(1, index).squeeze(1)

@@ -61,7 +61,7 @@ class Seq2Seq(nn.Module):
             self.tgt_embed = self.src_embed
         else:
             self.tgt_embed = nn.Embedding(tgt_vocab_size, embed, padding_idx=pad_id)
-        self.encoder = RecurrentStack(
+        encoder = RecurrentStack(
             make_cell,
             embed,
             hidden,
@@ -70,9 +70,8 @@ class Seq2Seq(nn.Module):
             dropout=config.dropout,
             residual=config.residual,
         )
-        self.bridge = nn.Linear(hidden, config.decoder_layers * hidden)
         decoder_input = embed * 2 if config.input_feeding else embed
-        self.decoder = RecurrentStack(
+        decoder = RecurrentStack(
             make_cell,
             decoder_input,
             hidden,
@@ -80,8 +79,14 @@ class Seq2Seq(nn.Module):
             dropout=config.dropout,
             residual=config.residual,
         )
-        self.attention = build_attention(config.attention, hidden, hidden)
-        self.combine = nn.Linear(2 * hidden, embed, bias=False)
+        # Widths come from the stacks: a cell may project its output (LSTM proj_size).
+        # Registration order is unchanged, so saved optimiser states still line up.
+        memory_size, query_size = encoder.output_size, decoder.output_size
+        self.encoder = encoder
+        self.bridge = nn.Linear(memory_size, config.decoder_layers * decoder.seed_size)
+        self.decoder = decoder
+        self.attention = build_attention(config.attention, query_size, memory_size)
+        self.combine = nn.Linear(memory_size + query_size, embed, bias=False)
         self.output = nn.Linear(embed, tgt_vocab_size)
         if config.tie_embeddings:
             self.output.weight = self.tgt_embed.weight

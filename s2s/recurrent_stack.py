@@ -28,7 +28,12 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
 
 class RecurrentStack(nn.Module):
     """A stack of recurrent layers; a bidirectional layer splits ``hidden_size`` between
-    its two directions so every layer outputs ``hidden_size`` features."""
+    its two directions. Each layer outputs its cells' ``output_size`` per direction (that is
+    ``hidden_size`` for cells that do not project), and the next layer reads that width.
+
+    ``output_size`` is the width of the stack's output; ``seed_size`` the width of the
+    per-layer ``hidden`` that `initial_states` seeds a unidirectional stack with.
+    """
 
     def __init__(
         self,
@@ -47,13 +52,14 @@ class RecurrentStack(nn.Module):
         self.bidirectional = bidirectional
         self.residual = residual
         self.hidden_size = hidden_size
-        self.layers = nn.ModuleList(
-            nn.ModuleList(
-                make_cell(input_size if i == 0 else hidden_size, per_direction)
-                for _ in range(directions)
-            )
-            for i in range(num_layers)
-        )
+        self.layers = nn.ModuleList()
+        width = input_size
+        for _ in range(num_layers):
+            cells = nn.ModuleList(make_cell(width, per_direction) for _ in range(directions))
+            self.layers.append(cells)
+            width = directions * cells[0].output_size
+        self.output_size = width
+        self.seed_size = self.layers[0][0].output_size
         self.dropout = nn.Dropout(dropout)
 
     def forward(
@@ -64,7 +70,7 @@ class RecurrentStack(nn.Module):
         *,
         return_states: bool = False,
     ) -> tuple[Tensor, list[State] | None]:
-        """x [B, T, I] -> (y [B, T, H], final state per layer if asked for).
+        """x [B, T, I] -> (y [B, T, output_size], final state per layer if asked for).
 
         Cells only get ``lengths`` when final states are wanted: outputs at real positions
         are exact without it, and fused kernels are fastest on unpacked input.
@@ -87,7 +93,7 @@ class RecurrentStack(nn.Module):
         return x, (finals if return_states else None)
 
     def initial_states(self, hidden: Tensor) -> list[State]:
-        """Per-layer start states of a unidirectional stack, seeded by hidden [L, B, H]."""
+        """Per-layer start states of a unidirectional stack, seeded by hidden [L, B, seed_size]."""
         return [
             layer[0].initial_state(hidden.size(1), hidden=h)
             for layer, h in zip(self.layers, hidden, strict=True)

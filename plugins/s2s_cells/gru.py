@@ -15,7 +15,6 @@ class GRUCell(RecurrentCell):
     """Gated recurrent unit (Cho et al. 2014). State: (h,)."""
 
     options: ClassVar[dict[str, Any]] = {}
-    has_fused_forward: ClassVar[bool] = True
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__(input_size, hidden_size)
@@ -28,7 +27,9 @@ class GRUCell(RecurrentCell):
         )
         return h, (h,)
 
-    def forward(self, x: Tensor, state: State | None = None, lengths: Tensor | None = None):
+    def forward(
+        self, x: Tensor, state: State | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, State]:
         hx = None if state is None else state[0].unsqueeze(0)
         if not needs_packing(x, lengths):
             y, h = self.rnn(x, hx)
