@@ -1,0 +1,131 @@
+"""Numerical faults and memory: a non-finite loss or gradient skips the step, too many in a
+row stop the run naming the batch with the last good checkpoint kept; running out of memory
+is one line that suggests a smaller train.max_tokens."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2s import training
+from s2s.checkpoint import load_checkpoint
+from s2s.config import load_config
+from s2s.errors import S2SError
+from s2s.run_dir import RunDir
+from s2s.training import Trainer
+from tests.conftest import tiny_recipe
+
+
+def make_trainer(folder: Path, *overrides: str) -> Trainer:
+    config = load_config(tiny_recipe(folder, pairs=150, steps=6), list(overrides))
+    return Trainer(config, RunDir(folder / "run"), quiet=True)
+
+
+def poison_loss(monkeypatch, bad_calls: set[int]) -> None:
+    """Make the training loss nan on the given calls (1-based), leaving the others alone."""
+    real = training.label_smoothed_loss
+    calls = 0
+
+    def loss(logits, target, smoothing):
+        nonlocal calls
+        calls += 1
+        value = real(logits, target, smoothing)
+        return value * float("nan") if calls in bad_calls else value
+
+    monkeypatch.setattr(training, "label_smoothed_loss", loss)
+
+
+def adam_steps(trainer: Trainer) -> int:
+    return int(next(iter(trainer.optimizer.state.values()))["step"])
+
+
+def test_a_nan_loss_skips_the_step_with_a_warning(tmp_path: Path, monkeypatch, caplog) -> None:
+    trainer = make_trainer(tmp_path, "train.valid_bleu=false", "train.early_stopping_metric=loss")
+    poison_loss(monkeypatch, {2, 3})
+    with caplog.at_level(logging.WARNING, logger="s2s.train"):
+        record = trainer.train()
+    assert trainer.progress.step == 6
+    assert adam_steps(trainer) == 4  # steps 2 and 3 left the optimiser untouched
+    warnings = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
+    assert len(warnings) == 2 and warnings[0].startswith("step 2: non-finite loss or gradient")
+    assert "training lines" in warnings[0]
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert math.isfinite(record["train_loss"])  # skipped losses are not averaged in
+
+
+def test_an_infinite_gradient_with_a_finite_loss_is_skipped(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, "train.max_steps=3", "train.clip_norm=0")
+    weight = trainer.model.bridge.weight
+    before = weight.detach().clone()
+    handle = weight.register_hook(lambda grad: grad * float("inf"))
+    trainer.train()
+    handle.remove()
+    assert trainer.progress.step == 3 and trainer.progress.bad_steps == 3
+    assert torch.equal(weight.detach(), before)
+    assert not trainer.optimizer.state  # no step was ever taken
+
+
+def test_too_many_bad_steps_stop_naming_the_batch(tmp_path: Path, monkeypatch) -> None:
+    trainer = make_trainer(
+        tmp_path, "train.save_every=1", "train.max_bad_steps=2", "train.max_steps=20"
+    )
+    poison_loss(monkeypatch, set(range(4, 100)))
+    with pytest.raises(S2SError) as caught:
+        trainer.train()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("stopping: 3 steps in a row had a non-finite loss or gradient")
+    assert "the last at step 6, epoch 1, batch 6 (training lines " in message
+    assert "train.max_bad_steps" in message
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert json.loads(saved["progress"])["step"] == 3  # the last good step, intact
+    assert all(torch.isfinite(t).all() for t in saved["model"].values())
+
+
+def test_out_of_memory_suggests_a_smaller_batch(tmp_path: Path, monkeypatch) -> None:
+    trainer = make_trainer(tmp_path, "train.max_tokens=600")
+
+    def out_of_memory(self, batches):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Trainer, "_train_step", out_of_memory)
+    with pytest.raises(S2SError) as caught:
+        trainer.train()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("out of memory at step 1 (epoch 1) with train.max_tokens = 600")
+    assert "--set train.max_tokens=300" in message
+
+
+def test_cpu_allocator_failure_is_also_out_of_memory(tmp_path: Path, monkeypatch) -> None:
+    trainer = make_trainer(tmp_path)
+
+    def fail(self, batches):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 GB")
+
+    monkeypatch.setattr(Trainer, "_train_step", fail)
+    with pytest.raises(S2SError, match="out of memory at step 1"):
+        trainer.train()
+
+
+def test_other_runtime_errors_are_not_disguised(tmp_path: Path, monkeypatch) -> None:
+    trainer = make_trainer(tmp_path)
+
+    def fail(self, batches):
+        raise RuntimeError("shape mismatch in a plugin")
+
+    monkeypatch.setattr(Trainer, "_train_step", fail)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        trainer.train()
+
+
+def test_cuda_asked_for_but_absent(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(S2SError, match=r"train.device = 'cuda' but no CUDA device is available"):
+        make_trainer(tmp_path, "train.device=cuda")
