@@ -4,11 +4,10 @@ friends are imported inside the commands so `s2s --help` stays fast."""
 from __future__ import annotations
 
 import functools
-import logging
+import shlex
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, BinaryIO, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -40,10 +39,22 @@ def user_errors(command):
 
 
 def setup_logging(quiet: bool, verbose: bool = False) -> None:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="s2s: %(message)s", stream=sys.stderr, force=True)
+    from s2s.progress import configure_logging
+
+    configure_logging(quiet, verbose)
 
 
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Only warnings and errors: no progress.")
+]
+Verbose = Annotated[
+    bool, typer.Option("--verbose", "-v", help="More detail, progress lines more often.")
+]
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+CheckpointOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="Checkpoint file (default: the best)."),
+]
 Overrides = Annotated[
     Optional[list[str]],  # noqa: UP045 - typer reads the annotation at run time
     typer.Option("--set", help="Override a recipe key: section.key=value (repeatable)."),
@@ -70,37 +81,23 @@ def train(
     setup_logging(quiet, verbose)
     from s2s.config import load_config
     from s2s.run_dir import RunDir
+    from s2s.signals import Interrupted
     from s2s.training import Trainer
 
     config = load_config(recipe, overrides)
     run = RunDir(out or Path("runs") / config.task.name)
     if restart:
         run.clear_training_state()
-    record = Trainer(config, run, quiet=quiet).train()
+    try:
+        record = Trainer(config, run, quiet=quiet).train()
+    except Interrupted as stop:
+        sets = [f"--set={item}" for item in overrides or []]
+        again = shlex.join(["s2s", "train", str(recipe), "--out", str(run.path), *sets])
+        print(f"s2s: {stop.signal_name}: {stop}; resume with: {again}", file=sys.stderr)
+        raise typer.Exit(stop.exit_code) from None
     summary = ", ".join(f"{k} {v}" for k, v in record.items() if k.startswith("valid_"))
-    print(f"s2s: run directory {run.path}: {summary}", file=sys.stderr)
-
-
-def _read_lines(stream: BinaryIO) -> Iterator[str]:
-    """Lines of a byte stream as text; invalid UTF-8 is replaced and reported by line."""
-    for number, raw in enumerate(stream, start=1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            line = raw.decode("utf-8", errors="replace")
-            print(f"s2s: warning: input line {number}: invalid UTF-8 replaced", file=sys.stderr)
-        yield line.rstrip("\r\n")
-
-
-def _chunks(lines, size: int):
-    chunk = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    if not quiet:
+        print(f"s2s: run directory {run.path}: {summary}", file=sys.stderr)
 
 
 @app.command()
@@ -131,12 +128,26 @@ def translate(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     chunk_lines: Annotated[
-        int, typer.Option(min=1, help="Lines read, sorted and decoded together.")
+        int, typer.Option(min=1, help="Most lines read, sorted and decoded together.")
     ] = 2000,
+    max_input_tokens: Annotated[
+        int,
+        typer.Option(min=1, help="Truncate longer input lines (with a warning)."),
+    ] = 1024,
+    alignments: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Also write each line's attention here, as JSON lines."),
+    ] = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
-    """Translate lines from stdin (or --input): exactly one output line per input line."""
-    setup_logging(quiet=True)
+    """Translate lines from stdin (or --input): exactly one output line per input line,
+    written batch by batch as input arrives."""
+    setup_logging(quiet, verbose)
+    from s2s.alignment import alignment_file
+    from s2s.progress import TaskProgress, count_lines, progress_enabled
     from s2s.run_dir import load_run
+    from s2s.streaming import silence_stdout, translate_stream
     from s2s.translator import Translator
 
     config, tokenizers, model, torch_device = load_run(run_dir, checkpoint, device)
@@ -150,22 +161,24 @@ def translate(
     if input is not None and not input.is_file():
         raise S2SError(f"{input}: input file not found")
     stream = input.open("rb") if input else sys.stdin.buffer
-    interactive = input is None and sys.stdin.isatty()
-    offset = 0
+    show = progress_enabled() and (input is not None or not sys.stdin.isatty())
+    progress = TaskProgress("translating", count_lines(input), "lines", enabled=show)
+    sys.stdout.flush()
     try:
-        for chunk in _chunks(_read_lines(stream), 1 if interactive else chunk_lines):
-            outputs = translator.translate(chunk, beam_size, nbest)
-            for index, hyps in enumerate(outputs):
-                if nbest == 1:
-                    sys.stdout.write(hyps[0] + "\n")
-                else:
-                    for hyp in hyps:
-                        sys.stdout.write(f"{offset + index} ||| {hyp}\n")
-            sys.stdout.flush()
-            offset += len(chunk)
-    except BrokenPipeError:
-        sys.stderr.close()  # the reader went away: stop quietly
-        raise typer.Exit(0) from None
+        with progress, alignment_file(translator, alignments) as aligner:
+            translate_stream(
+                translator,
+                stream,
+                sys.stdout.buffer,
+                beam_size,
+                nbest,
+                chunk_lines,
+                max_input_tokens,
+                progress=progress,
+                alignments=aligner,
+            )
+    except BrokenPipeError:  # the reader went away: stop quietly
+        silence_stdout()
 
 
 @app.command()
@@ -185,9 +198,13 @@ def evaluate(
     ] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint file.")] = None,  # noqa: UP045
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
-    """Translate a split (or --src) and score it against references with sacrebleu."""
-    setup_logging(quiet=True)
+    """Translate a split (or --src) and score it against references with sacrebleu.
+
+    The scores are also recorded in the run directory, for `s2s info`."""
+    setup_logging(quiet, verbose)
     from s2s.evaluation import evaluate_run
 
     for score in evaluate_run(run_dir, split, src, ref, beam, output, checkpoint, device):
@@ -198,30 +215,116 @@ def evaluate(
 @app.command()
 @user_errors
 def cells() -> None:
-    """List the installed cells: name, class, registering distribution and version."""
-    from s2s.cell_registry import discover_cells
+    """List the installed cells: name, class, registering distribution and version, fused
+    path, options with defaults. A cell that fails to load is listed with its error."""
+    from s2s.cell_registry import cells_table, describe_cells
 
-    found, conflicts = discover_cells()
-    rows = [("name", "class", "distribution", "fused", "options")]
-    for entry in found.values():
-        try:
-            cls = entry.entry_point.load()
-            fused = "yes" if getattr(cls, "has_fused_forward", False) else "no"
-            options = ", ".join(f"{k}={v!r}" for k, v in getattr(cls, "options", {}).items())
-        except Exception as error:  # report a broken plugin, keep listing the others
-            fused, options = "?", f"failed to load: {type(error).__name__}: {error}"
-        dist = f"{entry.distribution} {entry.version}"
-        rows.append((entry.name, entry.target, dist, fused, options or "-"))
-    for name, entries in conflicts.items():
-        who = " and ".join(e.distribution for e in entries)
-        rows.append((name, "-", who, "?", "error: registered by several distributions"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    rows = describe_cells()
+    for line in cells_table(rows):
+        print(line)
     for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
-            + "  "
-            + row[4]
-        )
+        if row.error:
+            print(f"s2s: warning: {row.error}", file=sys.stderr)
+
+
+@app.command()
+@user_errors
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (several: one figure).")],
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("curves.png"),
+) -> None:
+    """Draw learning curves of one or more runs into a PNG.
+
+    Training and validation loss, the validation metric, learning rate and speed against
+    the step, from each run's metrics.jsonl; one colour per run."""
+    from s2s.plots import plot_learning_curves
+
+    print(f"s2s: wrote {plot_learning_curves(runs, out)}", file=sys.stderr)
+
+
+@app.command()
+@user_errors
+def align(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `s2s train`.")],
+    sentence: Annotated[str, typer.Argument(help="Source sentence to translate.")],
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("align.png"),
+    beam: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="Beam size (default: the recipe's decode.beam_size)."),
+    ] = None,
+    checkpoint: CheckpointOption = None,
+    device: Device = "auto",
+) -> None:
+    """Translate one sentence and draw its attention as a heat map.
+
+    The translation goes to stdout; the picture has target subwords down and source subwords
+    across."""
+    setup_logging(quiet=True)
+    from s2s.alignment import align_sentence
+    from s2s.plots import plot_alignment, require_matplotlib
+    from s2s.run_dir import load_run
+    from s2s.translator import Translator
+
+    require_matplotlib()
+    config, tokenizers, model, torch_device = load_run(run_dir, checkpoint, device)
+    translator = Translator(model, tokenizers, config.decode, torch_device)
+    alignment = align_sentence(translator, sentence, beam or config.decode.beam_size)
+    print(alignment.translation)
+    title = f"{sentence}\n→ {alignment.translation}"
+    path = plot_alignment(alignment.source, alignment.target, alignment.weights, out, title)
+    print(f"s2s: wrote {path}", file=sys.stderr)
+
+
+@app.command()
+@user_errors
+def info(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `s2s train`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the card as JSON.")] = False,
+) -> None:
+    """Print the run's model card (--json for machines).
+
+    Task, cell, sizes, parameters, vocabulary, data, training time, best validation and test
+    scores, and the s2s and torch versions that trained it."""
+    import json
+
+    from s2s.model_card import format_card, model_card
+
+    card = model_card(run_dir)
+    print(json.dumps(card, indent=2, ensure_ascii=False) if as_json else format_card(card))
+
+
+@app.command()
+@user_errors
+def average(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `s2s train`.")],
+    last: Annotated[int, typer.Option(min=1, help="Average the N most recent step-N.pt.")] = 2,
+    out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Checkpoint to write (default RUN/checkpoints/averaged-last-N.pt)."),
+    ] = None,
+    validate: Annotated[
+        bool, typer.Option(help="Score the newest input and the average on the valid split.")
+    ] = True,
+    device: Device = "auto",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Average the weights of the last N step checkpoints into a new checkpoint.
+
+    Reports the validation scores of the newest of them and of the average; train with
+    train.keep_last >= N so that the recent checkpoints are kept."""
+    setup_logging(quiet, verbose)
+    from s2s.averaging import average_last
+
+    report = average_last(run_dir, last, out, validate, device)
+    names = ", ".join(path.name for path in report.inputs)
+    print(f"averaged {names} into {report.output}")
+    for label, scores in (("before", report.before), ("after", report.after)):
+        if scores is not None:
+            which = report.inputs[-1].name if label == "before" else report.output.name
+            values = ", ".join(f"{k.removeprefix('valid_')} {v}" for k, v in scores.items())
+            print(f"validation {label} ({which}): {values}")
+    print(f"use it with: s2s translate {run_dir} --checkpoint {report.output}")
 
 
 def main() -> None:

@@ -111,7 +111,17 @@ class TrainConfig(Section):
     early_stopping_metric: Literal["bleu", "loss"] = "bleu"
     patience: int = Field(8, ge=0, description="validations without improvement; 0: off")
     keep_best: int = Field(2, ge=1)
+    keep_last: int = Field(
+        0, ge=0, description="also keep the N most recent step checkpoints (s2s average)"
+    )
+    save_every: int = Field(
+        0, ge=0, description="also write checkpoints/last.pt every N steps; 0: at validation"
+    )
+    max_bad_steps: int = Field(
+        10, ge=0, description="stop after more than N steps in a row with a non-finite loss"
+    )
     log_every: int = Field(50, ge=1)
+    tensorboard: bool = Field(True, description="TensorBoard scalars in RUN/tensorboard")
 
     @model_validator(mode="after")
     def _length_fits_budget(self) -> TrainConfig:

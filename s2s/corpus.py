@@ -15,6 +15,7 @@ from pathlib import Path
 
 from s2s.config import SplitConfig
 from s2s.errors import S2SError
+from s2s.progress import TaskProgress, progress_enabled
 from s2s.tokenizer import TokenizerPair
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,10 @@ def load_parallel(split: SplitConfig, name: str) -> ParallelText:
     if split.src is not None and split.tgt is not None:
         src, tgt = _read_lines(split.src), _read_lines(split.tgt)
         if len(src) != len(tgt):
+            longer = split.src if len(src) > len(tgt) else split.tgt
             raise S2SError(
-                f"data.{name}: {split.src} has {len(src)} lines but {split.tgt} has {len(tgt)}"
+                f"data.{name}: {split.src} has {len(src)} lines but {split.tgt} has {len(tgt)} "
+                f"(line {min(len(src), len(tgt)) + 1} of {longer} has no partner)"
             )
     else:
         origin = f"data.{name}"
@@ -164,18 +167,27 @@ def tokenize_split(
         cache_dir.mkdir(parents=True, exist_ok=True)
         cache_file = str(cache_dir / f"{name}-{_cache_key(split, tokenizers)}.arrow")
 
+    cached = cache_file is not None and Path(cache_file).is_file()
+    if cached:
+        log.debug("data.%s: reusing the tokenized cache %s", name, cache_file)
+    show = progress_enabled() and not cached
+    progress = TaskProgress(f"tokenizing data.{name}", len(raw.src), "pairs", enabled=show)
+
     def encode(batch: dict) -> dict:
-        return {
+        ids = {
             "src_ids": tokenizers.src.encode_batch(batch["src"]),
             "tgt_ids": tokenizers.tgt.encode_batch(batch["tgt"]),
         }
+        progress.update(len(batch["src"]))
+        return ids
 
-    encoded = table.map(
-        encode,
-        batched=True,
-        batch_size=2000,
-        cache_file_name=cache_file,
-        new_fingerprint=Path(cache_file).stem if cache_file else None,
-        remove_columns=["src", "tgt"],
-    )
+    with progress:
+        encoded = table.map(
+            encode,
+            batched=True,
+            batch_size=2000,
+            cache_file_name=cache_file,
+            new_fingerprint=Path(cache_file).stem if cache_file else None,
+            remove_columns=["src", "tgt"],
+        )
     return TokenizedSplit(list(encoded["src_ids"]), list(encoded["tgt_ids"]), raw)

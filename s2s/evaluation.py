@@ -8,7 +8,9 @@ from s2s.config import SplitConfig
 from s2s.corpus import load_parallel
 from s2s.errors import S2SError
 from s2s.metrics import Score, bleu_and_chrf
-from s2s.run_dir import load_run
+from s2s.model_card import record_evaluation
+from s2s.progress import TaskProgress
+from s2s.run_dir import RunDir, load_run
 from s2s.translator import Translator
 
 
@@ -36,7 +38,15 @@ def evaluate_run(
             raise S2SError(f"{run_dir}: the recipe has no split {split!r} (splits: {known})")
         text = load_parallel(config.data[split], split)
     translator = Translator(model, tokenizers, config.decode, torch_device)
-    hypotheses = [h[0] for h in translator.translate(text.src, beam or config.decode.beam_size)]
+    beam = beam or config.decode.beam_size
+    label = split if src is None else str(src)
+    with TaskProgress(f"translating {label}", total=len(text.src)) as progress:
+        outputs = translator.translate(text.src, beam, on_batch=progress.update)
+        progress.advance_to(len(text.src))  # empty lines are not searched
+    hypotheses = [h[0] for h in outputs]
     if output is not None:
         output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
-    return bleu_and_chrf(hypotheses, text.tgt)
+    scores = bleu_and_chrf(hypotheses, text.tgt)
+    used = checkpoint or RunDir(run_dir).default_checkpoint()
+    record_evaluation(run_dir, label, used, beam, scores)
+    return scores

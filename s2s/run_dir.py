@@ -45,12 +45,23 @@ class RunDir:
     def cache(self) -> Path:
         return self.path / "cache"
 
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    @property
+    def evaluations_log(self) -> Path:
+        return self.path / "evaluations.jsonl"
+
     def clear_training_state(self) -> None:
-        """Forget checkpoints and metrics (keeping the tokeniser and data cache)."""
+        """Forget checkpoints, metrics, TensorBoard events and test scores (keeping the
+        tokeniser and data cache)."""
         import shutil
 
         shutil.rmtree(self.checkpoints, ignore_errors=True)
+        shutil.rmtree(self.tensorboard, ignore_errors=True)
         self.metrics_log.unlink(missing_ok=True)
+        self.evaluations_log.unlink(missing_ok=True)
 
     def require(self) -> RunDir:
         if not self.path.is_dir():
@@ -98,10 +109,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_model_weights(model: Seq2Seq, checkpoint: Path) -> dict:
-    """Load weights, checking every tensor's name and shape against the config first."""
-    payload = load_checkpoint(checkpoint)
-    weights = payload.get("model")
+def load_weights(model: Seq2Seq, weights: object, checkpoint: Path) -> None:
+    """Load a state dict after checking every tensor's name, type and shape against the
+    model the config builds, so a mismatch is one line naming the tensor."""
     if not isinstance(weights, dict):
         raise S2SError(f"{checkpoint}: checkpoint holds no model weights")
     expected = model.state_dict()
@@ -113,12 +123,21 @@ def load_model_weights(model: Seq2Seq, checkpoint: Path) -> dict:
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     for name, tensor in expected.items():
-        if weights[name].shape != tensor.shape:
+        found = weights[name]
+        if not isinstance(found, torch.Tensor):
+            raise S2SError(f"{checkpoint}: {name} is a {type(found).__name__}, not a tensor")
+        if found.shape != tensor.shape:
             raise S2SError(
-                f"{checkpoint}: {name} has shape {tuple(weights[name].shape)}, "
+                f"{checkpoint}: {name} has shape {tuple(found.shape)}, "
                 f"the config needs {tuple(tensor.shape)}"
             )
     model.load_state_dict(weights)
+
+
+def load_model_weights(model: Seq2Seq, checkpoint: Path) -> dict:
+    """Load a checkpoint's weights into ``model``; returns the whole payload."""
+    payload = load_checkpoint(checkpoint)
+    load_weights(model, payload.get("model"), checkpoint)
     return payload
 
 

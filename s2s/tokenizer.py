@@ -14,6 +14,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from s2s.checkpoint import atomic_write_bytes
 from s2s.config import TokenizerConfig
 from s2s.errors import S2SError
 
@@ -86,19 +87,23 @@ def _train_one(config: TokenizerConfig, sentences: Iterable[str], model_file: Pa
         )
     except RuntimeError as error:
         raise S2SError(f"training the sentencepiece model failed: {error}") from None
-    model_file.write_bytes(buffer.getvalue())
+    atomic_write_bytes(model_file, buffer.getbuffer())  # a killed run leaves no torn model
 
 
 def train_tokenizers(
     config: TokenizerConfig, src_texts: list[str], tgt_texts: list[str], run_dir: Path
 ) -> TokenizerPair:
     """Train the source/target (or one joint) model(s) into the run directory."""
+    from s2s.progress import Busy
+
     src_file, tgt_file = tokenizer_files(run_dir, config.joint)
-    if config.joint:
-        _train_one(config, [*src_texts, *tgt_texts], src_file)
-    else:
-        _train_one(config, src_texts, src_file)
-        _train_one(config, tgt_texts, tgt_file)
+    what = f"training the {config.model_type} tokenizer ({config.vocab_size} pieces)"
+    with Busy(what):
+        if config.joint:
+            _train_one(config, [*src_texts, *tgt_texts], src_file)
+        else:
+            _train_one(config, src_texts, src_file)
+            _train_one(config, tgt_texts, tgt_file)
     return load_tokenizers(run_dir, config.joint)
 
 

@@ -10,22 +10,42 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 
+from s2s.averaging import prune_step_checkpoints
 from s2s.batching import Batch, collate, token_batches
-from s2s.checkpoint import load_checkpoint, save_checkpoint
+from s2s.cell_registry import cell_factory
+from s2s.checkpoint import (
+    atomic_write_bytes,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from s2s.config import Config, config_to_toml
 from s2s.corpus import TokenizedSplit, load_parallel, tokenize_split
 from s2s.errors import S2SError
+from s2s.faults import BatchPlace, grad_norm, out_of_memory_hint, skipped_step, step_is_finite
 from s2s.metrics import bleu
+from s2s.model_card import record_session
 from s2s.precision import autocast_factory, make_grad_scaler, resolve_amp
-from s2s.run_dir import RunDir, build_model, resolve_device
+from s2s.resume import (
+    capture_rng,
+    check_resumable,
+    read_last_record,
+    restore_rng,
+    seed_all,
+    trim_metrics_log,
+)
+from s2s.run_dir import RunDir, build_model, load_weights, resolve_device
 from s2s.schedule import LearningRateSchedule
+from s2s.signals import GracefulStop, Interrupted
+from s2s.tensorboard_log import TrainingBoard
 from s2s.tokenizer import PAD_ID, TokenizerPair, load_tokenizers, tokenizer_files, train_tokenizers
 from s2s.translator import Translator
+from s2s.validation import corpus_loss
 
 log = logging.getLogger("s2s.train")
 
@@ -41,11 +61,18 @@ class Progress:
     elapsed: float = 0.0
     best_metric: float | None = None
     best: list[dict] = field(default_factory=list)  # [{'file','step','metric'}], best first
+    bad_steps: int = 0  # consecutive steps skipped for a non-finite loss or gradient
+    validated_step: int = -1  # step of the last validation
+
+    @classmethod
+    def from_json(cls, text: str) -> Progress:
+        """Read a checkpoint's progress; keys of other s2s versions are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
 
 
 def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
+    seed_all(seed)
 
 
 def prepare_tokenizers(config: Config, run: RunDir) -> TokenizerPair:
@@ -53,7 +80,6 @@ def prepare_tokenizers(config: Config, run: RunDir) -> TokenizerPair:
     files = set(tokenizer_files(run.path, config.tokenizer.joint))
     if all(f.is_file() for f in files):
         return load_tokenizers(run.path, config.tokenizer.joint)
-    log.info("training the sentencepiece tokenizer (%s)", config.tokenizer.model_type)
     text = load_parallel(config.data["train"], "train")
     return train_tokenizers(config.tokenizer, text.src, text.tgt, run.path)
 
@@ -107,12 +133,16 @@ class Trainer:
         self.autocast = autocast_factory(self.amp_dtype, self.device)
         self.scaler = make_grad_scaler(self.amp_dtype, self.device)
 
+        cell_factory(config.model.cell, config.model.cell_options)  # bad cell: fail before work
         run.path.mkdir(parents=True, exist_ok=True)
+        for folder in (run.path, run.checkpoints):
+            remove_stale_temporaries(folder)  # left by a killed run; never valid files
+        saved = self._resumable_payload()  # checked before anything in the run is rewritten
         self.tokenizers = prepare_tokenizers(config, run)
         self.train_data = tokenize_split(config.data["train"], "train", self.tokenizers, run.cache)
         self.valid_data = tokenize_split(config.data["valid"], "valid", self.tokenizers, run.cache)
         self.train_indices = filter_long(self.train_data, cfg.max_length)
-        run.config_file.write_text(config_to_toml(config), encoding="utf-8")
+        atomic_write_bytes(run.config_file, config_to_toml(config).encode("utf-8"))
 
         self.model = build_model(config, self.tokenizers).to(self.device)
         self.optimizer = torch.optim.AdamW(
@@ -122,9 +152,11 @@ class Trainer:
         total = cfg.max_steps or math.ceil(batches_per_epoch / cfg.accum_steps) * cfg.max_epochs
         self.schedule = LearningRateSchedule(cfg, total)
         self.progress = Progress()
+        self.last_grad_norm: torch.Tensor | None = None  # on the device, read when logged
         self.translator = Translator(self.model, self.tokenizers, config.decode, self.device)
-        if run.last_checkpoint.is_file():
-            self._resume()
+        self._saved_step = -1
+        if saved is not None:
+            self._resume(saved)
 
     # -- data ---------------------------------------------------------------------------
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
@@ -143,38 +175,67 @@ class Trainer:
             payload["optimizer"] = self.optimizer.state_dict()
             payload["schedule"] = self.schedule.state_dict()
             payload["scaler"] = self.scaler.state_dict()
-            payload["rng"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+            payload["rng"] = capture_rng()
         return payload
 
-    def _resume(self) -> None:
-        payload = load_checkpoint(self.run.last_checkpoint)
+    def _save_last(self) -> None:
+        """Write ``last.pt`` (everything resuming needs), at most once per step."""
+        if self._saved_step != self.progress.step:
+            save_checkpoint(self.run.last_checkpoint, self._payload(full=True))
+            self._saved_step = self.progress.step
+
+    def _resumable_payload(self) -> dict | None:
+        """The run's last checkpoint, if any, checked against the recipe."""
+        path = self.run.last_checkpoint
+        if not path.is_file():
+            return None
+        payload = load_checkpoint(path)
+        check_resumable(payload, self.config, path)
+        return payload
+
+    def _resume(self, payload: dict) -> None:
+        """Restore every piece of training state, then drop what the run wrote after it."""
+        path = self.run.last_checkpoint
+        load_weights(self.model, payload["model"], path)
         try:
-            self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
-        except (KeyError, RuntimeError, ValueError) as error:
+            self.schedule.load_state_dict(payload["schedule"])
+            self.scaler.load_state_dict(payload["scaler"])
+            restore_rng(payload["rng"])
+            self.progress = Progress.from_json(payload["progress"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise S2SError(
-                f"{self.run.last_checkpoint}: cannot resume with this recipe "
-                f"({str(error).splitlines()[0]}); use --restart or another --out"
+                f"{path}: cannot resume from its training state ({first}); "
+                "use --restart or another --out"
             ) from None
-        self.schedule.load_state_dict(payload["schedule"])
-        self.scaler.load_state_dict(payload["scaler"])
-        torch.set_rng_state(payload["rng"]["torch"])
-        random.setstate(payload["rng"]["python"])
-        self.progress = Progress(**json.loads(payload["progress"]))
+        self._saved_step = self.progress.step
+        trim_metrics_log(self.run.metrics_log, self.progress.step)
+        self._forget_later_best()
         log.info("resuming from step %d (epoch %d)", self.progress.step, self.progress.epoch + 1)
 
+    def _forget_later_best(self) -> None:
+        """Best checkpoints saved after ``last.pt`` (then killed) are written again on replay."""
+        listed = {entry["file"] for entry in self.progress.best}
+        for path in self.run.checkpoints.glob("step-*.pt"):
+            step = path.stem.removeprefix("step-")
+            if path.name not in listed and step.isdigit() and int(step) > self.progress.step:
+                path.unlink(missing_ok=True)
+        self.run.write_best(self.progress.best)
+
     def _save_best(self, metric: float, higher_is_better: bool) -> bool:
-        """Keep the best ``keep_best`` validated weights; True if this one is the new best."""
+        """Keep the best ``keep_best`` validated weights and the ``keep_last`` most recent;
+        True if this one is the new best."""
         progress, keep = self.progress, self.config.train.keep_best
+        keep_last = self.config.train.keep_last
         name = f"step-{progress.step}.pt"
         entries = [*progress.best, {"file": name, "step": progress.step, "metric": metric}]
         entries.sort(key=lambda e: -e["metric"] if higher_is_better else e["metric"])
-        kept, dropped = entries[:keep], entries[keep:]
+        kept = entries[:keep]
         improved = kept[0]["file"] == name
-        if any(e["file"] == name for e in kept):
+        if keep_last or any(e["file"] == name for e in kept):
             save_checkpoint(self.run.checkpoints / name, self._payload(full=False))
-        for entry in dropped:
-            (self.run.checkpoints / entry["file"]).unlink(missing_ok=True)
+        prune_step_checkpoints(self.run.checkpoints, [e["file"] for e in kept], keep_last)
         progress.best = kept
         self.run.write_best(kept)
         return improved
@@ -183,19 +244,8 @@ class Trainer:
     @torch.inference_mode()
     def validation_loss(self) -> tuple[float, int]:
         """Mean per-token cross-entropy (no smoothing) on the validation split."""
-        self.model.eval()
-        data = self.valid_data
-        lengths_src = [len(s) + 1 for s in data.src]
-        lengths_tgt = [len(t) + 1 for t in data.tgt]
-        total, tokens = 0.0, 0
-        budget = max(self.config.train.max_tokens, max(lengths_src), max(lengths_tgt))
-        for indices in token_batches(lengths_src, lengths_tgt, budget):
-            batch = collate(indices, data.src, data.tgt).to(self.device)
-            with self.autocast():
-                logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)
-            total += float(label_smoothed_loss(logits, batch.tgt_out, 0.0))
-            tokens += batch.num_tgt_tokens
-        return total / max(tokens, 1), tokens
+        max_tokens = self.config.train.max_tokens
+        return corpus_loss(self.model, self.valid_data, max_tokens, self.device, self.autocast)
 
     def validate(self, train_loss: float, tokens_per_second: float) -> dict:
         loss, _ = self.validation_loss()
@@ -220,6 +270,7 @@ class Trainer:
         self.progress.bad_validations = 0 if improved else self.progress.bad_validations + 1
         if improved:
             self.progress.best_metric = metric
+        self.progress.validated_step = self.progress.step
         self.schedule.on_validation(improved)
         record["best"] = improved
         with self.run.metrics_log.open("a", encoding="utf-8") as handle:
@@ -228,8 +279,9 @@ class Trainer:
         return record
 
     # -- training -------------------------------------------------------------------------
-    def _train_step(self, batches: list[Batch]) -> torch.Tensor:
-        """One optimiser step over ``accum_steps`` batches; returns the summed loss."""
+    def _train_step(self, batches: list[Batch]) -> tuple[torch.Tensor, bool]:
+        """One optimiser step over ``accum_steps`` batches; returns the summed loss and
+        whether the step was taken (False: a non-finite loss or gradient skipped it)."""
         cfg = self.config.train
         tokens = sum(b.num_tgt_tokens for b in batches)
         for group in self.optimizer.param_groups:
@@ -243,12 +295,13 @@ class Trainer:
             self.scaler.scale(loss / tokens).backward()
             total += loss.detach()
         self.scaler.unscale_(self.optimizer)
-        if cfg.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
-        self.scaler.step(self.optimizer)
+        self.last_grad_norm = grad_norm(self.model.parameters(), cfg.clip_norm)
+        finite = step_is_finite(total, self.last_grad_norm)
+        if finite or self.scaler.is_enabled():  # an enabled fp16 scaler skips it by itself
+            self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return total
+        return total, finite
 
     def _should_stop(self) -> str | None:
         cfg, progress = self.config.train, self.progress
@@ -261,16 +314,37 @@ class Trainer:
         return None
 
     def train(self) -> dict:
-        """Train until a limit is reached; returns the last validation record."""
+        """Train until a limit is reached; returns the last validation record. SIGINT or
+        SIGTERM finishes the step, saves and raises `Interrupted`; running out of memory is
+        a one-line error suggesting a smaller batch."""
+        with GracefulStop() as stop, out_of_memory_hint(self.config.train.max_tokens, self._where):
+            return self._run(stop)
+
+    def _where(self) -> str:
+        return f"at step {self.progress.step + 1} (epoch {self.progress.epoch + 1})"
+
+    def _interrupted(self, signum: int) -> Interrupted:
+        self._save_last()
+        return Interrupted(
+            signum,
+            f"stopped at step {self.progress.step}; checkpoint saved in {self.run.checkpoints}",
+        )
+
+    def _run(self, stop: GracefulStop) -> dict:
         from s2s.progress import TrainingProgress
 
         cfg, progress = self.config.train, self.progress
         self.model.train()
         bar = TrainingProgress(cfg, quiet=self.quiet)
+        board = TrainingBoard.for_run(
+            self.run.tensorboard, cfg.tensorboard, cfg.log_every, progress.step
+        )
+        used_pairs = len(self.train_indices)
+        record_session(self.run, progress.step, self.train_data, self.valid_data, used_pairs)
         last_record: dict = {}
         zero = torch.zeros((), device=self.device)
         window_loss, window_tokens, window_start = zero, 0, time.perf_counter()
-        stop_reason = None
+        stop_reason = self._should_stop()  # a resumed run may already be done
         session_start = time.perf_counter() - progress.elapsed
         while progress.epoch < cfg.max_epochs and stop_reason is None:
             batches = self._epoch_batches(progress.epoch)
@@ -279,21 +353,44 @@ class Trainer:
             while position < len(batches):
                 group = batches[position : position + cfg.accum_steps]
                 collated = [collate(b, self.train_data.src, self.train_data.tgt) for b in group]
-                window_tokens += sum(b.num_tgt_tokens for b in collated)
-                window_loss = window_loss + self._train_step(collated)
+                loss, finite = self._train_step(collated)
                 position += len(group)
                 progress.step += 1
                 progress.batch_in_epoch = position
+                if finite:
+                    progress.bad_steps = 0
+                    tokens = sum(b.num_tgt_tokens for b in collated)
+                    window_tokens += tokens
+                    window_loss = window_loss + loss
+                    board.add(loss, tokens, self.last_grad_norm)
+                else:
+                    progress.bad_steps += 1
+                    place = BatchPlace(
+                        progress.epoch + 1,
+                        position - len(group) + 1,
+                        position,
+                        tuple(sorted(i + 1 for batch in group for i in batch)),
+                    )
+                    skipped_step(progress.bad_steps, cfg.max_bad_steps, progress.step, place)
                 progress.elapsed = time.perf_counter() - session_start
                 seconds = time.perf_counter() - window_start
-                bar.update(progress.step, len(group), window_loss, window_tokens, seconds)
+                norm = self.last_grad_norm
+                bar.update(progress.step, len(group), window_loss, window_tokens, seconds, norm)
+                board.end_step(progress.step, self.optimizer.param_groups[0]["lr"])
                 if progress.step % cfg.valid_every == 0:
                     speed = window_tokens / max(seconds, 1e-9)
                     last_record = self.validate(float(window_loss) / max(window_tokens, 1), speed)
                     bar.report(last_record)
-                    save_checkpoint(self.run.last_checkpoint, self._payload(full=True))
+                    board.validation(last_record)
+                    self._save_last()
                     window_loss, window_tokens = zero, 0
                     window_start = time.perf_counter()
+                elif cfg.save_every and progress.step % cfg.save_every == 0 and finite:
+                    self._save_last()  # not in a run of skipped steps: keep the last good one
+                if stop.signum is not None:
+                    bar.close()
+                    board.close(progress.step)
+                    raise self._interrupted(stop.signum)
                 stop_reason = self._should_stop()
                 if stop_reason:
                     break
@@ -301,12 +398,16 @@ class Trainer:
                 progress.epoch += 1
                 progress.batch_in_epoch = 0
         bar.close()
-        if not last_record or last_record["step"] != progress.step:
+        if progress.validated_step != progress.step:
             seconds = time.perf_counter() - window_start
             speed = window_tokens / max(seconds, 1e-9)
             last_record = self.validate(float(window_loss) / max(window_tokens, 1), speed)
             bar.report(last_record)
-        save_checkpoint(self.run.last_checkpoint, self._payload(full=True))
+            board.validation(last_record)
+        board.close(progress.step)
+        self._save_last()
+        last_record = last_record or read_last_record(self.run.metrics_log)
         reason = stop_reason or f"reached train.max_epochs = {cfg.max_epochs}"
-        print(f"training stopped: {reason}", file=sys.stderr)
+        if not self.quiet:
+            print(f"training stopped: {reason}", file=sys.stderr)
         return last_record

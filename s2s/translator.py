@@ -3,7 +3,7 @@ restoring the input order. Used by validation, `s2s evaluate` and `s2s translate
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,11 +23,18 @@ class Translator:
     device: torch.device
 
     def search_ids(
-        self, src_ids: Sequence[Sequence[int]], beam_size: int, nbest: int = 1
+        self,
+        src_ids: Sequence[Sequence[int]],
+        beam_size: int,
+        nbest: int = 1,
+        on_batch: Callable[[int], None] | None = None,
     ) -> list[list[Hypothesis]]:
-        """n-best hypotheses for each tokenised source, in input order."""
+        """n-best hypotheses for each tokenised source, in input order; ``on_batch`` hears
+        how many sentences each finished batch held (for progress bars)."""
         self.model.eval()
         results: list[list[Hypothesis]] = [[] for _ in src_ids]
+        if not src_ids:
+            return results
         lengths = [len(s) + 1 for s in src_ids]
         for indices in token_batches(lengths, None, max(self.decode.batch_tokens, max(lengths))):
             batch = collate(indices, src_ids).to(self.device)
@@ -50,14 +57,55 @@ class Translator:
                 )
             for index, hyps in zip(indices, found, strict=True):
                 results[index] = hyps
+            if on_batch is not None:
+                on_batch(len(indices))
         return results
 
-    def translate(self, lines: Sequence[str], beam_size: int, nbest: int = 1) -> list[list[str]]:
-        """Detokenised n-best lists, one per line; an empty line gives one empty output."""
+    def encode(self, lines: Sequence[str]) -> list[list[int]]:
+        """Source token ids per line; a blank line gives no tokens."""
         wanted = [i for i, line in enumerate(lines) if line.strip()]
-        src_ids = self.tokenizers.src.encode_batch([lines[i] for i in wanted])
-        outputs: list[list[str]] = [[""] for _ in lines]
-        found = self.search_ids(src_ids, beam_size, nbest)
+        ids: list[list[int]] = [[] for _ in lines]
+        encoded = self.tokenizers.src.encode_batch([lines[i] for i in wanted])
+        for index, seq in zip(wanted, encoded, strict=True):
+            ids[index] = seq
+        return ids
+
+    def hypotheses(
+        self,
+        src_ids: Sequence[Sequence[int]],
+        beam_size: int,
+        nbest: int = 1,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[list[Hypothesis]]:
+        """n-best hypotheses per source; a source without tokens (a blank line) gets none."""
+        wanted = [i for i, seq in enumerate(src_ids) if seq]
+        results: list[list[Hypothesis]] = [[] for _ in src_ids]
+        found = self.search_ids([src_ids[i] for i in wanted], beam_size, nbest, on_batch)
         for index, hyps in zip(wanted, found, strict=True):
-            outputs[index] = [self.tokenizers.tgt.decode(h.tokens) for h in hyps] or [""]
-        return outputs
+            results[index] = hyps
+        return results
+
+    def detokenize(self, hypotheses: Sequence[Sequence[Hypothesis]]) -> list[list[str]]:
+        """Text of each source's hypotheses; a source without any gives one empty output."""
+        decode = self.tokenizers.tgt.decode
+        return [[decode(h.tokens) for h in hyps] or [""] for hyps in hypotheses]
+
+    def translate_ids(
+        self,
+        src_ids: Sequence[Sequence[int]],
+        beam_size: int,
+        nbest: int = 1,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[list[str]]:
+        """Detokenised n-best lists, one per source; no tokens gives one empty output."""
+        return self.detokenize(self.hypotheses(src_ids, beam_size, nbest, on_batch))
+
+    def translate(
+        self,
+        lines: Sequence[str],
+        beam_size: int,
+        nbest: int = 1,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[list[str]]:
+        """Detokenised n-best lists, one per line; an empty line gives one empty output."""
+        return self.translate_ids(self.encode(lines), beam_size, nbest, on_batch)

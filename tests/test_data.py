@@ -48,7 +48,7 @@ def test_tsv_keeps_quotes_as_text(tmp_path: Path) -> None:
 def test_line_count_mismatch_names_both_files(tmp_path: Path) -> None:
     write_lines(tmp_path / "a.src", SRC)
     write_lines(tmp_path / "a.tgt", TGT[:2])
-    with pytest.raises(S2SError, match=r"a.src has 3 lines but .*a.tgt has 2"):
+    with pytest.raises(S2SError, match=r"a.src has 3 lines but .*a.tgt has 2 \(line 3 of .*a.src"):
         load_parallel(SplitConfig(src=tmp_path / "a.src", tgt=tmp_path / "a.tgt"), "train")
 
 

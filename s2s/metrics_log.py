@@ -1,0 +1,43 @@
+"""Reading a run's ``metrics.jsonl``: one JSON record per validation, appended by training."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from s2s.errors import S2SError
+
+log = logging.getLogger(__name__)
+
+# keys of a validation record that are not the task metric
+LOSS_KEYS = ("valid_loss", "valid_ppl")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All validation records, oldest first; a torn last line (a killed run) is skipped."""
+    if not path.is_file():
+        raise S2SError(f"{path}: no metrics log yet (training writes it at each validation)")
+    records = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s: line %d is not JSON, skipped", path, number)
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    return records
+
+
+def task_metric(records: list[dict[str, Any]]) -> str | None:
+    """The key of the task metric (e.g. 'valid_bleu'): a valid_* key other than loss/ppl."""
+    for record in records:
+        for key in record:
+            if key.startswith("valid_") and key not in LOSS_KEYS:
+                return key
+    return None

@@ -1,0 +1,265 @@
+"""A run's model card: what was trained, on what, for how long, how well, and by which
+versions of s2s and torch.
+
+Training records what only it knows (data sizes, versions) in ``about.json``; `s2s
+evaluate` appends its scores to ``evaluations.jsonl``; the rest is read from the config,
+the tokenisers, the checkpoints and the metrics log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from s2s.checkpoint import atomic_write_bytes
+from s2s.corpus import TokenizedSplit
+from s2s.errors import S2SError
+from s2s.metrics import Score
+from s2s.metrics_log import read_metrics, task_metric
+from s2s.run_dir import RunDir
+
+log = logging.getLogger(__name__)
+
+# the [model] keys a card shows
+MODEL_KEYS = (
+    "cell",
+    "cell_options",
+    "embed_size",
+    "hidden_size",
+    "encoder_layers",
+    "decoder_layers",
+    "bidirectional",
+    "attention",
+    "input_feeding",
+    "dropout",
+    "residual",
+    "tie_embeddings",
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    from s2s import __version__
+
+    return {"s2s": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def split_size(data: TokenizedSplit) -> dict[str, int]:
+    return {
+        "pairs": len(data.src),
+        "src_tokens": sum(map(len, data.src)),
+        "tgt_tokens": sum(map(len, data.tgt)),
+    }
+
+
+def record_session(
+    run: RunDir, step: int, train: TokenizedSplit, valid: TokenizedSplit, used_pairs: int
+) -> None:
+    """Note in ``about.json`` that a training session starts at ``step`` (with which
+    versions) and how large its data is; resumed runs list one session each."""
+    about = read_about(run)
+    sessions = [s for s in about.get("sessions", []) if s.get("from_step", 0) < step]
+    sessions.append({"from_step": step, "started": _now(), **versions()})
+    data = {"train": {**split_size(train), "used_pairs": used_pairs}, "valid": split_size(valid)}
+    about = {"sessions": sessions, "data": data}
+    atomic_write_bytes(run.path / "about.json", json.dumps(about, indent=1).encode())
+
+
+def read_about(run: RunDir) -> dict[str, Any]:
+    path = run.path / "about.json"
+    if not path.is_file():
+        return {}
+    try:
+        about = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return about if isinstance(about, dict) else {}
+
+
+def record_evaluation(
+    run_path: Path, split: str, checkpoint: Path, beam: int, scores: list[Score]
+) -> None:
+    """Append one `s2s evaluate` result to ``evaluations.jsonl`` (for the model card)."""
+    record = {
+        "split": split,
+        "checkpoint": checkpoint.name,
+        "beam": beam,
+        "scores": {score.name: round(score.score, 2) for score in scores},
+        "signatures": {score.name: score.signature for score in scores},
+        "time": _now(),
+    }
+    path = RunDir(run_path).evaluations_log
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+    except OSError as error:  # a read-only run directory still gets its scores printed
+        log.warning("%s: cannot record the scores: %s", path, error.strerror or error)
+
+
+def latest_evaluations(run: RunDir) -> dict[str, dict[str, Any]]:
+    """The most recent evaluation of each split."""
+    path = run.evaluations_log
+    latest: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "split" in record:
+                latest[record["split"]] = {k: v for k, v in record.items() if k != "split"}
+    return latest
+
+
+def _training_state(run: RunDir) -> dict[str, Any]:
+    """Steps, epochs and time from ``last.pt`` (what a resume would continue from)."""
+    from s2s.checkpoint import load_checkpoint
+
+    if not run.last_checkpoint.is_file():
+        return {"steps": 0, "epochs_completed": 0, "batches_into_epoch": 0, "minutes": 0.0}
+    progress = json.loads(load_checkpoint(run.last_checkpoint).get("progress", "{}"))
+    return {
+        "steps": progress.get("step", 0),
+        "epochs_completed": progress.get("epoch", 0),
+        "batches_into_epoch": progress.get("batch_in_epoch", 0),
+        "minutes": round(progress.get("elapsed", 0.0) / 60, 2),
+    }
+
+
+def _best(run: RunDir, records: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    best = run.read_best()
+    if not best:
+        return None
+    entry = best[0]
+    card = {"checkpoint": entry["file"], "step": entry["step"], "metric": metric}
+    card["value"] = entry["metric"]
+    for record in records:
+        if record["step"] == entry["step"]:
+            card |= {k: v for k, v in record.items() if k.startswith("valid_")}
+    return card
+
+
+def build_card(run_path: Path) -> dict[str, Any]:
+    """Everything `s2s info` shows, as JSON-ready values."""
+    from s2s.config import read_saved_config
+    from s2s.run_dir import build_model
+    from s2s.tokenizer import load_tokenizers
+
+    run = RunDir(run_path).require()
+    config = read_saved_config(run.config_file)
+    tokenizers = load_tokenizers(run.path, config.tokenizer.joint)
+    model = build_model(config, tokenizers)
+    parameters = sum(p.numel() for p in model.parameters())
+    records = read_metrics(run.metrics_log) if run.metrics_log.is_file() else []
+    metric = "valid_bleu" if config.train.early_stopping_metric == "bleu" else "valid_loss"
+    about = read_about(run)
+    sessions = about.get("sessions", [])
+    return {
+        "run": str(run.path),
+        "task": config.task.model_dump(mode="json"),
+        "model": {
+            **config.model.model_dump(mode="json", include=set(MODEL_KEYS)),
+            "parameters": parameters,
+        },
+        "vocabulary": {
+            "type": config.tokenizer.model_type,
+            "joint": tokenizers.joint,
+            "src": tokenizers.src.vocab_size,
+            "tgt": tokenizers.tgt.vocab_size,
+        },
+        "data": about.get("data"),
+        "training": {**_training_state(run), "validations": len(records)},
+        "task_metric": task_metric(records),
+        "best": _best(run, records, metric),
+        "test": latest_evaluations(run),
+        "written_by": sessions[-1] if sessions else None,
+    }
+
+
+def _data_line(data: dict[str, Any] | None) -> str:
+    if not data:
+        return "unknown (recorded by s2s train from this version on)"
+    train, valid = data["train"], data["valid"]
+    return (
+        f"train {train['pairs']:,} pairs ({train['used_pairs']:,} within train.max_length; "
+        f"{train['src_tokens']:,} source / {train['tgt_tokens']:,} target subwords), "
+        f"valid {valid['pairs']:,} pairs"
+    )
+
+
+def format_card(card: dict[str, Any]) -> str:
+    """The card as aligned 'field  value' lines for people."""
+    task, model, vocab, training = card["task"], card["model"], card["vocabulary"], card["training"]
+    options = ", ".join(f"{k}={v}" for k, v in model["cell_options"].items())
+    rows = [
+        ("run", card["run"]),
+        ("task", f"{task['name']} ({task['type']}, {task['src_lang']} -> {task['tgt_lang']})"),
+        ("cell", model["cell"] + (f" ({options})" if options else "")),
+        (
+            "layers",
+            f"embed {model['embed_size']}, hidden {model['hidden_size']}, encoder "
+            f"{model['encoder_layers']}{' bidirectional' if model['bidirectional'] else ''}, "
+            f"decoder {model['decoder_layers']}, {model['attention']} attention"
+            f"{', input feeding' if model['input_feeding'] else ''}",
+        ),
+        ("parameters", f"{model['parameters']:,} ({model['parameters'] * 4 / 2**20:.1f} MiB fp32)"),
+        (
+            "vocabulary",
+            f"{vocab['type']}, "
+            + (
+                f"joint {vocab['src']:,}"
+                if vocab["joint"]
+                else f"source {vocab['src']:,}, target {vocab['tgt']:,}"
+            ),
+        ),
+        ("data", _data_line(card["data"])),
+        (
+            "trained",
+            f"{training['steps']:,} steps, {training['epochs_completed']} full epochs "
+            f"(+{training['batches_into_epoch']} batches), {training['minutes']} min, "
+            f"{training['validations']} validations",
+        ),
+        ("best valid", _best_line(card["best"])),
+    ]
+    for split, result in sorted(card["test"].items()):
+        scores = ", ".join(f"{name} {value}" for name, value in result["scores"].items())
+        rows.append((f"eval {split}", f"{scores} (beam {result['beam']}, {result['checkpoint']})"))
+    if not card["test"]:
+        rows.append(("eval", "no scores yet (s2s evaluate RUN records them)"))
+    who = card["written_by"]
+    rows.append(
+        (
+            "written by",
+            f"s2s {who['s2s']}, torch {who['torch']}, Python {who['python']}" if who else "unknown",
+        )
+    )
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+
+def _best_line(best: dict[str, Any] | None) -> str:
+    if best is None:
+        return "none yet"
+    scores = ", ".join(
+        f"{key.removeprefix('valid_')} {value}"
+        for key, value in best.items()
+        if key.startswith("valid_")
+    )
+    return f"{best['checkpoint']} (step {best['step']}): {scores or best['value']}"
+
+
+def model_card(run_path: Path) -> dict[str, Any]:
+    """`build_card`, with damaged records reported in one line."""
+    try:
+        return build_card(run_path)
+    except (KeyError, TypeError, ValueError) as error:
+        raise S2SError(f"{run_path}: cannot read the run's records: {error}") from None
