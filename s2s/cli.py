@@ -141,8 +141,9 @@ def translate(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Translate lines from stdin (or --input): exactly one output line per input line,
-    written batch by batch as input arrives."""
+    """Translate stdin (or --input): one output line per input line, in order.
+
+    Output is written and flushed batch by batch as input arrives."""
     setup_logging(quiet, verbose)
     from s2s.alignment import alignment_file
     from s2s.progress import TaskProgress, count_lines, progress_enabled
@@ -215,8 +216,10 @@ def evaluate(
 @app.command()
 @user_errors
 def cells() -> None:
-    """List the installed cells: name, class, registering distribution and version, fused
-    path, options with defaults. A cell that fails to load is listed with its error."""
+    """List the installed cells, who registered them, and their options.
+
+    Shows name, class, distribution and version, whether a fused path exists, and the
+    options with defaults. A cell that fails to load is listed with its error."""
     from s2s.cell_registry import cells_table, describe_cells
 
     rows = describe_cells()

@@ -91,9 +91,9 @@ class Seq2Seq(nn.Module):
         if config.tie_embeddings:
             self.output.weight = self.tgt_embed.weight
         self.dropout = nn.Dropout(config.dropout)
-        nn.init.normal_(self.src_embed.weight, std=embed**-0.5)
-        if self.tgt_embed is not self.src_embed:
-            nn.init.normal_(self.tgt_embed.weight, std=embed**-0.5)
+        # Embeddings keep nn.Embedding's N(0, 1) init. The Transformer-style std of
+        # embed**-0.5 starves the recurrent layers of input: on recipes/mt.toml it left
+        # validation BLEU at 8.9 after 1 000 steps, where N(0, 1) reaches 10 after 300.
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
         """src [B, S] token ids (padded) -> encoder output."""

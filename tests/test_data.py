@@ -82,3 +82,23 @@ def test_tokenizers_round_trip_real_text(tmp_path: Path, joint: bool) -> None:
     if not joint:
         assert (tmp_path / "spm.src.model").is_file() and (tmp_path / "spm.tgt.model").is_file()
         assert "Männer" in tokenizers.tgt.decode(tokenizers.tgt.encode("Zwei Männer"))
+
+
+def test_hub_path_loads_a_local_stand_in_repository(tmp_path: Path) -> None:
+    """The hub code path, offline: `load_dataset` on a folder laid out like a hub repository
+    (split files named after the split), with nested fields as translation datasets use."""
+    repo = tmp_path / "my-corpus"
+    repo.mkdir()
+    rows = [{"translation": {"en": f"a house {i}", "de": f"ein Haus {i}"}} for i in range(5)]
+    (repo / "validation.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8"
+    )
+    split = SplitConfig(
+        hub=str(repo),
+        hub_split="validation",
+        src_field="translation.en",
+        tgt_field="translation.de",
+    )
+    text = load_parallel(split, "valid")
+    assert text.src == [f"a house {i}" for i in range(5)]
+    assert text.tgt == [f"ein Haus {i}" for i in range(5)]
