@@ -235,6 +235,7 @@ def cells() -> None:
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="Run directories (several: one figure).")],
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("curves.png"),
+    quiet: Quiet = False,
 ) -> None:
     """Draw learning curves of one or more runs into a PNG.
 
@@ -242,7 +243,9 @@ def plot(
     the step, from each run's metrics.jsonl; one colour per run."""
     from s2s.plots import plot_learning_curves
 
-    print(f"s2s: wrote {plot_learning_curves(runs, out)}", file=sys.stderr)
+    path = plot_learning_curves(runs, out)
+    if not quiet:
+        print(f"s2s: wrote {path}", file=sys.stderr)
 
 
 @app.command()
@@ -257,6 +260,7 @@ def align(
     ] = None,
     checkpoint: CheckpointOption = None,
     device: Device = "auto",
+    quiet: Quiet = False,
 ) -> None:
     """Translate one sentence and draw its attention as a heat map.
 
@@ -275,7 +279,8 @@ def align(
     print(alignment.translation)
     title = f"{sentence}\n→ {alignment.translation}"
     path = plot_alignment(alignment.source, alignment.target, alignment.weights, out, title)
-    print(f"s2s: wrote {path}", file=sys.stderr)
+    if not quiet:
+        print(f"s2s: wrote {path}", file=sys.stderr)
 
 
 @app.command()

@@ -196,7 +196,11 @@ def test_plot_draws_learning_curves_of_several_runs(visual_run, trained_run, tmp
     out = tmp_path / "curves.png"
     result = invoke("plot", str(run), str(trained_run), "--out", str(out))
     assert result.exit_code == 0, result.output
+    assert "wrote" in result.output
     check_png(out, (1000, 700), (2000, 1200))
+    quiet = invoke("plot", str(run), "--out", str(tmp_path / "quiet.png"), "-q")
+    assert quiet.exit_code == 0 and "wrote" not in quiet.output
+    assert (tmp_path / "quiet.png").is_file()
 
 
 def test_metrics_log_of_a_running_or_killed_run_is_read(tmp_path: Path, caplog) -> None:
