@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 State = tuple[Tensor, ...]
 
@@ -103,6 +104,20 @@ class RecurrentCell(nn.Module):
 def needs_packing(x: Tensor, lengths: Tensor | None) -> bool:
     """Whether a fused kernel must pack its input to get exact final states."""
     return lengths is not None and bool((lengths < x.size(1)).any())
+
+
+def run_fused(rnn: nn.RNNBase, x: Tensor, hx: Any, lengths: Tensor | None) -> tuple[Tensor, Any]:
+    """Run a single-layer, batch-first `nn.RNN`/`nn.GRU`/`nn.LSTM` over x [B, T, I].
+
+    Packs only when some row is shorter than T, so final states are exact without paying
+    for packing on full-length input. Returns the kernel's own (y, final state).
+    """
+    if not needs_packing(x, lengths):
+        return rnn(x, hx)
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    y, final = rnn(packed, hx)
+    y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.size(1))
+    return y, final
 
 
 def at_lengths(sequence: Tensor, lengths: Tensor) -> Tensor:

@@ -7,9 +7,8 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from s2s.cells import RecurrentCell, State, needs_packing
+from s2s.cells import RecurrentCell, State, run_fused
 
 # Below this many rows a single `lstm_cell` call beats the fixed overhead of a oneDNN call.
 _FUSED_STEP_MIN_ROWS = 32
@@ -80,10 +79,5 @@ class LSTMCell(RecurrentCell):
         self, x: Tensor, state: State | None = None, lengths: Tensor | None = None
     ) -> tuple[Tensor, State]:
         hx = None if state is None else (state[0].unsqueeze(0), state[1].unsqueeze(0))
-        if not needs_packing(x, lengths):
-            y, (h, c) = self.rnn(x, hx)
-            return y, (h.squeeze(0), c.squeeze(0))
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        y, (h, c) = self.rnn(packed, hx)
-        y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.size(1))
+        y, (h, c) = run_fused(self.rnn, x, hx, lengths)
         return y, (h.squeeze(0), c.squeeze(0))

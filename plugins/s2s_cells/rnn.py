@@ -6,9 +6,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from s2s.cells import RecurrentCell, State, needs_packing
+from s2s.cells import RecurrentCell, State, run_fused
 
 _STEP_FUNCTIONS = {"tanh": torch.rnn_tanh_cell, "relu": torch.rnn_relu_cell}
 
@@ -36,10 +35,5 @@ class RNNCell(RecurrentCell):
         self, x: Tensor, state: State | None = None, lengths: Tensor | None = None
     ) -> tuple[Tensor, State]:
         hx = None if state is None else state[0].unsqueeze(0)
-        if not needs_packing(x, lengths):
-            y, h = self.rnn(x, hx)
-            return y, (h.squeeze(0),)
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        y, h = self.rnn(packed, hx)
-        y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.size(1))
+        y, h = run_fused(self.rnn, x, hx, lengths)
         return y, (h.squeeze(0),)
