@@ -71,10 +71,6 @@ class Progress:
         return cls(**{k: v for k, v in json.loads(text).items() if k in known})
 
 
-def seed_everything(seed: int) -> None:
-    seed_all(seed)
-
-
 def prepare_tokenizers(config: Config, run: RunDir) -> TokenizerPair:
     """Reuse the run's tokeniser, or train one from the training split."""
     files = set(tokenizer_files(run.path, config.tokenizer.joint))
@@ -127,7 +123,7 @@ class Trainer:
         cfg = config.train
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        seed_everything(cfg.seed)
+        seed_all(cfg.seed)
         self.device = resolve_device(cfg.device)
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
         self.autocast = autocast_factory(self.amp_dtype, self.device)
