@@ -145,5 +145,5 @@ def score_checkpoint(run_path: Path, checkpoint: Path, device: str) -> dict[str,
     autocast = autocast_factory(resolve_amp(config.train.amp, torch_device), torch_device)
     translator = Translator(model, tokenizers, config.decode, torch_device)
     return validation_scores(
-        translator, data, config.train.max_tokens, config.train.valid_bleu, autocast
+        translator, data, config.train.max_tokens, config.train.valid_decode, autocast
     )

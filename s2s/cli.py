@@ -82,14 +82,14 @@ def train(
     from s2s.config import load_config
     from s2s.run_dir import RunDir
     from s2s.signals import Interrupted
-    from s2s.training import Trainer
+    from s2s.tasks import make_trainer
 
     config = load_config(recipe, overrides)
     run = RunDir(out or Path("runs") / config.task.name)
     if restart:
         run.clear_training_state()
     try:
-        record = Trainer(config, run, quiet=quiet).train()
+        record = make_trainer(config, run, quiet=quiet).train()
     except Interrupted as stop:
         sets = [f"--set={item}" for item in overrides or []]
         again = shlex.join(["s2s", "train", str(recipe), "--out", str(run.path), *sets])

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from s2s.errors import ConfigError
 
@@ -20,7 +20,9 @@ class Section(BaseModel):
 
 class TaskConfig(Section):
     name: str = Field("", description="run name; the default run directory is runs/<name>")
-    type: Literal["translation"] = "translation"
+    type: Literal["translation", "summarization", "language_model", "speech"] = Field(
+        "translation", description="what the run learns; picks the trainer, metric and commands"
+    )
     src_lang: str = "src"
     tgt_lang: str = "tgt"
 
@@ -107,8 +109,13 @@ class TrainConfig(Section):
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     accum_steps: int = Field(1, ge=1)
     valid_every: int = Field(500, ge=1, description="validate every N optimiser steps")
-    valid_bleu: bool = True
-    early_stopping_metric: Literal["bleu", "loss"] = "bleu"
+    valid_decode: bool = Field(
+        True,
+        validation_alias=AliasChoices("valid_decode", "valid_bleu"),
+        description="at each validation also decode `valid` greedily and score it with the "
+        "task's metric (BLEU, ROUGE, WER/CER); `valid_bleu` is the old name",
+    )
+    early_stopping_metric: Literal["bleu", "rouge_l", "wer", "cer", "loss"] = "bleu"
     patience: int = Field(8, ge=0, description="validations without improvement; 0: off")
     keep_best: int = Field(2, ge=1)
     keep_last: int = Field(
@@ -127,8 +134,10 @@ class TrainConfig(Section):
     def _length_fits_budget(self) -> TrainConfig:
         if self.max_length > self.max_tokens:
             raise ValueError("max_length must not exceed max_tokens (a pair must fit in a batch)")
-        if self.early_stopping_metric == "bleu" and not self.valid_bleu:
-            raise ValueError("early_stopping_metric = 'bleu' needs valid_bleu = true")
+        if self.early_stopping_metric != "loss" and not self.valid_decode:
+            raise ValueError(
+                f"early_stopping_metric = {self.early_stopping_metric!r} needs valid_decode = true"
+            )
         return self
 
 
@@ -212,8 +221,12 @@ def _resolve_paths(config: Config, recipe: Path) -> None:
             if value is None:
                 continue
             path = value if value.is_absolute() else (recipe.parent / value)
-            path = path.resolve()
-            if not path.exists():
+            try:
+                path = path.resolve()
+                found = path.exists()
+            except (OSError, ValueError) as error:  # a NUL byte, a name too long
+                raise ConfigError(f"{recipe}: data.{split_name}.{field}: {error}") from None
+            if not found:
                 raise ConfigError(f"{recipe}: data.{split_name}.{field}: file not found: {path}")
             setattr(split, field, path)
 

@@ -113,6 +113,9 @@ def label_smoothed_loss(
     )
 
 
+LOWER_IS_BETTER = frozenset({"loss", "ppl", "wer", "cer"})
+
+
 class Trainer:
     """Owns the model, optimiser and schedule of one run directory."""
 
@@ -134,13 +137,10 @@ class Trainer:
         for folder in (run.path, run.checkpoints):
             remove_stale_temporaries(folder)  # left by a killed run; never valid files
         saved = self._resumable_payload()  # checked before anything in the run is rewritten
-        self.tokenizers = prepare_tokenizers(config, run)
-        self.train_data = tokenize_split(config.data["train"], "train", self.tokenizers, run.cache)
-        self.valid_data = tokenize_split(config.data["valid"], "valid", self.tokenizers, run.cache)
-        self.train_indices = filter_long(self.train_data, cfg.max_length)
+        self._prepare_data()
         atomic_write_bytes(run.config_file, config_to_toml(config).encode("utf-8"))
 
-        self.model = build_model(config, self.tokenizers).to(self.device)
+        self.model = self._build_model().to(self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
         )
@@ -149,12 +149,27 @@ class Trainer:
         self.schedule = LearningRateSchedule(cfg, total)
         self.progress = Progress()
         self.last_grad_norm: torch.Tensor | None = None  # on the device, read when logged
-        self.translator = Translator(self.model, self.tokenizers, config.decode, self.device)
+        self._after_model()
         self._saved_step = -1
         if saved is not None:
             self._resume(saved)
 
-    # -- data ---------------------------------------------------------------------------
+    # -- task hooks: a trainer for another task overrides these ----------------------------
+    def _prepare_data(self) -> None:
+        """Set the tokenisers and the tokenised train and valid splits."""
+        config, run = self.config, self.run
+        self.tokenizers = prepare_tokenizers(config, run)
+        self.train_data = tokenize_split(config.data["train"], "train", self.tokenizers, run.cache)
+        self.valid_data = tokenize_split(config.data["valid"], "valid", self.tokenizers, run.cache)
+        self.train_indices = filter_long(self.train_data, config.train.max_length)
+
+    def _build_model(self) -> torch.nn.Module:
+        return build_model(self.config, self.tokenizers)
+
+    def _after_model(self) -> None:
+        """Objects that need the model on its device (the validation decoder)."""
+        self.translator = Translator(self.model, self.tokenizers, self.config.decode, self.device)
+
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         """This epoch's batches (deterministic in seed and epoch, so resume can rebuild them)."""
         src = [len(self.train_data.src[i]) + 1 for i in self.train_indices]
@@ -162,6 +177,29 @@ class Trainer:
         rng = random.Random(self.config.train.seed * 100_003 + epoch)
         batches = token_batches(src, tgt, self.config.train.max_tokens, rng)
         return [[self.train_indices[i] for i in batch] for batch in batches]
+
+    def _collate(self, indices: list[int]) -> Batch:
+        """The batch of training examples ``indices`` (on the CPU)."""
+        return collate(indices, self.train_data.src, self.train_data.tgt)
+
+    def _batch_loss(self, batch: Batch) -> torch.Tensor:
+        """Summed training loss of one batch already on the device (smoothed cross-entropy);
+        its normaliser is ``batch.num_tgt_tokens``."""
+        with self.autocast():
+            logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)
+        return label_smoothed_loss(logits, batch.tgt_out, self.config.train.label_smoothing)
+
+    def _decoded_scores(self) -> dict[str, float]:
+        """Scores of decoding the validation split (greedy), rounded for the metrics log."""
+        with self.autocast():
+            hyps = self.translator.search_ids(self.valid_data.src, beam_size=1)
+        text = [self.tokenizers.tgt.decode(h[0].tokens) for h in hyps]
+        return {"valid_bleu": round(bleu(text, self.valid_data.raw.tgt), 2)}
+
+    def _record_session(self) -> None:
+        """Note the session and the data sizes in the run's about.json (for `s2s info`)."""
+        used = len(self.train_indices)
+        record_session(self.run, self.progress.step, self.train_data, self.valid_data, used)
 
     # -- checkpoints ----------------------------------------------------------------------
     def _payload(self, full: bool) -> dict:
@@ -255,14 +293,16 @@ class Trainer:
             "tokens_per_second": round(tokens_per_second, 1),
             "elapsed_minutes": round(self.progress.elapsed / 60, 2),
         }
-        if self.config.train.valid_bleu:
-            with self.autocast():
-                hyps = self.translator.search_ids(self.valid_data.src, beam_size=1)
-            text = [self.tokenizers.tgt.decode(h[0].tokens) for h in hyps]
-            record["valid_bleu"] = round(bleu(text, self.valid_data.raw.tgt), 2)
-        by_bleu = self.config.train.early_stopping_metric == "bleu"
-        metric = record["valid_bleu"] if by_bleu else loss
-        improved = self._save_best(metric, higher_is_better=by_bleu)
+        if self.config.train.valid_decode:
+            record.update(self._decoded_scores())
+        name = self.config.train.early_stopping_metric
+        metric = loss if name == "loss" else record.get(f"valid_{name}")
+        if metric is None:
+            raise S2SError(
+                f"train.early_stopping_metric = {name!r}: validation gives no valid_{name} "
+                f"(it gives {', '.join(k for k in record if k.startswith('valid_'))})"
+            )
+        improved = self._save_best(metric, higher_is_better=name not in LOWER_IS_BETTER)
         self.progress.bad_validations = 0 if improved else self.progress.bad_validations + 1
         if improved:
             self.progress.best_metric = metric
@@ -284,10 +324,7 @@ class Trainer:
             group["lr"] = self.schedule.rate(self.progress.step)
         total = torch.zeros((), device=self.device)
         for batch in batches:
-            batch = batch.to(self.device)
-            with self.autocast():
-                logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)
-            loss = label_smoothed_loss(logits, batch.tgt_out, cfg.label_smoothing)
+            loss = self._batch_loss(batch.to(self.device))
             self.scaler.scale(loss / tokens).backward()
             total += loss.detach()
         self.scaler.unscale_(self.optimizer)
@@ -335,8 +372,7 @@ class Trainer:
         board = TrainingBoard.for_run(
             self.run.tensorboard, cfg.tensorboard, cfg.log_every, progress.step
         )
-        used_pairs = len(self.train_indices)
-        record_session(self.run, progress.step, self.train_data, self.valid_data, used_pairs)
+        self._record_session()
         last_record: dict = {}
         zero = torch.zeros((), device=self.device)
         window_loss, window_tokens, window_start = zero, 0, time.perf_counter()
@@ -348,7 +384,7 @@ class Trainer:
             position = progress.batch_in_epoch
             while position < len(batches):
                 group = batches[position : position + cfg.accum_steps]
-                collated = [collate(b, self.train_data.src, self.train_data.tgt) for b in group]
+                collated = [self._collate(indices) for indices in group]
                 loss, finite = self._train_step(collated)
                 position += len(group)
                 progress.step += 1

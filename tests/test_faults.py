@@ -45,7 +45,7 @@ def adam_steps(trainer: Trainer) -> int:
 
 
 def test_a_nan_loss_skips_the_step_with_a_warning(tmp_path: Path, monkeypatch, caplog) -> None:
-    trainer = make_trainer(tmp_path, "train.valid_bleu=false", "train.early_stopping_metric=loss")
+    trainer = make_trainer(tmp_path, "train.valid_decode=false", "train.early_stopping_metric=loss")
     poison_loss(monkeypatch, {2, 3})
     with caplog.at_level(logging.WARNING, logger="s2s.train"):
         record = trainer.train()
