@@ -40,6 +40,7 @@ from s2s.resume import (
     trim_metrics_log,
 )
 from s2s.run_dir import RunDir, build_model, load_weights, resolve_device
+from s2s.run_lock import lock_run_directory
 from s2s.schedule import LearningRateSchedule
 from s2s.signals import GracefulStop, Interrupted
 from s2s.tensorboard_log import TrainingBoard
@@ -72,12 +73,22 @@ class Progress:
 
 
 def prepare_tokenizers(config: Config, run: RunDir) -> TokenizerPair:
-    """Reuse the run's tokeniser, or train one from the training split."""
+    """Reuse the run's tokeniser, or train one from the training split (again when the
+    recipe's [tokenizer] settings differ from those it was trained with: `--restart`)."""
     files = set(tokenizer_files(run.path, config.tokenizer.joint))
+    wanted = config.tokenizer.model_dump(mode="json")
+    settings = run.path / "tokenizer.json"
     if all(f.is_file() for f in files):
-        return load_tokenizers(run.path, config.tokenizer.joint)
+        # A run from before tokenizer.json was written: its tokeniser is taken as it is.
+        saved = json.loads(settings.read_text(encoding="utf-8")) if settings.is_file() else wanted
+        if saved == wanted:
+            return load_tokenizers(run.path, config.tokenizer.joint)
+        changed = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
+        log.info("tokenizer settings changed (%s): training a new tokenizer", ", ".join(changed))
     text = load_parallel(config.data["train"], "train")
-    return train_tokenizers(config.tokenizer, text.src, text.tgt, run.path)
+    tokenizers = train_tokenizers(config.tokenizer, text.src, text.tgt, run.path)
+    atomic_write_bytes(settings, json.dumps(wanted, indent=1).encode("utf-8"))
+    return tokenizers
 
 
 def filter_long(split: TokenizedSplit, max_length: int) -> list[int]:
@@ -134,6 +145,7 @@ class Trainer:
 
         cell_factory(config.model.cell, config.model.cell_options)  # bad cell: fail before work
         run.path.mkdir(parents=True, exist_ok=True)
+        lock_run_directory(run.path)  # before anything in the run is read or rewritten
         for folder in (run.path, run.checkpoints):
             remove_stale_temporaries(folder)  # left by a killed run; never valid files
         saved = self._resumable_payload()  # checked before anything in the run is rewritten
