@@ -134,16 +134,31 @@ def average_last(
 
 def score_checkpoint(run_path: Path, checkpoint: Path, device: str) -> dict[str, float]:
     """Validation scores of one checkpoint, computed as training computes them."""
+    from s2s.config import read_saved_config
     from s2s.corpus import tokenize_split
     from s2s.precision import autocast_factory, resolve_amp
     from s2s.run_dir import RunDir, load_run
     from s2s.translator import Translator
     from s2s.validation import validation_scores
 
+    config = read_saved_config(RunDir(run_path).require().config_file)
+    task = config.task.type
+    if task not in ("translation", "summarization"):
+        raise S2SError(
+            f"{run_path}: s2s average validates text-to-text runs only (task.type = {task!r}); "
+            "use --no-validate, then s2s evaluate --checkpoint"
+        )
     config, tokenizers, model, torch_device = load_run(run_path, checkpoint, device)
     data = tokenize_split(config.data["valid"], "valid", tokenizers, RunDir(run_path).cache)
     autocast = autocast_factory(resolve_amp(config.train.amp, torch_device), torch_device)
     translator = Translator(model, tokenizers, config.decode, torch_device)
-    return validation_scores(
-        translator, data, config.train.max_tokens, config.train.valid_decode, autocast
-    )
+    with_bleu = config.train.valid_decode and task == "translation"
+    scores = validation_scores(translator, data, config.train.max_tokens, with_bleu, autocast)
+    if config.train.valid_decode and task == "summarization":
+        from s2s.summarization import rouge_log_scores
+
+        with autocast():
+            hypotheses = translator.search_ids(data.src, beam_size=1)
+        text = [tokenizers.tgt.decode(h[0].tokens if h else []) for h in hypotheses]
+        scores |= rouge_log_scores(text, data.raw.all_references())
+    return scores

@@ -202,7 +202,9 @@ def evaluate(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Translate a split (or --src) and score it against references with sacrebleu.
+    """Translate a split (or --src) and score it against references: BLEU and chrF
+    (sacrebleu), or ROUGE-1/2/L for a summarization run, or WER, CER and exact-transcript
+    accuracy (jiwer) for a speech run.
 
     The scores are also recorded in the run directory, for `s2s info`."""
     setup_logging(quiet, verbose)
@@ -211,6 +213,35 @@ def evaluate(
     for score in evaluate_run(run_dir, split, src, ref, beam, output, checkpoint, device):
         print(score.text)
         print(f"  signature: {score.signature}")
+
+
+@app.command()
+@user_errors
+def transcribe(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory of a speech recipe.")],
+    files: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Argument(help="Audio (.wav, .flac) or feature files; none: paths on stdin."),
+    ] = None,
+    beam: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="Beam size (default: the recipe's decode.beam_size)."),
+    ] = None,
+    checkpoint: CheckpointOption = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Transcribe audio files: one line per file, in order.
+
+    Without FILES, reads one path per line from stdin (a blank line gives an empty line).
+    A missing or unreadable file stops with an error naming it, after the transcripts of
+    the files before it are printed."""
+    setup_logging(quiet)
+    from s2s.transcriber import load_speech_run, transcribe_paths
+
+    config, recognizer = load_speech_run(run_dir, checkpoint, device)
+    paths = [str(path) for path in files] if files else sys.stdin
+    transcribe_paths(recognizer, config, paths, beam or config.decode.beam_size, sys.stdout)
 
 
 @app.command()
@@ -333,6 +364,68 @@ def average(
             values = ", ".join(f"{k.removeprefix('valid_')} {v}" for k, v in scores.items())
             print(f"validation {label} ({which}): {values}")
     print(f"use it with: s2s translate {run_dir} --checkpoint {report.output}")
+
+
+@app.command()
+@user_errors
+def generate(
+    run_dir: Annotated[Path, typer.Argument(help="Language-model run directory.")],
+    prompt: Annotated[str, typer.Option(help="Text to continue (may be empty).")] = "",
+    max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens to sample.")] = 50,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="Softmax temperature; 0 is greedy.")
+    ] = 1.0,
+    top_k: Annotated[int, typer.Option(min=0, help="Sample among the K likeliest; 0: off.")] = 0,
+    top_p: Annotated[
+        float, typer.Option(help="Nucleus: the likeliest tokens holding P of the mass; 1: off.")
+    ] = 1.0,
+    seed: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="Random seed: the same seed gives the same text."),
+    ] = None,
+    checkpoint: CheckpointOption = None,
+    device: Device = "auto",
+) -> None:
+    """Sample a continuation of --prompt from a language model; prints one line.
+
+    Sampling stops at the end of a sentence (the model's end of line) or after
+    --max-tokens tokens."""
+    setup_logging(quiet=True)
+    from s2s.language_model import load_language_model
+    from s2s.sampling import SamplingOptions, generate_text
+
+    options = SamplingOptions(max_tokens, temperature, top_k, top_p, seed)
+    options.check()
+    config, tokenizer, model, torch_device = load_language_model(run_dir, checkpoint, device)
+    word_level = config.tokenizer.model_type == "word"
+    text, _ = generate_text(model, tokenizer, prompt, word_level, options, torch_device)
+    print(text)
+
+
+@app.command()
+@user_errors
+def score(
+    run_dir: Annotated[Path, typer.Argument(help="Language-model run directory.")],
+    input: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--input", "-i", help="Read this file instead of stdin."),
+    ] = None,
+    checkpoint: CheckpointOption = None,
+    device: Device = "auto",
+) -> None:
+    """Score each line of stdin (or --input) with a language model.
+
+    Prints 'N, log-prob, ppl, tokens, words' tab-separated per line (natural-log
+    probability of the line and its end; word-level perplexity), then a 'total' row."""
+    setup_logging(quiet=True)
+    from s2s.lm_scoring import score_text
+
+    if input is not None and not input.is_file():
+        raise S2SError(f"{input}: input file not found")
+    raw = input.read_bytes() if input is not None else sys.stdin.buffer.read()
+    origin = str(input) if input is not None else "stdin"
+    for row in score_text(run_dir, raw, origin, checkpoint, device):
+        print(row)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,11 +34,19 @@ class SplitConfig(Section):
     src: Path | None = Field(None, description="source text file, one sentence per line (.gz ok)")
     tgt: Path | None = Field(None, description="target text file, line-aligned with src")
     path: Path | None = Field(None, description="one .tsv or .jsonl file holding both sides")
+    text: Path | None = Field(
+        None, description="language models: one plain text file (.gz/.xz ok), a token stream"
+    )
     src_field: str = "src"
     tgt_field: str = "tgt"
     hub: str | None = Field(None, description="a Hugging Face hub dataset name")
     hub_config: str | None = None
     hub_split: str | None = None
+    archive: Path | None = Field(
+        None,
+        description="a .tar(.gz/.xz/.bz2) holding the files a manifest (`path`) names; "
+        "extracted once into the run's cache, manifest paths are then relative to its root",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> SplitConfig:
@@ -45,15 +54,20 @@ class SplitConfig(Section):
             self.src is not None or self.tgt is not None,
             self.path is not None,
             bool(self.hub),
+            self.text is not None,
         ]
         if sum(kinds) != 1:
-            raise ValueError("give exactly one of: src+tgt text files, path, or hub")
+            raise ValueError("give exactly one of: src+tgt text files, path, text, or hub")
         if kinds[0] and (self.src is None or self.tgt is None):
             raise ValueError("text splits need both src and tgt")
+        if self.archive is not None and self.path is None:
+            raise ValueError("archive goes with a manifest given as path")
         return self
 
     def files(self) -> list[Path]:
-        return [p for p in (self.src, self.tgt, self.path) if p is not None]
+        return [
+            p for p in (self.src, self.tgt, self.path, self.archive, self.text) if p is not None
+        ]
 
 
 class TokenizerConfig(Section):
@@ -62,6 +76,11 @@ class TokenizerConfig(Section):
     joint: bool = True
     character_coverage: float = Field(1.0, gt=0.0, le=1.0)
     input_sentence_size: int = Field(1_000_000, ge=100)
+
+
+# `model.copy` is the recipe's name for the copy mechanism; it hides pydantic's deprecated
+# BaseModel.copy (s2s uses model_copy), which pydantic warns about when the class is built.
+warnings.filterwarnings("ignore", 'Field name "copy" in "ModelConfig"', UserWarning)
 
 
 class ModelConfig(Section):
@@ -77,6 +96,14 @@ class ModelConfig(Section):
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     residual: bool = False
     tie_embeddings: bool = True
+    copy: bool = Field(
+        False,
+        description="pointer-generator copy mechanism: a learned switch mixes generating from "
+        "the vocabulary with copying a source token through attention (needs tokenizer.joint)",
+    )
+    max_source_length: int = Field(
+        0, ge=0, description="the encoder reads only the first N source tokens; 0: all of them"
+    )
 
     @model_validator(mode="after")
     def _even_width_when_bidirectional(self) -> ModelConfig:
@@ -100,6 +127,9 @@ class TrainConfig(Section):
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.98)
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="AdamW (betas, decoupled weight_decay), or SGD (no momentum)"
+    )
     schedule: Literal["inverse_sqrt", "constant", "plateau", "cosine"] = "inverse_sqrt"
     warmup_steps: int = Field(400, ge=0)
     min_lr: float = Field(1e-5, ge=0.0)
@@ -107,6 +137,9 @@ class TrainConfig(Section):
     plateau_patience: int = Field(2, ge=0)
     clip_norm: float = Field(1.0, ge=0.0, description="0: no clipping")
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    ctc_weight: float = Field(
+        0.0, ge=0.0, lt=1.0, description="speech: weight w of a CTC loss on the encoder"
+    )
     accum_steps: int = Field(1, ge=1)
     valid_every: int = Field(500, ge=1, description="validate every N optimiser steps")
     valid_decode: bool = Field(
@@ -128,6 +161,10 @@ class TrainConfig(Section):
         10, ge=0, description="stop after more than N steps in a row with a non-finite loss"
     )
     log_every: int = Field(50, ge=1)
+    bptt: int = Field(35, ge=1, description="language models: tokens per truncated-BPTT window")
+    streams: int = Field(
+        20, ge=1, description="language models: parallel token streams, the batch size"
+    )
     tensorboard: bool = Field(True, description="TensorBoard scalars in RUN/tensorboard")
 
     @model_validator(mode="after")
@@ -141,6 +178,28 @@ class TrainConfig(Section):
         return self
 
 
+class AudioConfig(Section):
+    """Speech input (task.type = "speech"): features, normalisation, SpecAugment, subsampling."""
+
+    features: Literal["fbank", "precomputed"] = Field(
+        "fbank", description="log-mel filterbanks from audio files, or .npy / Sphinx .mfc files"
+    )
+    sample_rate: int = Field(16000, ge=1000, description="audio at another rate is resampled")
+    n_mels: int = Field(80, ge=1)
+    feature_dim: int = Field(
+        0, ge=0, description="width of precomputed features; 0: training reads it from the data"
+    )
+    frame_ms: float = Field(25.0, gt=0.0)
+    hop_ms: float = Field(10.0, gt=0.0)
+    deltas: int = Field(0, ge=0, le=2, description="append deltas (1) and delta-deltas (2)")
+    normalize: bool = Field(True, description="per-utterance mean and variance normalisation")
+    freq_masks: int = Field(2, ge=0, description="SpecAugment masks per utterance (training)")
+    freq_mask_width: int = Field(10, ge=0)
+    time_masks: int = Field(2, ge=0)
+    time_mask_width: int = Field(40, ge=0, description="frames; at most 1/5 of the utterance")
+    subsampling_layers: int = Field(2, ge=0, le=4, description="stride-2 convolutions (2: 4x)")
+
+
 class DecodeConfig(Section):
     beam_size: int = Field(5, ge=1)
     length_penalty: float = Field(1.0, ge=0.0, description="GNMT alpha; 0 scores raw log-probs")
@@ -148,6 +207,9 @@ class DecodeConfig(Section):
     max_length_offset: int = Field(10, ge=0)
     batch_tokens: int = Field(6000, ge=1, description="source tokens per decoding batch")
     nbest: int = Field(1, ge=1)
+    ctc_weight: float = Field(
+        0.0, ge=0.0, le=1.0, description="speech: rescore the beam with the CTC head, weight w"
+    )
 
 
 class Config(Section):
@@ -157,13 +219,47 @@ class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
 
     @model_validator(mode="after")
     def _has_train_and_valid(self) -> Config:
         missing = [name for name in ("train", "valid") if name not in self.data]
         if missing:
             raise ValueError(f"data needs the split(s) {', '.join(missing)}")
+        if self.model.copy and not self.tokenizer.joint:
+            # copying scatters attention onto source ids, which must be target ids too
+            raise ValueError("model.copy = true needs tokenizer.joint = true")
+        if self.task.type == "language_model":
+            _check_language_model(self)
+        else:
+            text_splits = [name for name, split in self.data.items() if split.text is not None]
+            if text_splits:
+                raise ValueError(f"data.{text_splits[0]}.text is for task.type = 'language_model'")
         return self
+
+
+def _check_language_model(config: Config) -> None:
+    """A language model reads `text` splits with one vocabulary and a one-way stack, and
+    validates by loss; keys left out get those values, keys set otherwise are errors."""
+    for name, split in config.data.items():
+        if split.text is None:
+            raise ValueError(f"data.{name}: a language model reads a `text` file")
+    train, model = config.train, config.model
+    if "early_stopping_metric" not in train.model_fields_set:
+        train.early_stopping_metric = "loss"
+    if "valid_decode" not in train.model_fields_set:
+        train.valid_decode = False
+    if "bidirectional" not in model.model_fields_set:
+        model.bidirectional = False
+    if not config.tokenizer.joint:
+        raise ValueError("a language model has one vocabulary: tokenizer.joint = true")
+    if config.model.bidirectional:
+        raise ValueError("a language model reads left to right: model.bidirectional = false")
+    if config.train.early_stopping_metric != "loss" or config.train.valid_decode:
+        raise ValueError(
+            "a language model validates by loss: train.early_stopping_metric = 'loss' "
+            "and train.valid_decode = false"
+        )
 
 
 def _format_validation_error(error: ValidationError) -> str:
@@ -216,7 +312,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def _resolve_paths(config: Config, recipe: Path) -> None:
     """Make data paths absolute, relative to the recipe's own folder, and check they exist."""
     for split_name, split in config.data.items():
-        for field in ("src", "tgt", "path"):
+        for field in ("src", "tgt", "path", "archive", "text"):
             value = getattr(split, field)
             if value is None:
                 continue
@@ -227,7 +323,10 @@ def _resolve_paths(config: Config, recipe: Path) -> None:
             except (OSError, ValueError) as error:  # a NUL byte, a name too long
                 raise ConfigError(f"{recipe}: data.{split_name}.{field}: {error}") from None
             if not found:
-                raise ConfigError(f"{recipe}: data.{split_name}.{field}: file not found: {path}")
+                hint = " (edit that key to point at your copy)" if field == "text" else ""
+                raise ConfigError(
+                    f"{recipe}: data.{split_name}.{field}: file not found: {path}{hint}"
+                )
             setattr(split, field, path)
 
 

@@ -23,10 +23,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ParallelText:
-    """Raw sentence pairs of one split, line-aligned."""
+    """Raw sentence pairs of one split, line-aligned. A JSON-lines target field holding a
+    list (several references, e.g. SciTLDR) gives its first item as ``tgt`` and all of them
+    as ``references``; otherwise ``references`` is None (one reference: ``tgt``)."""
 
     src: list[str]
     tgt: list[str]
+    references: list[list[str]] | None = None
+
+    def all_references(self) -> list[list[str]]:
+        """Every reference of every example (one each unless the corpus has several)."""
+        return self.references if self.references is not None else [[t] for t in self.tgt]
 
 
 @dataclass
@@ -88,6 +95,14 @@ def _field(record: dict, dotted: str, origin: str):
     return value
 
 
+def _text_list(value, origin: str, field: str) -> list[str]:
+    """A JSON field as a list of strings: a string is one item, a list of strings many."""
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(item, str | int | float) for item in items):
+        raise S2SError(f"{origin}: field {field!r} is not text or a list of texts: {value!r:.60}")
+    return [str(item) for item in items]
+
+
 def _read_records(split: SplitConfig, name: str) -> list[dict]:
     datasets = _datasets()
     if split.hub:
@@ -137,8 +152,17 @@ def load_parallel(split: SplitConfig, name: str) -> ParallelText:
     else:
         origin = f"data.{name}"
         records = _read_records(split, name)
-        src = [str(_field(r, split.src_field, origin)) for r in records]
-        tgt = [str(_field(r, split.tgt_field, origin)) for r in records]
+        # a list-valued source (sentences) is joined; a list-valued target is references
+        src = [
+            " ".join(_text_list(_field(r, split.src_field, origin), origin, split.src_field))
+            for r in records
+        ]
+        refs = [
+            _text_list(_field(r, split.tgt_field, origin), origin, split.tgt_field) for r in records
+        ]
+        tgt = [r[0] for r in refs]
+        if any(len(r) > 1 for r in refs):
+            return ParallelText(src, tgt, refs)
     if not src:
         raise S2SError(f"data.{name}: the corpus is empty")
     return ParallelText(src, tgt)

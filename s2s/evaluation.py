@@ -1,10 +1,12 @@
-"""`s2s evaluate`: translate a split or a file pair and score it with sacrebleu."""
+"""`s2s evaluate`: translate a split or a file pair and score it with sacrebleu (ROUGE for
+summarization runs, taking the best of several references where a split has them); speech
+and language-model runs are handed to their own evaluation."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from s2s.config import SplitConfig
+from s2s.config import SplitConfig, read_saved_config
 from s2s.corpus import load_parallel
 from s2s.errors import S2SError
 from s2s.metrics import Score, bleu_and_chrf
@@ -24,6 +26,19 @@ def evaluate_run(
     checkpoint: Path | None,
     device: str,
 ) -> list[Score]:
+    task = read_saved_config(RunDir(run_dir).require().config_file).task.type
+    if task == "speech":
+        from s2s.transcriber import evaluate_speech_run
+
+        if src is not None or ref is not None:
+            raise S2SError("a speech run is evaluated on a manifest split (--split), not --src")
+        return evaluate_speech_run(run_dir, split, beam, output, checkpoint, device)
+    if task == "language_model":
+        from s2s.lm_scoring import evaluate_language_model
+
+        if src is not None or ref is not None or beam is not None or output is not None:
+            raise S2SError("a language model is evaluated on a split (--split) only")
+        return evaluate_language_model(run_dir, split, checkpoint, device)
     config, tokenizers, model, torch_device = load_run(run_dir, checkpoint, device)
     if (src is None) != (ref is None):
         raise S2SError("--src and --ref go together")
@@ -46,7 +61,12 @@ def evaluate_run(
     hypotheses = [h[0] for h in outputs]
     if output is not None:
         output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
-    scores = bleu_and_chrf(hypotheses, text.tgt)
+    if config.task.type == "summarization":
+        from s2s.rouge import rouge_scores
+
+        scores = rouge_scores(hypotheses, text.all_references())
+    else:
+        scores = bleu_and_chrf(hypotheses, text.tgt)
     used = checkpoint or RunDir(run_dir).default_checkpoint()
     record_evaluation(run_dir, label, used, beam, scores)
     return scores

@@ -6,6 +6,11 @@ projection (tied to the target embedding when asked).
 
 Without input feeding, training runs the decoder over whole target sequences in one fused
 call and scores attention for all steps with one batched matmul.
+
+With ``model.copy`` a pointer-generator switch (s2s.copy_attention) mixes the output
+distribution with copying source tokens; `forward` and `decode_step` then return the
+mixture's log-probabilities where they otherwise return logits (see that module for why
+the losses still hold).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from torch import Tensor, nn
 
 from s2s.attention import build_attention
 from s2s.config import ModelConfig
+from s2s.copy_attention import CopySwitch
 from s2s.recurrent_stack import CellFactory, RecurrentStack
 
 # DecoderState = (per-layer cell states, previous attentional vector [B, E]); all batch-first.
@@ -29,6 +35,7 @@ class EncoderOutput(NamedTuple):
     memory: Tensor  # B x S x H
     keys: Tensor  # attention keys computed once from memory
     src_mask: Tensor  # B x S, True at real tokens
+    src_ids: Tensor  # B x S source token ids (PAD beyond the length), for copying
 
 
 def reorder(value, index: Tensor):
@@ -91,18 +98,24 @@ class Seq2Seq(nn.Module):
         if config.tie_embeddings:
             self.output.weight = self.tgt_embed.weight
         self.dropout = nn.Dropout(config.dropout)
+        # Registered last and only with copy on: checkpoints without it load unchanged.
+        self.copy_switch = CopySwitch(memory_size, query_size, embed) if config.copy else None
         # Embeddings keep nn.Embedding's N(0, 1) init. The Transformer-style std of
         # embed**-0.5 starves the recurrent layers of input: on recipes/mt.toml it left
         # validation BLEU at 8.9 after 1 000 steps, where N(0, 1) reaches 10 after 300.
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
-        """src [B, S] token ids (padded) -> encoder output."""
+        """src [B, S] token ids (padded) -> encoder output; only the first
+        ``max_source_length`` tokens are read when that is set."""
+        limit = self.config.max_source_length
+        if limit and src.size(1) > limit:
+            src, src_lengths = src[:, :limit], src_lengths.clamp(max=limit)
         embedded = self.dropout(self.src_embed(src))
         memory, _ = self.encoder(embedded, src_lengths)
         steps = torch.arange(src.size(1), device=src.device)
         src_mask = steps.unsqueeze(0) < src_lengths.to(src.device).unsqueeze(1)
         memory = self.dropout(memory)
-        return EncoderOutput(memory, self.attention.keys(memory), src_mask)
+        return EncoderOutput(memory, self.attention.keys(memory), src_mask, src)
 
     def initial_state(self, encoded: EncoderOutput) -> DecoderState:
         """Decoder start state from the masked mean of the encoder states."""
@@ -113,39 +126,61 @@ class Seq2Seq(nn.Module):
         feed = pooled.new_zeros(batch, self.config.embed_size)
         return self.decoder.initial_states(hidden.contiguous()), feed
 
-    def _attend(self, h: Tensor, encoded: EncoderOutput) -> tuple[Tensor, Tensor]:
-        """h [B, T, H] -> attentional vectors [B, T, E] and attention weights [B, T, S]."""
+    def _attend(self, h: Tensor, encoded: EncoderOutput) -> tuple[Tensor, Tensor, Tensor]:
+        """h [B, T, H] -> attentional vectors [B, T, E], attention weights [B, T, S] and
+        context vectors [B, T, M]."""
         context, weights = self.attention(h, encoded.keys, encoded.memory, encoded.src_mask)
-        return torch.tanh(self.combine(torch.cat([context, h], dim=-1))), weights
+        return torch.tanh(self.combine(torch.cat([context, h], dim=-1))), weights, context
+
+    def _scores(
+        self,
+        attentional: Tensor,
+        weights: Tensor,
+        context: Tensor,
+        h: Tensor,
+        inputs: Tensor,
+        encoded: EncoderOutput,
+    ) -> Tensor:
+        """Output scores [B, T, V]: logits, or with copy on the mixture's log-probs (fp32).
+        ``inputs`` [B, T, E] are the target embeddings the decoder read."""
+        logits = self.output(self.dropout(attentional))
+        if self.copy_switch is None:
+            return logits
+        return self.copy_switch(logits, weights, context, h, inputs, encoded.src_ids)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
-        """Teacher-forced logits [B, T, V] for targets tgt_in [B, T] (BOS-prefixed)."""
+        """Teacher-forced logits [B, T, V] for targets tgt_in [B, T] (BOS-prefixed); with
+        copy on, normalised log-probabilities instead (cross-entropy is the same on both)."""
         encoded = self.encode(src, src_lengths)
         states, feed = self.initial_state(encoded)
         embedded = self.dropout(self.tgt_embed(tgt_in))
         if self.config.input_feeding:
-            vectors = []
+            outputs, vectors = [], []
             for x_t in embedded.unbind(1):
-                h, states = self.decoder.step(torch.cat([x_t, feed], dim=-1), states)
-                feed, _ = self._attend(h.unsqueeze(1), encoded)
-                feed = feed.squeeze(1)
-                vectors.append(feed)
-            attentional = torch.stack(vectors, dim=1)
+                h_t, states = self.decoder.step(torch.cat([x_t, feed], dim=-1), states)
+                step = self._attend(h_t.unsqueeze(1), encoded)
+                feed = step[0].squeeze(1)
+                outputs.append(h_t)
+                vectors.append(step)
+            h = torch.stack(outputs, dim=1)
+            parts = zip(*vectors, strict=True)  # per step -> per output, concatenated over T
+            attentional, weights, context = (torch.cat(p, dim=1) for p in parts)
         else:
             h, _ = self.decoder(embedded, states=states)
-            attentional, _ = self._attend(h, encoded)
-        return self.output(self.dropout(attentional))
+            attentional, weights, context = self._attend(h, encoded)
+        return self._scores(attentional, weights, context, h, embedded, encoded)
 
     def decode_step(
         self, prev_tokens: Tensor, state: DecoderState, encoded: EncoderOutput
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """One search step: prev_tokens [B] -> (log-probs [B, V] in fp32, state, attn [B, S])."""
         states, feed = state
-        x_t = self.tgt_embed(prev_tokens)
-        if self.config.input_feeding:
-            x_t = torch.cat([x_t, feed], dim=-1)
+        embedded = self.tgt_embed(prev_tokens)
+        x_t = torch.cat([embedded, feed], dim=-1) if self.config.input_feeding else embedded
         h, states = self.decoder.step(x_t, states)
-        attentional, weights = self._attend(h.unsqueeze(1), encoded)
-        attentional = attentional.squeeze(1)
-        log_probs = self.output(attentional).float().log_softmax(dim=-1)
-        return log_probs, (states, attentional), weights.squeeze(1)
+        h = h.unsqueeze(1)
+        attentional, weights, context = self._attend(h, encoded)
+        scores = self._scores(attentional, weights, context, h, embedded.unsqueeze(1), encoded)
+        # log_softmax of the copy mixture's log-probs only rounds: it is already normalised
+        log_probs = scores.squeeze(1).float().log_softmax(dim=-1)
+        return log_probs, (states, attentional.squeeze(1)), weights.squeeze(1)

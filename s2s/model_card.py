@@ -38,6 +38,8 @@ MODEL_KEYS = (
     "dropout",
     "residual",
     "tie_embeddings",
+    "copy",
+    "max_source_length",
 )
 
 
@@ -66,10 +68,15 @@ def record_session(
 ) -> None:
     """Note in ``about.json`` that a training session starts at ``step`` (with which
     versions) and how large its data is; resumed runs list one session each."""
+    data = {"train": {**split_size(train), "used_pairs": used_pairs}, "valid": split_size(valid)}
+    record_session_data(run, step, data)
+
+
+def record_session_data(run: RunDir, step: int, data: dict[str, Any]) -> None:
+    """`record_session` for any task: ``data`` is what the card shows about its splits."""
     about = read_about(run)
     sessions = [s for s in about.get("sessions", []) if s.get("from_step", 0) < step]
     sessions.append({"from_step": step, "started": _now(), **versions()})
-    data = {"train": {**split_size(train), "used_pairs": used_pairs}, "valid": split_size(valid)}
     about = {"sessions": sessions, "data": data}
     atomic_write_bytes(run.path / "about.json", json.dumps(about, indent=1).encode())
 
@@ -86,7 +93,7 @@ def read_about(run: RunDir) -> dict[str, Any]:
 
 
 def record_evaluation(
-    run_path: Path, split: str, checkpoint: Path, beam: int, scores: list[Score]
+    run_path: Path, split: str, checkpoint: Path, beam: int | None, scores: list[Score]
 ) -> None:
     """Append one `s2s evaluate` result to ``evaluations.jsonl`` (for the model card)."""
     record = {
@@ -157,10 +164,20 @@ def build_card(run_path: Path) -> dict[str, Any]:
     run = RunDir(run_path).require()
     config = read_saved_config(run.config_file)
     tokenizers = load_tokenizers(run.path, config.tokenizer.joint)
-    model = build_model(config, tokenizers)
+    if config.task.type == "language_model":
+        from s2s.language_model import build_language_model
+
+        model = build_language_model(config, tokenizers.src.vocab_size)
+    elif config.task.type == "speech":
+        from s2s.speech_model import build_speech_model
+
+        model = build_speech_model(config, tokenizers.tgt.vocab_size)
+    else:
+        model = build_model(config, tokenizers)
     parameters = sum(p.numel() for p in model.parameters())
     records = read_metrics(run.metrics_log) if run.metrics_log.is_file() else []
-    metric = "valid_bleu" if config.train.early_stopping_metric == "bleu" else "valid_loss"
+    name = config.train.early_stopping_metric
+    metric = "valid_loss" if name == "loss" else f"valid_{name}"
     about = read_about(run)
     sessions = about.get("sessions", [])
     return {
@@ -189,6 +206,17 @@ def _data_line(data: dict[str, Any] | None) -> str:
     if not data:
         return "unknown (recorded by s2s train from this version on)"
     train, valid = data["train"], data["valid"]
+    if "frames" in train:  # speech: utterances of feature frames
+        return (
+            f"train {train['utterances']:,} utterances ({train['used_utterances']:,} within "
+            f"train.max_length; {train['frames']:,} frames / {train['tgt_tokens']:,} target "
+            f"tokens), valid {valid['utterances']:,} utterances"
+        )
+    if "words" in train:  # a language model's token streams
+        return (
+            f"train {train['tokens']:,} tokens ({train['words']:,} words, {train['lines']:,} "
+            f"lines), valid {valid['tokens']:,} tokens ({valid['words']:,} words)"
+        )
     return (
         f"train {train['pairs']:,} pairs ({train['used_pairs']:,} within train.max_length; "
         f"{train['src_tokens']:,} source / {train['tgt_tokens']:,} target subwords), "
@@ -202,15 +230,9 @@ def format_card(card: dict[str, Any]) -> str:
     options = ", ".join(f"{k}={v}" for k, v in model["cell_options"].items())
     rows = [
         ("run", card["run"]),
-        ("task", f"{task['name']} ({task['type']}, {task['src_lang']} -> {task['tgt_lang']})"),
+        ("task", _task_line(task)),
         ("cell", model["cell"] + (f" ({options})" if options else "")),
-        (
-            "layers",
-            f"embed {model['embed_size']}, hidden {model['hidden_size']}, encoder "
-            f"{model['encoder_layers']}{' bidirectional' if model['bidirectional'] else ''}, "
-            f"decoder {model['decoder_layers']}, {model['attention']} attention"
-            f"{', input feeding' if model['input_feeding'] else ''}",
-        ),
+        ("layers", _layers_line(task["type"], model)),
         ("parameters", f"{model['parameters']:,} ({model['parameters'] * 4 / 2**20:.1f} MiB fp32)"),
         (
             "vocabulary",
@@ -232,7 +254,8 @@ def format_card(card: dict[str, Any]) -> str:
     ]
     for split, result in sorted(card["test"].items()):
         scores = ", ".join(f"{name} {value}" for name, value in result["scores"].items())
-        rows.append((f"eval {split}", f"{scores} (beam {result['beam']}, {result['checkpoint']})"))
+        beam = f"beam {result['beam']}, " if result.get("beam") is not None else ""
+        rows.append((f"eval {split}", f"{scores} ({beam}{result['checkpoint']})"))
     if not card["test"]:
         rows.append(("eval", "no scores yet (s2s evaluate RUN records them)"))
     who = card["written_by"]
@@ -244,6 +267,28 @@ def format_card(card: dict[str, Any]) -> str:
     )
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+
+def _task_line(task: dict[str, Any]) -> str:
+    if task["type"] == "language_model":  # one text, no source and target sides
+        return f"{task['name']} ({task['type']})"
+    return f"{task['name']} ({task['type']}, {task['src_lang']} -> {task['tgt_lang']})"
+
+
+def _layers_line(task_type: str, model: dict[str, Any]) -> str:
+    if task_type == "language_model":
+        return (
+            f"embed {model['embed_size']}, hidden {model['hidden_size']}, "
+            f"{model['decoder_layers']} layers, decoder only (no encoder, no attention)"
+        )
+    return (
+        f"embed {model['embed_size']}, hidden {model['hidden_size']}, encoder "
+        f"{model['encoder_layers']}{' bidirectional' if model['bidirectional'] else ''}, "
+        f"decoder {model['decoder_layers']}, {model['attention']} attention"
+        f"{', input feeding' if model['input_feeding'] else ''}"
+        f"{', copy' if model.get('copy') else ''}"
+        f"{f', sources cut to {limit} tokens' if (limit := model.get('max_source_length')) else ''}"
+    )
 
 
 def _best_line(best: dict[str, Any] | None) -> str:

@@ -147,6 +147,12 @@ def load_run(
     """Everything inference needs from a run directory, model in eval mode on ``device``."""
     run = RunDir(path).require()
     config = read_saved_config(run.config_file)
+    if config.task.type == "language_model":
+        raise S2SError(
+            f"{path}: a language model; use s2s generate, s2s score or s2s evaluate with it"
+        )
+    if config.task.type == "speech":
+        raise S2SError(f"{path}: a speech recogniser; use s2s transcribe or s2s evaluate with it")
     tokenizers = load_tokenizers(run.path, config.tokenizer.joint)
     model = build_model(config, tokenizers)
     load_model_weights(model, checkpoint or run.default_checkpoint())

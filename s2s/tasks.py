@@ -12,6 +12,9 @@ from s2s.run_dir import RunDir
 # task.type -> "module:Class" of its Trainer subclass.
 TRAINERS = {
     "translation": "s2s.training:Trainer",
+    "summarization": "s2s.summarization:SummarizationTrainer",
+    "language_model": "s2s.lm_training:LanguageModelTrainer",
+    "speech": "s2s.speech_training:SpeechTrainer",
 }
 
 
