@@ -1,0 +1,227 @@
+"""Turning speech into text with a trained recogniser: batching utterances by frames, greedy
+or beam search, and restoring the input order. Used by validation, `s2s evaluate` and
+`s2s transcribe` alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import torch
+import torch.nn.functional as F
+
+from s2s.audio import utterance_features
+from s2s.batching import pad, token_batches
+from s2s.config import Config, DecodeConfig, read_saved_config
+from s2s.errors import S2SError
+from s2s.metrics import Score, speech_scores
+from s2s.model_card import record_evaluation
+from s2s.run_dir import RunDir, load_model_weights, resolve_device
+from s2s.search import (
+    Hypothesis,
+    beam_search,
+    greedy_search,
+    length_penalty,
+    max_output_lengths,
+)
+from s2s.speech_data import speech_collate, split_features
+from s2s.speech_model import CTC_BLANK, SpeechSeq2Seq, build_speech_model
+from s2s.tokenizer import PAD_ID, Tokenizer, load_tokenizers
+
+TRANSCRIBE_CHUNK = 32  # files read, decoded and printed together
+
+
+@dataclass
+class Recognizer:
+    model: SpeechSeq2Seq
+    tokenizer: Tokenizer
+    decode: DecodeConfig
+    device: torch.device
+
+    def search(
+        self,
+        features: Sequence[torch.Tensor],
+        beam_size: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[Hypothesis]:
+        """The best hypothesis for each utterance's features, in input order. Output
+        length is limited to ``max_length_ratio`` x frames + ``max_length_offset``."""
+        self.model.eval()
+        results: list[Hypothesis] = [Hypothesis([], 0.0) for _ in features]
+        if not features:
+            return results
+        lengths = [f.size(0) for f in features]
+        budget = max(self.decode.batch_tokens, max(lengths))
+        for indices in token_batches(lengths, None, budget):
+            batch = speech_collate(indices, features).to(self.device)
+            limits = max_output_lengths(
+                batch.src_lengths, self.decode.max_length_ratio, self.decode.max_length_offset
+            )
+            if beam_size == 1:
+                found = greedy_search(self.model, batch.src, batch.src_lengths, limits)
+            else:
+                nbest = beam_size if self.decode.ctc_weight > 0 else 1
+                beams = beam_search(
+                    self.model,
+                    batch.src,
+                    batch.src_lengths,
+                    limits,
+                    beam_size,
+                    self.decode.length_penalty,
+                    nbest,
+                )
+                if self.decode.ctc_weight > 0:
+                    beams = self._ctc_rescore(batch.src, batch.src_lengths, beams)
+                found = [hyps[0] if hyps else Hypothesis([], 0.0) for hyps in beams]
+            for index, hyp in zip(indices, found, strict=True):
+                results[index] = hyp
+            if on_batch is not None:
+                on_batch(len(indices))
+        return results
+
+    def _ctc_rescore(
+        self, src: torch.Tensor, src_lengths: torch.Tensor, beams: list[list[Hypothesis]]
+    ) -> list[list[Hypothesis]]:
+        """Re-rank each utterance's n-best by (1 - w) x attention log-probability + w x CTC
+        log-probability (exact, by the CTC forward algorithm), then the length penalty.
+
+        Attention alone can repeat or drop a letter and still score well; CTC, being
+        monotonic and frame-bound, penalises both (Watanabe et al. 2017 use the two jointly)."""
+        weight, alpha = self.decode.ctc_weight, self.decode.length_penalty
+        with torch.inference_mode():
+            log_probs, lengths = self.model.ctc_scores(src, src_lengths)
+        rescored = []
+        for row, hyps in enumerate(beams):
+            if not hyps:
+                rescored.append(hyps)
+                continue
+            ctc = ctc_log_likelihoods(
+                log_probs[:, row], int(lengths[row]), [h.tokens for h in hyps]
+            )
+            ranked = []
+            for hyp, ctc_score in zip(hyps, ctc, strict=True):
+                penalty = float(length_penalty(torch.tensor(len(hyp.tokens) + 1), alpha))
+                attention = hyp.score * penalty  # beam scores are length-normalised
+                combined = ((1 - weight) * attention + weight * ctc_score) / penalty
+                ranked.append(Hypothesis(hyp.tokens, combined))
+            rescored.append(sorted(ranked, key=lambda h: -h.score))
+        return rescored
+
+    def transcribe(
+        self,
+        features: Sequence[torch.Tensor],
+        beam_size: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """One transcript per utterance, in input order."""
+        hyps = self.search(features, beam_size, on_batch)
+        return [self.tokenizer.decode(h.tokens) for h in hyps]
+
+
+def ctc_log_likelihoods(
+    log_probs: torch.Tensor, frames: int, hypotheses: list[list[int]]
+) -> list[float]:
+    """log P_ctc(tokens | utterance) of each hypothesis; ``log_probs`` [T', V] of one
+    utterance, of which the first ``frames`` are real. -inf where a hypothesis cannot fit."""
+    count = len(hypotheses)
+    targets = pad([h or [PAD_ID] for h in hypotheses])
+    target_lengths = torch.tensor([len(h) for h in hypotheses])
+    expanded = log_probs[:frames].unsqueeze(1).expand(-1, count, -1)
+    nll = F.ctc_loss(
+        expanded,
+        targets.to(log_probs.device),
+        torch.full((count,), frames, dtype=torch.long),
+        target_lengths,
+        blank=CTC_BLANK,
+        reduction="none",
+    )
+    return [-float(v) for v in nll]
+
+
+def load_speech_run(
+    path: Path, checkpoint: Path | None = None, device: str = "auto"
+) -> tuple[Config, Recognizer]:
+    """A speech run's config and its recogniser (model in eval mode on ``device``)."""
+    run = RunDir(path).require()
+    config = read_saved_config(run.config_file)
+    if config.task.type != "speech":
+        raise S2SError(f"{path}: a {config.task.type} run; transcribing needs a speech run")
+    tokenizer = load_tokenizers(run.path, joint=True).tgt
+    if config.decode.ctc_weight > 0 and config.train.ctc_weight == 0:
+        raise S2SError(
+            f"{path}: decode.ctc_weight needs a CTC head: train with train.ctc_weight > 0"
+        )
+    model = build_speech_model(config, tokenizer.vocab_size)
+    load_model_weights(model, checkpoint or run.default_checkpoint())
+    torch_device = resolve_device(device)
+    model = model.to(torch_device).eval()
+    return config, Recognizer(model, tokenizer, config.decode, torch_device)
+
+
+def evaluate_speech_run(
+    run_dir: Path,
+    split: str,
+    beam: int | None,
+    output: Path | None,
+    checkpoint: Path | None,
+    device: str,
+) -> list[Score]:
+    """Transcribe one split of the recipe and score it: WER, CER, exact-transcript accuracy."""
+    from s2s.progress import TaskProgress
+
+    config, recognizer = load_speech_run(run_dir, checkpoint, device)
+    if split not in config.data:
+        known = ", ".join(sorted(config.data))
+        raise S2SError(f"{run_dir}: the recipe has no split {split!r} (splits: {known})")
+    manifest, features = split_features(
+        config.data[split], split, config.audio, RunDir(run_dir).cache
+    )
+    beam = beam or config.decode.beam_size
+    with TaskProgress(f"transcribing {split}", total=len(features)) as progress:
+        hypotheses = recognizer.transcribe(features, beam, on_batch=progress.update)
+    if output is not None:
+        output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    scores = speech_scores(hypotheses, manifest.transcripts)
+    used = checkpoint or RunDir(run_dir).default_checkpoint()
+    record_evaluation(run_dir, split, used, beam, scores)
+    return scores
+
+
+def transcribe_paths(
+    recognizer: Recognizer,
+    config: Config,
+    paths: Iterable[str],
+    beam_size: int,
+    out: TextIO,
+) -> int:
+    """Write one transcript line per path, in order (a blank path gives an empty line).
+
+    Files are read and decoded in chunks; a file that is missing or unreadable stops the
+    run with an error naming it, after the transcripts of every file before it are written.
+    Returns the number of lines written."""
+    written = 0
+    pending: list[torch.Tensor | None] = []  # None: a blank line
+
+    def flush() -> None:
+        nonlocal written
+        texts = iter(recognizer.transcribe([f for f in pending if f is not None], beam_size))
+        for feature in pending:
+            out.write((next(texts) if feature is not None else "") + "\n")
+        out.flush()
+        written += len(pending)
+        pending.clear()
+
+    for text in paths:
+        name = text.strip()
+        try:
+            feature = utterance_features(Path(name), config.audio) if name else None
+        except S2SError:
+            flush()
+            raise
+        pending.append(feature)
+        if len(pending) >= TRANSCRIBE_CHUNK:
+            flush()
+    flush()
+    return written
