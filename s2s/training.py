@@ -179,7 +179,7 @@ class Trainer:
         self.progress = Progress()
         self.last_grad_norm: torch.Tensor | None = None  # on the device, read when logged
         self._after_model()
-        self._saved_step = -1
+        self._saved_at: tuple[int, int] | None = None  # (step, epoch) of the last save
         if saved is not None:
             self._resume(saved)
 
@@ -249,10 +249,12 @@ class Trainer:
         return payload
 
     def _save_last(self) -> None:
-        """Write ``last.pt`` (everything resuming needs), at most once per step."""
-        if self._saved_step != self.progress.step:
+        """Write ``last.pt`` (everything resuming needs), at most once per step, and again
+        when an epoch ended after that step's save, so the saved progress counts it."""
+        here = (self.progress.step, self.progress.epoch)
+        if self._saved_at != here:
             save_checkpoint(self.run.last_checkpoint, self._payload(full=True))
-            self._saved_step = self.progress.step
+            self._saved_at = here
 
     def _resumable_payload(self) -> dict | None:
         """The run's last checkpoint, if any, checked against the recipe."""
@@ -279,7 +281,7 @@ class Trainer:
                 f"{path}: cannot resume from its training state ({first}); "
                 "use --restart or another --out"
             ) from None
-        self._saved_step = self.progress.step
+        self._saved_at = (self.progress.step, self.progress.epoch)
         trim_metrics_log(self.run.metrics_log, self.progress.step)
         self._forget_later_best()
         log.info("resuming from step %d (epoch %d)", self.progress.step, self.progress.epoch + 1)

@@ -89,3 +89,23 @@ def test_early_stopping_after_patience(tmp_path: Path) -> None:
     trainer.train()
     assert trainer.progress.step < 50
     assert trainer.progress.bad_validations == 2
+
+
+def test_a_run_ending_with_its_last_epoch_saves_that_epoch_as_done(tmp_path: Path) -> None:
+    """The last step of the last epoch validates and saves before the epoch counter moves
+    on; last.pt must still say the epoch is complete (for `s2s info` and for resuming)."""
+    from s2s.checkpoint import load_checkpoint
+    from s2s.training import Progress
+
+    overrides = (
+        "train.max_steps=0",
+        "train.max_epochs=1",
+        "train.valid_every=1",
+        "train.patience=0",
+    )
+    trainer = make_trainer(tmp_path, *overrides)
+    batches = len(trainer._epoch_batches(0))
+    trainer.train()
+    saved = load_checkpoint(trainer.run.last_checkpoint)
+    progress = Progress.from_json(saved["progress"])
+    assert (progress.step, progress.epoch, progress.batch_in_epoch) == (batches, 1, 0)
