@@ -53,8 +53,8 @@ def _datasets():
     return datasets
 
 
-def _open_text(path: Path):
-    """Open a possibly compressed text file as bytes."""
+def open_compressed(path: Path):
+    """Open a text file as bytes, through gzip or xz when its suffix says so."""
     if path.suffix == ".gz":
         return gzip.open(path, "rb")
     if path.suffix == ".xz":
@@ -64,7 +64,7 @@ def _open_text(path: Path):
 
 def _first_invalid_line(path: Path) -> str | None:
     """Where a text file stops being UTF-8, as 'line N', to point the user at it."""
-    with _open_text(path) as handle:
+    with open_compressed(path) as handle:
         for number, raw in enumerate(handle, start=1):
             try:
                 raw.decode("utf-8")

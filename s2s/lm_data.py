@@ -9,7 +9,6 @@ words of each line plus one per line end.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import lzma
@@ -22,6 +21,7 @@ from torch import Tensor
 
 from s2s.checkpoint import atomic_write_bytes
 from s2s.config import Config
+from s2s.corpus import open_compressed
 from s2s.errors import S2SError
 from s2s.run_dir import RunDir
 from s2s.tokenizer import (
@@ -40,14 +40,6 @@ log = logging.getLogger(__name__)
 _TRAINING_CHUNK_BYTES = 2000
 
 
-def _open_bytes(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")
-    if path.suffix == ".xz":
-        return lzma.open(path, "rb")
-    return path.open("rb")
-
-
 def decode_lines(raw_lines: Iterator[bytes], origin: str) -> list[str]:
     """Decode byte lines as UTF-8 without their line ends; a bad line is a one-line error."""
     lines = []
@@ -62,7 +54,7 @@ def decode_lines(raw_lines: Iterator[bytes], origin: str) -> list[str]:
 def read_text_lines(path: Path, split: str) -> list[str]:
     """All lines of a (possibly .gz/.xz-compressed) text file."""
     try:
-        with _open_bytes(path) as handle:
+        with open_compressed(path) as handle:
             lines = decode_lines(iter(handle), str(path))
     except (OSError, EOFError, lzma.LZMAError) as error:
         raise S2SError(f"data.{split}.text: {path}: cannot read: {error}") from None

@@ -9,7 +9,6 @@ import logging
 import random
 
 import torch
-import torch.nn.functional as F
 
 from s2s.audio import check_speech_extra
 from s2s.batching import Batch, token_batches
@@ -20,7 +19,7 @@ from s2s.model_card import record_session_data
 from s2s.specaugment import spec_augment
 from s2s.speech_data import SpeechSplit, speech_collate, split_features
 from s2s.speech_model import SpeechSeq2Seq, build_speech_model, ctc_loss_sum
-from s2s.tokenizer import EOS_ID, PAD_ID, TokenizerPair, load_tokenizers, train_tokenizers
+from s2s.tokenizer import EOS_ID, TokenizerPair, load_tokenizers, train_tokenizers
 from s2s.training import Trainer, label_smoothed_loss
 from s2s.transcriber import Recognizer
 
@@ -143,14 +142,7 @@ class SpeechTrainer(Trainer):
             batch = speech_collate(indices, data.src, data.tgt).to(self.device)
             with self.autocast():
                 scores = self.model(batch.src, batch.src_lengths, batch.tgt_in)
-            total += float(
-                F.cross_entropy(
-                    scores.reshape(-1, scores.size(-1)).float(),
-                    batch.tgt_out.reshape(-1),
-                    ignore_index=PAD_ID,
-                    reduction="sum",
-                )
-            )
+            total += float(label_smoothed_loss(scores, batch.tgt_out, smoothing=0.0))
             tokens += batch.num_tgt_tokens
         return total / max(tokens, 1), tokens
 
