@@ -55,6 +55,10 @@ CheckpointOption = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Option(help="Checkpoint file (default: the best)."),
 ]
+BeamOption = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(min=1, help="Beam size (default: the recipe's decode.beam_size)."),
+]
 Overrides = Annotated[
     Optional[list[str]],  # noqa: UP045 - typer reads the annotation at run time
     typer.Option("--set", help="Override a recipe key: section.key=value (repeatable)."),
@@ -108,10 +112,7 @@ def translate(
         Optional[Path],  # noqa: UP045
         typer.Option("--input", "-i", help="Read this file instead of stdin."),
     ] = None,
-    beam: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(min=1, help="Beam size (default: the recipe's decode.beam_size)."),
-    ] = None,
+    beam: BeamOption = None,
     nbest: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(
@@ -223,10 +224,7 @@ def transcribe(
         Optional[list[Path]],  # noqa: UP045
         typer.Argument(help="Audio (.wav, .flac) or feature files; none: paths on stdin."),
     ] = None,
-    beam: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(min=1, help="Beam size (default: the recipe's decode.beam_size)."),
-    ] = None,
+    beam: BeamOption = None,
     checkpoint: CheckpointOption = None,
     device: Device = "auto",
     quiet: Quiet = False,
@@ -285,10 +283,7 @@ def align(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `s2s train`.")],
     sentence: Annotated[str, typer.Argument(help="Source sentence to translate.")],
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("align.png"),
-    beam: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(min=1, help="Beam size (default: the recipe's decode.beam_size)."),
-    ] = None,
+    beam: BeamOption = None,
     checkpoint: CheckpointOption = None,
     device: Device = "auto",
     quiet: Quiet = False,
