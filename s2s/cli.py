@@ -55,6 +55,10 @@ CheckpointOption = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Option(help="Checkpoint file (default: the best)."),
 ]
+InputOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--input", "-i", help="Read this file instead of stdin."),
+]
 BeamOption = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(min=1, help="Beam size (default: the recipe's decode.beam_size)."),
@@ -108,10 +112,7 @@ def train(
 @user_errors
 def translate(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `s2s train`.")],
-    input: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option("--input", "-i", help="Read this file instead of stdin."),
-    ] = None,
+    input: InputOption = None,
     beam: BeamOption = None,
     nbest: Annotated[
         Optional[int],  # noqa: UP045
@@ -401,10 +402,7 @@ def generate(
 @user_errors
 def score(
     run_dir: Annotated[Path, typer.Argument(help="Language-model run directory.")],
-    input: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option("--input", "-i", help="Read this file instead of stdin."),
-    ] = None,
+    input: InputOption = None,
     checkpoint: CheckpointOption = None,
     device: Device = "auto",
 ) -> None:

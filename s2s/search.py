@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from s2s.config import DecodeConfig
 from s2s.model import reorder
 from s2s.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -157,3 +158,19 @@ def beam_search(
             hyps.append(Hypothesis(_strip(tokens_per_row[sentence * k + beam]), score))
         results.append(hyps)
     return results
+
+
+def search_batch(
+    model: StepModel,
+    src: Tensor,
+    src_lengths: Tensor,
+    decode: DecodeConfig,
+    beam_size: int,
+    nbest: int = 1,
+) -> list[list[Hypothesis]]:
+    """The n-best of each row of a batch: greedy search for a beam of 1, else beam search;
+    output lengths are limited by ``decode``'s ratio and offset to the source length."""
+    limits = max_output_lengths(src_lengths, decode.max_length_ratio, decode.max_length_offset)
+    if beam_size == 1:
+        return [[h] for h in greedy_search(model, src, src_lengths, limits)]
+    return beam_search(model, src, src_lengths, limits, beam_size, decode.length_penalty, nbest)

@@ -19,13 +19,7 @@ from s2s.errors import S2SError
 from s2s.metrics import Score, speech_scores
 from s2s.model_card import record_evaluation
 from s2s.run_dir import RunDir, load_model_weights, resolve_device
-from s2s.search import (
-    Hypothesis,
-    beam_search,
-    greedy_search,
-    length_penalty,
-    max_output_lengths,
-)
+from s2s.search import Hypothesis, length_penalty, search_batch
 from s2s.speech_data import speech_collate, split_features
 from s2s.speech_model import CTC_BLANK, SpeechSeq2Seq, build_speech_model
 from s2s.tokenizer import PAD_ID, Tokenizer, load_tokenizers
@@ -56,25 +50,18 @@ class Recognizer:
         budget = max(self.decode.batch_tokens, max(lengths))
         for indices in token_batches(lengths, None, budget):
             batch = speech_collate(indices, features).to(self.device)
-            limits = max_output_lengths(
-                batch.src_lengths, self.decode.max_length_ratio, self.decode.max_length_offset
+            rescore = beam_size > 1 and self.decode.ctc_weight > 0
+            beams = search_batch(
+                self.model,
+                batch.src,
+                batch.src_lengths,
+                self.decode,
+                beam_size,
+                nbest=beam_size if rescore else 1,
             )
-            if beam_size == 1:
-                found = greedy_search(self.model, batch.src, batch.src_lengths, limits)
-            else:
-                nbest = beam_size if self.decode.ctc_weight > 0 else 1
-                beams = beam_search(
-                    self.model,
-                    batch.src,
-                    batch.src_lengths,
-                    limits,
-                    beam_size,
-                    self.decode.length_penalty,
-                    nbest,
-                )
-                if self.decode.ctc_weight > 0:
-                    beams = self._ctc_rescore(batch.src, batch.src_lengths, beams)
-                found = [hyps[0] if hyps else Hypothesis([], 0.0) for hyps in beams]
+            if rescore:
+                beams = self._ctc_rescore(batch.src, batch.src_lengths, beams)
+            found = [hyps[0] if hyps else Hypothesis([], 0.0) for hyps in beams]
             for index, hyp in zip(indices, found, strict=True):
                 results[index] = hyp
             if on_batch is not None:

@@ -11,7 +11,7 @@ import torch
 from s2s.batching import collate, token_batches
 from s2s.config import DecodeConfig
 from s2s.model import Seq2Seq
-from s2s.search import Hypothesis, beam_search, greedy_search, max_output_lengths
+from s2s.search import Hypothesis, search_batch
 from s2s.tokenizer import TokenizerPair
 
 
@@ -38,23 +38,9 @@ class Translator:
         lengths = [len(s) + 1 for s in src_ids]
         for indices in token_batches(lengths, None, max(self.decode.batch_tokens, max(lengths))):
             batch = collate(indices, src_ids).to(self.device)
-            limits = max_output_lengths(
-                batch.src_lengths, self.decode.max_length_ratio, self.decode.max_length_offset
+            found = search_batch(
+                self.model, batch.src, batch.src_lengths, self.decode, beam_size, nbest
             )
-            if beam_size == 1:
-                found = [
-                    [h] for h in greedy_search(self.model, batch.src, batch.src_lengths, limits)
-                ]
-            else:
-                found = beam_search(
-                    self.model,
-                    batch.src,
-                    batch.src_lengths,
-                    limits,
-                    beam_size,
-                    self.decode.length_penalty,
-                    nbest,
-                )
             for index, hyps in zip(indices, found, strict=True):
                 results[index] = hyps
             if on_batch is not None:
