@@ -55,37 +55,58 @@ def _strip(tokens: list[int]) -> list[int]:
     return out
 
 
+def _compact(keep: Tensor, *values):
+    """Rows ``keep`` of each value (tensors or nested decoder state), for dropping the
+    rows of finished sentences so later steps compute only what is still running."""
+    return tuple(reorder(v, keep) for v in values)
+
+
 @torch.inference_mode()
 def greedy_search(
     model: StepModel, src: Tensor, src_lengths: Tensor, max_lengths: Tensor
 ) -> list[Hypothesis]:
-    """Pick the most probable token at every step, for all sentences at once."""
+    """Pick the most probable token at every step, for all sentences at once; a sentence
+    leaves the batch when it ends, so the steps after that cost nothing for it."""
     encoded = model.encode(src, src_lengths)
     state = model.initial_state(encoded)
     batch = src.size(0)
     device = src.device
-    max_lengths = max_lengths.to(device)
-    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    limit = max_lengths.to(device)
+    steps = int(limit.max()) + 1
+    history = torch.full((batch, steps), PAD_ID, dtype=torch.long, device=device)
     scores = torch.zeros(batch, device=device)
-    steps: list[Tensor] = []
-    for t in range(int(max_lengths.max()) + 1):
+    alive = torch.arange(batch, device=device)  # sentences still decoding, as batch rows
+    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
+    for t in range(steps):
         log_probs, state, _ = model.decode_step(prev, state, encoded)
-        log_probs = log_probs.clone()
-        log_probs[t >= max_lengths, :EOS_ID] = float("-inf")
-        log_probs[t >= max_lengths, EOS_ID + 1 :] = float("-inf")
         best, token = log_probs.max(dim=-1)
-        token = token.masked_fill(finished, PAD_ID)
-        scores += best.masked_fill(finished, 0.0)
-        steps.append(token)
-        finished |= token == EOS_ID
+        at_limit = t >= limit  # a sentence at its length limit may only end
+        token = token.masked_fill(at_limit, EOS_ID)
+        best = torch.where(at_limit, log_probs[:, EOS_ID], best)
+        history[alive, t] = token
+        scores[alive] += best
+        ended = token == EOS_ID
+        if bool(ended.any()):
+            keep = (~ended).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            alive, token, limit, state, encoded = _compact(
+                keep, alive, token, limit, state, encoded
+            )
         prev = token
-        if bool(finished.all()):
-            break
-    history = torch.stack(steps, dim=1).tolist()
     return [
-        Hypothesis(_strip(row), float(s)) for row, s in zip(history, scores.tolist(), strict=True)
+        Hypothesis(_strip(row), float(s))
+        for row, s in zip(history.tolist(), scores.tolist(), strict=True)
     ]
+
+
+def _only(token: int, width: int, log_prob: Tensor) -> tuple[Tensor, Tensor]:
+    """Candidates [N, width] of rows that may continue with ``token`` alone, at ``log_prob``
+    [N]: the other slots are -inf, so they are never chosen."""
+    values = log_prob.new_full((log_prob.size(0), width), float("-inf"))
+    values[:, 0] = log_prob
+    tokens = torch.full_like(values, token, dtype=torch.long)
+    return values, tokens
 
 
 @torch.inference_mode()
@@ -102,7 +123,12 @@ def beam_search(
 
     Finished hypotheses stay in the beam, extended only by PAD at no cost, and candidates
     are ranked by length-normalised score, so a finished hypothesis is displaced only by a
-    better one. A sentence is done when all its beams are finished.
+    better one. A sentence is done when all its beams are finished; its rows then leave
+    the batch.
+
+    The length penalty is the same for every continuation of a row, so a row's best
+    continuations are its ``beam_size`` most probable tokens: each step ranks those
+    (B x K x K candidates) rather than the whole vocabulary of every row.
     """
     batch, k = src.size(0), beam_size
     device = src.device
@@ -118,46 +144,73 @@ def beam_search(
     lengths = torch.zeros(batch * k, dtype=torch.long, device=device)
     finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
     history = torch.full((batch * k, 1), BOS_ID, dtype=torch.long, device=device)
-    row_base = (torch.arange(batch, device=device) * k).unsqueeze(1)  # B x 1
-    ranked = scores.view(batch, k)
+    sentences = torch.arange(batch, device=device)  # original index of each running sentence
+    beam_offsets = torch.arange(k, device=device)
+    done: dict[int, tuple[list[list[int]], list[float]]] = {}
 
     for t in range(int(limit.max()) + 1):
         log_probs, state, _ = model.decode_step(history[:, -1], state, encoded)
-        vocab = log_probs.size(-1)
-        log_probs = log_probs.clone()
-        at_limit = (t >= limit) & ~finished
-        log_probs[at_limit, :EOS_ID] = float("-inf")
-        log_probs[at_limit, EOS_ID + 1 :] = float("-inf")
-        log_probs[finished] = float("-inf")
-        log_probs[finished, PAD_ID] = 0.0
+        width = min(k, log_probs.size(-1))
+        top_lp, top_tok = log_probs.topk(width, dim=-1)  # N x W
+        eos_lp, eos_tok = _only(EOS_ID, width, log_probs[:, EOS_ID])
+        at_limit = ((t >= limit) & ~finished).unsqueeze(1)
+        top_lp, top_tok = top_lp.where(~at_limit, eos_lp), top_tok.where(~at_limit, eos_tok)
+        pad_lp, pad_tok = _only(PAD_ID, width, torch.zeros_like(scores))
+        ended = finished.unsqueeze(1)
+        top_lp, top_tok = top_lp.where(~ended, pad_lp), top_tok.where(~ended, pad_tok)
 
-        candidates = scores.unsqueeze(1) + log_probs  # B*K x V
+        running = sentences.numel()
+        candidates = (scores.unsqueeze(1) + top_lp).view(running, k * width)
         new_lengths = lengths + (~finished).long()
-        normalised = candidates / length_penalty(new_lengths, alpha).unsqueeze(1)
-        ranked, flat = normalised.view(batch, k * vocab).topk(k, dim=1)  # B x K
-        rows = (row_base + flat // vocab).view(-1)
-        tokens = (flat % vocab).view(-1)
+        penalty = length_penalty(new_lengths, alpha).repeat_interleave(width)
+        normalised = candidates / penalty.view(running, k * width)
+        ranked, flat = normalised.topk(k, dim=1)  # running x K, best first
+        rows = (torch.arange(running, device=device).unsqueeze(1) * k + flat // width).view(-1)
+        tokens = top_tok.view(running, k * width).gather(1, flat).view(-1)
 
-        scores = candidates.view(batch, k * vocab).gather(1, flat).view(-1)
+        scores = candidates.gather(1, flat).view(-1)
         lengths = new_lengths[rows]
         finished = finished[rows] | (tokens == EOS_ID)
         history = torch.cat([history[rows], tokens.unsqueeze(1)], dim=1)
         state = reorder(state, rows)
-        if bool(finished.all()):
-            break
 
-    tokens_per_row = history[:, 1:].tolist()
-    ranked_scores = ranked.tolist()
-    results = []
-    for sentence in range(batch):
-        hyps = []
-        for beam in range(min(nbest, k)):
-            score = ranked_scores[sentence][beam]
-            if score == float("-inf"):
-                continue
-            hyps.append(Hypothesis(_strip(tokens_per_row[sentence * k + beam]), score))
-        results.append(hyps)
-    return results
+        complete = finished.view(running, k).all(dim=1)
+        if bool(complete.any()):
+            _collect(done, complete, sentences, history, ranked, k, nbest)
+            keep = (~complete).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            keep_rows = (keep.unsqueeze(1) * k + beam_offsets).view(-1)
+            sentences = sentences[keep]
+            scores, lengths, finished, history, limit, state, encoded = _compact(
+                keep_rows, scores, lengths, finished, history, limit, state, encoded
+            )
+    # Every row is finished by the last step (at its limit a row may only end).
+    return [_hypotheses(*done[sentence]) for sentence in range(batch)]
+
+
+def _collect(
+    done: dict[int, tuple[list[list[int]], list[float]]],
+    complete: Tensor,
+    sentences: Tensor,
+    history: Tensor,
+    ranked: Tensor,
+    k: int,
+    nbest: int,
+) -> None:
+    """Store the n-best token rows and scores of the sentences marked ``complete``."""
+    keep = min(nbest, k)
+    for position in complete.nonzero().squeeze(1).tolist():
+        rows = history[position * k : position * k + keep, 1:].tolist()
+        done[int(sentences[position])] = (rows, ranked[position, :keep].tolist())
+
+
+def _hypotheses(rows: list[list[int]], scores: list[float]) -> list[Hypothesis]:
+    return [
+        Hypothesis(_strip(tokens), score)
+        for tokens, score in zip(rows, scores, strict=True)
+        if score != float("-inf")
+    ]
 
 
 def search_batch(
