@@ -23,13 +23,24 @@ class Batch:
     tgt_out: Tensor | None = None  # B x T, PAD where there is no target token
 
     def to(self, device: torch.device) -> Batch:
-        def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device, non_blocking=True)
+        """The batch on ``device``. To CUDA the tensors are pinned first, so the copies are
+        asynchronous and the host does not wait for them (pinning would only cost on CPU)."""
+        pin = device.type == "cuda"
 
+        def move(t: Tensor | None) -> Tensor | None:
+            if t is None or t.device == device:
+                return t
+            if pin and t.device.type == "cpu":
+                t = t.pin_memory()
+            return t.to(device, non_blocking=True)
+
+        lengths = self.src_lengths
+        if pin and not lengths.is_pinned():  # masks copy them to the device: asynchronously
+            lengths = lengths.pin_memory()
         return Batch(
             self.indices,
             move(self.src),
-            self.src_lengths,  # lengths stay on the CPU: packing and masks read them there
+            lengths,  # lengths stay on the CPU: packing and masks read them there
             move(self.tgt_in),
             move(self.tgt_out),
         )

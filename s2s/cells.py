@@ -91,7 +91,7 @@ class RecurrentCell(nn.Module):
         for t, x_t in enumerate(x.unbind(1)):
             h_t, new_state = self.step(x_t, state)
             if lengths is not None:
-                running = lengths.to(x.device) > t  # B
+                running = lengths.to(x.device, non_blocking=True) > t  # B
                 new_state = tuple(
                     torch.where(running.view(-1, *[1] * (new.dim() - 1)), new, old)
                     for new, old in zip(new_state, state, strict=True)
@@ -126,6 +126,7 @@ def at_lengths(sequence: Tensor, lengths: Tensor) -> Tensor:
     For cells that compute every step at once: with the start state prepended at time 0,
     ``at_lengths(states, lengths)`` is each sequence's final state.
     """
-    index = lengths.to(sequence.device).long().view(-1, *[1] * (sequence.dim() - 1))
+    index = lengths.to(sequence.device, non_blocking=True).long()
+    index = index.view(-1, *[1] * (sequence.dim() - 1))
     index = index.expand(-1, 1, *sequence.shape[2:])
     return sequence.gather(1, index).squeeze(1)

@@ -4,6 +4,8 @@ friends are imported inside the commands so `s2s --help` stays fast."""
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -84,27 +86,51 @@ def train(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail.")] = False,
+    devices: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train in N processes with DistributedDataParallel (through torchrun): "
+            "one per GPU, or N CPU processes without CUDA.",
+        ),
+    ] = 1,
 ) -> None:
     """Train a model from a recipe; a run directory with a checkpoint is resumed."""
+    from s2s.distributed import environment_rank, launch, launched_by_torchrun
+
+    if devices > 1 and not launched_by_torchrun():
+        sets = [f"--set={item}" for item in overrides or []]
+        flags = ["--restart"] * restart + ["--quiet"] * quiet + ["--verbose"] * verbose
+        where = ["--out", str(out)] if out is not None else []
+        raise typer.Exit(launch(devices, [str(recipe), *where, *sets, *flags]))
+    main_rank = environment_rank() == 0
     setup_logging(quiet, verbose)
+    if not main_rank:  # one voice: rank 0's (an error still reaches the console)
+        logging.getLogger("s2s").setLevel(logging.ERROR)
     from s2s.config import load_config
+    from s2s.distributed import leave
     from s2s.run_dir import RunDir
     from s2s.signals import Interrupted
     from s2s.tasks import make_trainer
 
     config = load_config(recipe, overrides)
     run = RunDir(out or Path("runs") / config.task.name)
-    if restart:
+    if restart and main_rank:  # other ranks read the run only after rank 0 has set it up
         run.clear_training_state()
     try:
         record = make_trainer(config, run, quiet=quiet).train()
     except Interrupted as stop:
         sets = [f"--set={item}" for item in overrides or []]
+        if launched_by_torchrun():
+            sets.append(f"--devices={os.environ['WORLD_SIZE']}")
         again = shlex.join(["s2s", "train", str(recipe), "--out", str(run.path), *sets])
-        print(f"s2s: {stop.signal_name}: {stop}; resume with: {again}", file=sys.stderr)
+        if main_rank:
+            print(f"s2s: {stop.signal_name}: {stop}; resume with: {again}", file=sys.stderr)
         raise typer.Exit(stop.exit_code) from None
+    finally:
+        leave()
     summary = ", ".join(f"{k} {v}" for k, v in record.items() if k.startswith("valid_"))
-    if not quiet:
+    if not quiet and main_rank:
         print(f"s2s: run directory {run.path}: {summary}", file=sys.stderr)
 
 

@@ -1,10 +1,14 @@
 """Faults of one training step: non-finite losses or gradients, and running out of memory.
 
 A step whose loss or gradient norm is not finite is skipped (under fp16 the gradient scaler
-skips it and lowers its scale); too many in a row stop the run, naming the batch. The check
-reuses the gradient norm that clipping computes anyway, adds the loss to it on the device and
-reads that one scalar: one host-device sync per step and no extra pass over the gradients
-(under fp16 the gradient scaler syncs once per step for its own check anyway).
+also lowers its scale); too many in a row stop the run, naming the batch. The check reuses the
+gradient norm that clipping computes anyway and adds the loss to it on the device: no extra
+pass over the gradients. With a fused optimiser (AdamW, SGD on CPU and CUDA) the flag goes to
+the optimiser the way torch's GradScaler passes its own (``found_inf``), which leaves weights,
+moments and step count untouched on a bad step without the host reading anything; the flags
+of recent steps wait on the device in `StepChecks` and are read together when the trainer
+logs, validates, saves or ends, so warnings and the "N in a row" stop come at most
+``train.log_every`` steps late. Other optimisers read the flag at once (one sync per step).
 """
 
 from __future__ import annotations
@@ -36,9 +40,32 @@ def grad_norm(parameters: Iterable[torch.nn.Parameter], clip_norm: float) -> tor
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
+def nonfinite(loss: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """A 0-dim bool tensor on the loss's device, true when the loss or the gradient norm is
+    nan or inf (a nan/inf loss usually gives nan gradients, but not always); no sync."""
+    return ~torch.isfinite(loss.float() + norm.float().to(loss.device))
+
+
 def step_is_finite(loss: torch.Tensor, norm: torch.Tensor) -> bool:
-    """One sync for both checks: a nan/inf loss usually gives nan gradients, but not always."""
-    return bool(torch.isfinite(loss.float() + norm.float().to(loss.device)))
+    """One sync for both checks."""
+    return not bool(nonfinite(loss, norm))
+
+
+def supports_skip_flag(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step`` reads a ``found_inf`` flag and skips on it by itself
+    (torch's fused optimisers: the protocol torch.amp.GradScaler uses)."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+
+
+def step_unless(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
+    """Take the optimiser step unless ``bad`` (on the device) is true, without reading it:
+    the fused kernel leaves parameters and moments alone and undoes its step count."""
+    optimizer.grad_scale = None  # type: ignore[attr-defined]  # gradients are unscaled
+    optimizer.found_inf = bad.to(torch.float32)  # type: ignore[attr-defined]
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.grad_scale, optimizer.found_inf  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -75,6 +102,48 @@ def skipped_step(bad_steps: int, max_bad_steps: int, step: int, place: BatchPlac
         place.describe(),
         bad_steps,
     )
+
+
+@dataclass
+class PendingStep:
+    """A step whose non-finite flag has not been read yet, with what accounting needs."""
+
+    step: int
+    bad: torch.Tensor  # 0-dim bool, on the device
+    place: BatchPlace
+    extra: object = None  # returned for the steps that turn out finite
+
+
+class StepChecks:
+    """The non-finite flags of recent steps, kept on the device until `settle` reads them
+    all with one host-device sync."""
+
+    def __init__(self, max_bad_steps: int) -> None:
+        self.max_bad_steps = max_bad_steps
+        self.pending: list[PendingStep] = []
+        self.last_finite = True
+
+    def add(self, pending: PendingStep) -> None:
+        self.pending.append(pending)
+
+    def settle(self, bad_steps: int) -> tuple[int, list[object]]:
+        """Read the pending flags in step order: warn about each skipped step and raise once
+        more than ``max_bad_steps`` came in a row. Returns the new count of bad steps in a
+        row and the ``extra`` of the finite steps."""
+        if not self.pending:
+            return bad_steps, []
+        flags = torch.stack([p.bad.reshape(()) for p in self.pending]).tolist()
+        pending, self.pending = self.pending, []
+        finite: list[object] = []
+        for entry, bad in zip(pending, flags, strict=True):
+            if bad:
+                bad_steps += 1
+                skipped_step(bad_steps, self.max_bad_steps, entry.step, entry.place)
+            else:
+                bad_steps = 0
+                finite.append(entry.extra)
+        self.last_finite = not flags[-1]
+        return bad_steps, finite
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

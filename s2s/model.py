@@ -113,7 +113,7 @@ class Seq2Seq(nn.Module):
         embedded = self.dropout(self.src_embed(src))
         memory, _ = self.encoder(embedded, src_lengths)
         steps = torch.arange(src.size(1), device=src.device)
-        src_mask = steps.unsqueeze(0) < src_lengths.to(src.device).unsqueeze(1)
+        src_mask = steps.unsqueeze(0) < src_lengths.to(src.device, non_blocking=True).unsqueeze(1)
         memory = self.dropout(memory)
         return EncoderOutput(memory, self.attention.keys(memory), src_mask, src)
 

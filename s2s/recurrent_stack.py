@@ -21,7 +21,7 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     if lengths is None:
         return x.flip(1)
     steps = torch.arange(x.size(1), device=x.device).unsqueeze(0)  # 1 x T
-    lengths = lengths.to(x.device).unsqueeze(1)  # B x 1
+    lengths = lengths.to(x.device, non_blocking=True).unsqueeze(1)  # B x 1
     index = torch.where(steps < lengths, lengths - 1 - steps, steps)  # B x T
     return x.gather(1, index.unsqueeze(-1).expand_as(x))
 

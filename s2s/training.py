@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -26,8 +27,18 @@ from s2s.checkpoint import (
 )
 from s2s.config import Config, TrainConfig, config_to_toml
 from s2s.corpus import TokenizedSplit, load_parallel, tokenize_split
+from s2s.distributed import Single, join
 from s2s.errors import S2SError
-from s2s.faults import BatchPlace, grad_norm, out_of_memory_hint, skipped_step, step_is_finite
+from s2s.faults import (
+    BatchPlace,
+    PendingStep,
+    StepChecks,
+    grad_norm,
+    nonfinite,
+    out_of_memory_hint,
+    step_unless,
+    supports_skip_flag,
+)
 from s2s.metrics import bleu
 from s2s.model_card import record_session
 from s2s.precision import autocast_factory, make_grad_scaler, resolve_amp
@@ -133,17 +144,38 @@ def label_smoothed_loss(
     )
 
 
+def fused_optimizer_fits(params: list[torch.nn.Parameter]) -> bool:
+    """torch's fused AdamW/SGD kernels exist for floating-point parameters on CPU and CUDA;
+    they are faster there (AdamW about 3x on CPU) and skip a bad step without a sync."""
+    return bool(params) and all(
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
+    )
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW (the default), or plain SGD, which trains small recurrent language models
-    faster than Adam (with a high rate, tight clipping and plateau decay)."""
+    faster than Adam (with a high rate, tight clipping and plateau decay); fused where the
+    parameters allow it."""
+    params = list(model.parameters())
+    fused = True if fused_optimizer_fits(params) else None
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     return torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+        params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused
     )
 
 
 LOWER_IS_BETTER = frozenset({"loss", "ppl", "wer", "cer"})
+
+
+@dataclass
+class LossWindow:
+    """The finite steps since the last validation: summed loss (on the device), target
+    tokens, and when the window opened."""
+
+    loss: torch.Tensor | float = 0.0
+    tokens: int = 0
+    start: float = field(default_factory=time.perf_counter)
 
 
 class Trainer:
@@ -157,24 +189,32 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_all(cfg.seed)
-        self.device = resolve_device(cfg.device)
+        device = resolve_device(cfg.device)
+        self.dist: Single = join(device, config.task.type)  # torchrun: one rank of several
+        self.device = self.dist.device(device)
+        self.quiet = quiet or not self.dist.is_main  # one progress display: rank 0's
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
         self.autocast = autocast_factory(self.amp_dtype, self.device)
         self.scaler = make_grad_scaler(self.amp_dtype, self.device)
 
         cell_factory(config.model.cell, config.model.cell_options)  # bad cell: fail before work
-        run.path.mkdir(parents=True, exist_ok=True)
-        lock_run_directory(run.path)  # before anything in the run is read or rewritten
-        for folder in (run.path, run.checkpoints):
-            remove_stale_temporaries(folder)  # left by a killed run; never valid files
-        saved = self._resumable_payload()  # checked before anything in the run is rewritten
-        self._prepare_data()
-        atomic_write_bytes(run.config_file, config_to_toml(config).encode("utf-8"))
+        with self.dist.main_first():  # rank 0 trains the tokeniser, fills caches; then the rest
+            if self.dist.is_main:
+                run.path.mkdir(parents=True, exist_ok=True)
+                lock_run_directory(run.path)  # before anything in the run is read or rewritten
+                for folder in (run.path, run.checkpoints):
+                    remove_stale_temporaries(folder)  # left by a killed run; never valid files
+            saved = self._resumable_payload()  # checked before anything is rewritten
+            self._prepare_data()
+            if self.dist.is_main:
+                atomic_write_bytes(run.config_file, config_to_toml(config).encode("utf-8"))
 
         self.model = self._build_model().to(self.device)
         self.optimizer = make_optimizer(self.model, cfg)
+        self.skip_on_device = supports_skip_flag(self.optimizer)  # no sync to skip a step
         batches_per_epoch = len(self._epoch_batches(0))
-        total = cfg.max_steps or math.ceil(batches_per_epoch / cfg.accum_steps) * cfg.max_epochs
+        per_step = cfg.accum_steps * self.dist.world_size
+        total = cfg.max_steps or math.ceil(batches_per_epoch / per_step) * cfg.max_epochs
         self.schedule = LearningRateSchedule(cfg, total)
         self.progress = Progress()
         self.last_grad_norm: torch.Tensor | None = None  # on the device, read when logged
@@ -182,6 +222,10 @@ class Trainer:
         self._saved_at: tuple[int, int] | None = None  # (step, epoch) of the last save
         if saved is not None:
             self._resume(saved)
+        if not self.dist.is_main:  # dropout masks of their own (weights come from rank 0)
+            seed_all(cfg.seed + 7919 * self.dist.rank + self.progress.step)
+        # training runs through DDP's wrapper; validation and decoding use the bare model
+        self.train_model = self.dist.wrap(self.model, self.device)
 
     # -- task hooks: a trainer for another task overrides these ----------------------------
     def _prepare_data(self) -> None:
@@ -217,7 +261,7 @@ class Trainer:
         """Summed training loss of one batch already on the device (smoothed cross-entropy);
         its normaliser is ``batch.num_tgt_tokens``."""
         with self.autocast():
-            logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)
+            logits = self.train_model(batch.src, batch.src_lengths, batch.tgt_in)
         return label_smoothed_loss(logits, batch.tgt_out, self.config.train.label_smoothing)
 
     def _loss_scores(self) -> dict[str, float]:
@@ -253,7 +297,8 @@ class Trainer:
         when an epoch ended after that step's save, so the saved progress counts it."""
         here = (self.progress.step, self.progress.epoch)
         if self._saved_at != here:
-            save_checkpoint(self.run.last_checkpoint, self._payload(full=True))
+            if self.dist.is_main:  # every rank holds the same state
+                save_checkpoint(self.run.last_checkpoint, self._payload(full=True))
             self._saved_at = here
 
     def _resumable_payload(self) -> dict | None:
@@ -282,8 +327,9 @@ class Trainer:
                 "use --restart or another --out"
             ) from None
         self._saved_at = (self.progress.step, self.progress.epoch)
-        trim_metrics_log(self.run.metrics_log, self.progress.step)
-        self._forget_later_best()
+        if self.dist.is_main:
+            trim_metrics_log(self.run.metrics_log, self.progress.step)
+            self._forget_later_best()
         log.info("resuming from step %d (epoch %d)", self.progress.step, self.progress.epoch + 1)
 
     def _forget_later_best(self) -> None:
@@ -315,12 +361,44 @@ class Trainer:
     # -- validation -----------------------------------------------------------------------
     @torch.inference_mode()
     def validation_loss(self) -> tuple[float, int]:
-        """Mean per-token cross-entropy (no smoothing) on the validation split."""
+        """Mean per-token cross-entropy (no smoothing) on the validation split; under DDP
+        each rank scores every world_size-th pair and the sums are added up."""
         max_tokens = self.config.train.max_tokens
-        return corpus_loss(self.model, self.valid_data, max_tokens, self.device, self.autocast)
+        data = self.valid_data
+        if self.dist.world_size == 1:
+            return corpus_loss(self.model, data, max_tokens, self.device, self.autocast)
+        data = TokenizedSplit(self.dist.shard(data.src), self.dist.shard(data.tgt), data.raw)
+        loss, tokens = 0.0, 0
+        if data.src:
+            loss, tokens = corpus_loss(self.model, data, max_tokens, self.device, self.autocast)
+        total, count = self.dist.sum_floats([loss * tokens, tokens])
+        return total / max(count, 1), int(count)
 
     def validate(self, train_loss: float, tokens_per_second: float) -> dict:
+        """Score the model on `valid`, keep the best checkpoints, log the record. Under DDP
+        rank 0 alone decodes (BLEU and ROUGE are corpus scores, not sums over shards) and
+        decides; its record reaches every rank, so all take the same early-stopping and
+        learning-rate decisions."""
         loss, _ = self.validation_loss()
+        record = None
+        if self.dist.is_main:
+            record = self._validation_record(loss, train_loss, tokens_per_second)
+        record, best = self.dist.broadcast((record, self.progress.best))
+        name = self.config.train.early_stopping_metric
+        metric = loss if name == "loss" else record[f"valid_{name}"]
+        improved = record["best"]
+        self.progress.best = best
+        self.progress.bad_validations = 0 if improved else self.progress.bad_validations + 1
+        if improved:
+            self.progress.best_metric = metric
+        self.progress.validated_step = self.progress.step
+        self.schedule.on_validation(improved)
+        self.model.train()
+        return record
+
+    def _validation_record(self, loss: float, train_loss: float, tokens_per_second: float) -> dict:
+        """The metrics-log record of a validation (rank 0): scores, and whether they are the
+        best so far (its checkpoint then saved)."""
         record = {
             "step": self.progress.step,
             "epoch": self.progress.epoch + 1,
@@ -342,44 +420,61 @@ class Trainer:
                 f"(it gives {', '.join(k for k in record if k.startswith('valid_'))})"
             )
         improved = self._save_best(metric, higher_is_better=name not in LOWER_IS_BETTER)
-        self.progress.bad_validations = 0 if improved else self.progress.bad_validations + 1
-        if improved:
-            self.progress.best_metric = metric
-        self.progress.validated_step = self.progress.step
-        self.schedule.on_validation(improved)
         record["best"] = improved
         with self.run.metrics_log.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-        self.model.train()
         return record
 
     # -- training -------------------------------------------------------------------------
-    def _train_step(self, batches: list[Batch]) -> tuple[torch.Tensor, bool]:
-        """One optimiser step over ``accum_steps`` batches; returns the summed loss and
-        whether the step was taken (False: a non-finite loss or gradient skipped it)."""
+    def _train_step(
+        self, batches: list[Batch], idle: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | int, torch.Tensor]:
+        """One optimiser step over this rank's batches (``accum_steps`` of them, fewer at the
+        end of an epoch). Returns the step's summed loss and target tokens over all ranks and
+        its non-finite flag, all left on the device (no host sync); a step with the flag set
+        changed neither the weights nor the optimiser. An ``idle`` rank (no batch left in an
+        epoch's last group) runs its one batch with weight 0, to join the gradient all-reduce.
+        """
         cfg = self.config.train
-        tokens = sum(b.num_tgt_tokens for b in batches)
+        tokens: torch.Tensor | int = 0 if idle else sum(b.num_tgt_tokens for b in batches)
+        divisor: torch.Tensor | int = tokens
+        if self.dist.world_size > 1:
+            # DDP averages gradients over ranks: divide by (tokens of all ranks) / world
+            tokens = self.dist.sum_tensor(torch.full((), tokens, device=self.device))
+            divisor = tokens.clamp(min=1) / self.dist.world_size
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.rate(self.progress.step)
         total = torch.zeros((), device=self.device)
-        for batch in batches:
-            loss = self._batch_loss(batch.to(self.device))
-            self.scaler.scale(loss / tokens).backward()
+        for number, batch in enumerate(batches, 1):
+            with self.dist.no_sync(self.train_model, last=number == len(batches)):
+                loss = self._batch_loss(batch.to(self.device))
+                if idle:
+                    loss = loss * 0.0
+                self.scaler.scale(loss / divisor).backward()
             total += loss.detach()
+        total = self.dist.sum_tensor(total)  # every rank judges the same loss: same skips
         self.scaler.unscale_(self.optimizer)
         self.last_grad_norm = grad_norm(self.model.parameters(), cfg.clip_norm)
-        finite = step_is_finite(total, self.last_grad_norm)
-        if finite or self.scaler.is_enabled():  # an enabled fp16 scaler skips it by itself
+        bad = nonfinite(total, self.last_grad_norm)
+        if self.skip_on_device:
+            step_unless(self.optimizer, bad)
+        elif not bad or self.scaler.is_enabled():  # one sync; fp16's scaler skips by itself
             self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return total, finite
+        return total, tokens, bad
 
-    def _should_stop(self) -> str | None:
+    def _time_up(self) -> bool:
+        limit = self.config.train.max_minutes
+        return bool(limit) and self.progress.elapsed >= limit * 60
+
+    def _should_stop(self, time_up: bool) -> str | None:
+        """Why training ends now, or None. ``time_up``: the time limit as all ranks agree on
+        it (each rank's clock differs a little)."""
         cfg, progress = self.config.train, self.progress
         if cfg.max_steps and progress.step >= cfg.max_steps:
             return f"reached train.max_steps = {cfg.max_steps}"
-        if cfg.max_minutes and progress.elapsed >= cfg.max_minutes * 60:
+        if time_up:
             return f"reached train.max_minutes = {cfg.max_minutes}"
         if cfg.patience and progress.bad_validations >= cfg.patience:
             return f"no improvement in {cfg.patience} validations (early stopping)"
@@ -402,79 +497,102 @@ class Trainer:
             f"stopped at step {self.progress.step}; checkpoint saved in {self.run.checkpoints}",
         )
 
+    def _step_on_group(self, group: list[list[int]], checks: StepChecks) -> None:
+        """Train one optimiser step on a group of an epoch's batches (this rank's share of
+        them) and queue its non-finite flag, unread, in ``checks``."""
+        progress = self.progress
+        share = self.dist.share(group, self.config.train.accum_steps)
+        collated = [self._collate(indices) for indices in share or group[:1]]
+        if share:
+            loss, tokens, bad = self._train_step(collated)
+        else:  # past the end of the epoch's short last group: join the all-reduce only
+            loss, tokens, bad = self._train_step(collated, idle=True)
+        first = progress.batch_in_epoch + 1
+        progress.step += 1
+        progress.batch_in_epoch += len(group)
+        lines = tuple(sorted(i + 1 for batch in group for i in batch))
+        place = BatchPlace(progress.epoch + 1, first, progress.batch_in_epoch, lines)
+        checks.add(PendingStep(progress.step, bad, place, (loss, tokens, self.last_grad_norm)))
+
+    def _settle(self, checks: StepChecks, window: LossWindow, board: TrainingBoard) -> bool:
+        """Read the queued step flags (one sync): report skipped steps, count bad steps in a
+        row, add the finite steps to the loss window and the board. True if the last step
+        was finite."""
+        self.progress.bad_steps, finite = checks.settle(self.progress.bad_steps)
+        counts = [tokens for _, tokens, _ in finite]  # type: ignore[misc]
+        if any(isinstance(count, torch.Tensor) for count in counts):  # DDP: summed on device
+            counts = torch.stack(counts).tolist()
+        for (loss, _, norm), count in zip(finite, counts, strict=True):  # type: ignore[misc]
+            window.loss = window.loss + loss
+            window.tokens += int(count)
+            board.add(loss, int(count), norm)
+        return checks.last_finite
+
+    def _validate_window(self, window: LossWindow, bar, board: TrainingBoard) -> dict:
+        seconds = time.perf_counter() - window.start
+        speed = window.tokens / max(seconds, 1e-9)
+        record = self.validate(float(window.loss) / max(window.tokens, 1), speed)
+        bar.report(record)
+        board.validation(record)
+        return record
+
     def _run(self, stop: GracefulStop) -> dict:
         from s2s.progress import TrainingProgress
 
         cfg, progress = self.config.train, self.progress
         self.model.train()
         bar = TrainingProgress(cfg, quiet=self.quiet)
+        tensorboard = cfg.tensorboard and self.dist.is_main
         board = TrainingBoard.for_run(
-            self.run.tensorboard, cfg.tensorboard, cfg.log_every, progress.step
+            self.run.tensorboard, tensorboard, cfg.log_every, progress.step
         )
-        self._record_session()
+        if self.dist.is_main:
+            self._record_session()
         last_record: dict = {}
-        zero = torch.zeros((), device=self.device)
-        window_loss, window_tokens, window_start = zero, 0, time.perf_counter()
-        stop_reason = self._should_stop()  # a resumed run may already be done
+        checks = StepChecks(cfg.max_bad_steps)
+        window = LossWindow()
+        stop_reason = self._should_stop(self._time_up())  # a resumed run may already be done
         session_start = time.perf_counter() - progress.elapsed
+        per_step = cfg.accum_steps * self.dist.world_size
         while progress.epoch < cfg.max_epochs and stop_reason is None:
             batches = self._epoch_batches(progress.epoch)
             bar.start_epoch(progress.epoch + 1, len(batches), progress.batch_in_epoch)
-            position = progress.batch_in_epoch
-            while position < len(batches):
-                group = batches[position : position + cfg.accum_steps]
-                collated = [self._collate(indices) for indices in group]
-                loss, finite = self._train_step(collated)
-                position += len(group)
-                progress.step += 1
-                progress.batch_in_epoch = position
-                if finite:
-                    progress.bad_steps = 0
-                    tokens = sum(b.num_tgt_tokens for b in collated)
-                    window_tokens += tokens
-                    window_loss = window_loss + loss
-                    board.add(loss, tokens, self.last_grad_norm)
-                else:
-                    progress.bad_steps += 1
-                    place = BatchPlace(
-                        progress.epoch + 1,
-                        position - len(group) + 1,
-                        position,
-                        tuple(sorted(i + 1 for batch in group for i in batch)),
-                    )
-                    skipped_step(progress.bad_steps, cfg.max_bad_steps, progress.step, place)
+            while progress.batch_in_epoch < len(batches):
+                position = progress.batch_in_epoch
+                self._step_on_group(batches[position : position + per_step], checks)
                 progress.elapsed = time.perf_counter() - session_start
-                seconds = time.perf_counter() - window_start
+                validating = progress.step % cfg.valid_every == 0
+                saving = bool(cfg.save_every) and progress.step % cfg.save_every == 0
+                finite = True
+                if validating or saving or progress.step % cfg.log_every == 0:
+                    finite = self._settle(checks, window, board)  # the only reads of the flags
+                seconds = time.perf_counter() - window.start
+                done = progress.batch_in_epoch - position
                 norm = self.last_grad_norm
-                bar.update(progress.step, len(group), window_loss, window_tokens, seconds, norm)
+                bar.update(progress.step, done, window.loss, window.tokens, seconds, norm)
                 board.end_step(progress.step, self.optimizer.param_groups[0]["lr"])
-                if progress.step % cfg.valid_every == 0:
-                    speed = window_tokens / max(seconds, 1e-9)
-                    last_record = self.validate(float(window_loss) / max(window_tokens, 1), speed)
-                    bar.report(last_record)
-                    board.validation(last_record)
+                if validating:
+                    last_record = self._validate_window(window, bar, board)
                     self._save_last()
-                    window_loss, window_tokens = zero, 0
-                    window_start = time.perf_counter()
-                elif cfg.save_every and progress.step % cfg.save_every == 0 and finite:
+                    window = LossWindow()
+                elif saving and finite:
                     self._save_last()  # not in a run of skipped steps: keep the last good one
-                if stop.signum is not None:
+                signalled, time_up = self.dist.any_true([stop.signum is not None, self._time_up()])
+                if signalled:  # on any rank: all stop at this step
+                    self._settle(checks, window, board)
                     bar.close()
                     board.close(progress.step)
-                    raise self._interrupted(stop.signum)
-                stop_reason = self._should_stop()
+                    raise self._interrupted(stop.signum or signal.SIGTERM)
+                stop_reason = self._should_stop(time_up)
                 if stop_reason:
                     break
-            if position >= len(batches):
+            if progress.batch_in_epoch >= len(batches):
                 progress.epoch += 1
                 progress.batch_in_epoch = 0
         bar.close()
+        self._settle(checks, window, board)
         if progress.validated_step != progress.step:
-            seconds = time.perf_counter() - window_start
-            speed = window_tokens / max(seconds, 1e-9)
-            last_record = self.validate(float(window_loss) / max(window_tokens, 1), speed)
-            bar.report(last_record)
-            board.validation(last_record)
+            last_record = self._validate_window(window, bar, board)
         board.close(progress.step)
         self._save_last()
         last_record = last_record or read_last_record(self.run.metrics_log)

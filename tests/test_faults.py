@@ -14,8 +14,9 @@ import torch
 
 from s2s import training
 from s2s.checkpoint import load_checkpoint
-from s2s.config import load_config
+from s2s.config import TrainConfig, load_config
 from s2s.errors import S2SError
+from s2s.faults import step_unless, supports_skip_flag
 from s2s.run_dir import RunDir
 from s2s.training import Trainer
 from tests.conftest import tiny_recipe
@@ -67,7 +68,27 @@ def test_an_infinite_gradient_with_a_finite_loss_is_skipped(tmp_path: Path) -> N
     handle.remove()
     assert trainer.progress.step == 3 and trainer.progress.bad_steps == 3
     assert torch.equal(weight.detach(), before)
-    assert not trainer.optimizer.state  # no step was ever taken
+    # no step was ever taken: the fused optimiser, told to skip on the device, only created
+    # its state (zero moments, step 0), which is what a first step starts from anyway
+    for state in trainer.optimizer.state.values():
+        assert int(state["step"]) == 0
+        assert not state["exp_avg"].any() and not state["exp_avg_sq"].any()
+
+
+def test_a_skipped_step_leaves_weights_and_optimizer_state_unchanged() -> None:
+    layer = torch.nn.Linear(3, 4, bias=False)
+    weight = layer.weight
+    optimizer = training.make_optimizer(layer, TrainConfig())
+    assert supports_skip_flag(optimizer)  # fused: the skip needs no host-device sync
+    weight.grad = torch.randn(4, 3)
+    step_unless(optimizer, torch.tensor(False))  # a good step
+    saved = {k: v.clone() for k, v in optimizer.state[weight].items()}
+    before = weight.detach().clone()
+    weight.grad = torch.full((4, 3), float("nan"))
+    step_unless(optimizer, torch.tensor(True))
+    assert torch.equal(weight.detach(), before)
+    assert all(torch.equal(saved[k], optimizer.state[weight][k]) for k in saved)
+    assert int(optimizer.state[weight]["step"]) == 1
 
 
 def test_too_many_bad_steps_stop_naming_the_batch(tmp_path: Path, monkeypatch) -> None:

@@ -84,7 +84,7 @@ class CRNNCell(RecurrentCell):
             state = self.initial_state(batch, device=x.device, dtype=x.dtype)
         h, window = state
         if lengths is not None:
-            lengths = lengths.to(x.device)
+            lengths = lengths.to(x.device, non_blocking=True)
         frames = torch.cat([window.to(x.dtype), x], dim=1)  # B x (k-1+T) x I
         gates_x = self.conv(frames.transpose(1, 2)).transpose(1, 2)  # B x T x 3H
         outputs = []
