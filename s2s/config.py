@@ -119,6 +119,9 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="CPU threads; 0 keeps torch's default")
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    compile: bool = Field(
+        False, description="torch.compile the step of cells that only implement step"
+    )
     max_tokens: int = Field(3500, ge=1, description="padded tokens per batch (one side)")
     max_length: int = Field(100, ge=1, description="drop training pairs longer than this")
     max_epochs: int = Field(30, ge=1)

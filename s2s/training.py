@@ -25,6 +25,7 @@ from s2s.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
+from s2s.compiling import compile_step_cells
 from s2s.config import Config, TrainConfig, config_to_toml
 from s2s.corpus import TokenizedSplit, load_parallel, tokenize_split
 from s2s.distributed import Single, join
@@ -210,6 +211,8 @@ class Trainer:
                 atomic_write_bytes(run.config_file, config_to_toml(config).encode("utf-8"))
 
         self.model = self._build_model().to(self.device)
+        if cfg.compile:
+            compile_step_cells(self.model)
         self.optimizer = make_optimizer(self.model, cfg)
         self.skip_on_device = supports_skip_flag(self.optimizer)  # no sync to skip a step
         batches_per_epoch = len(self._epoch_batches(0))
