@@ -53,6 +53,20 @@ Verbose = Annotated[
     bool, typer.Option("--verbose", "-v", help="More detail, progress lines more often.")
 ]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+AmpOption = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Decoding precision: auto, bf16, fp16 or off (default: decode.amp)."),
+]
+
+
+def checked_amp(amp: str | None) -> str | None:
+    """``--amp`` after checking it is one of AMP_CHOICES (None: keep decode.amp)."""
+    if amp is not None and amp not in AMP_CHOICES:
+        raise S2SError(f"--amp {amp!r}: use one of {', '.join(AMP_CHOICES)}")
+    return amp
+
+
 CheckpointOption = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Option(help="Checkpoint file (default: the best)."),
@@ -155,6 +169,7 @@ def translate(
         typer.Option(help="Checkpoint file (default: the best)."),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    amp: AmpOption = None,
     chunk_lines: Annotated[
         int, typer.Option(min=1, help="Most lines read, sorted and decoded together.")
     ] = 2000,
@@ -182,6 +197,7 @@ def translate(
     config, tokenizers, model, torch_device = load_run(run_dir, checkpoint, device)
     if batch_tokens:
         config.decode.batch_tokens = batch_tokens
+    config.decode.amp = checked_amp(amp) or config.decode.amp
     translator = Translator(model, tokenizers, config.decode, torch_device)
     beam_size = beam or config.decode.beam_size
     nbest = nbest or config.decode.nbest
@@ -227,6 +243,7 @@ def evaluate(
     ] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint file.")] = None,  # noqa: UP045
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    amp: AmpOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -238,7 +255,9 @@ def evaluate(
     setup_logging(quiet, verbose)
     from s2s.evaluation import evaluate_run
 
-    for score in evaluate_run(run_dir, split, src, ref, beam, output, checkpoint, device):
+    amp = checked_amp(amp)
+    scores = evaluate_run(run_dir, split, src, ref, beam, output, checkpoint, device, amp)
+    for score in scores:
         print(score.text)
         print(f"  signature: {score.signature}")
 

@@ -25,7 +25,10 @@ def evaluate_run(
     output: Path | None,
     checkpoint: Path | None,
     device: str,
+    amp: str | None = None,
 ) -> list[Score]:
+    """Scores of decoding a split (or src/ref files) with the run's model; ``amp``
+    overrides decode.amp for a text-to-text run."""
     task = read_saved_config(RunDir(run_dir).require().config_file).task.type
     if task == "speech":
         from s2s.transcriber import evaluate_speech_run
@@ -52,6 +55,8 @@ def evaluate_run(
             known = ", ".join(sorted(config.data))
             raise S2SError(f"{run_dir}: the recipe has no split {split!r} (splits: {known})")
         text = load_parallel(config.data[split], split)
+    if amp is not None:
+        config.decode.amp = amp
     translator = Translator(model, tokenizers, config.decode, torch_device)
     beam = beam or config.decode.beam_size
     label = split if src is None else str(src)

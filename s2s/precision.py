@@ -12,8 +12,9 @@ import torch
 from s2s.errors import S2SError
 
 
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for the ``train.amp`` setting, or None for fp32."""
+def resolve_amp(amp: str, device: torch.device, key: str = "train.amp") -> torch.dtype | None:
+    """The autocast dtype for an ``amp`` setting (``train.amp``, ``decode.amp``), or None
+    for fp32."""
     if amp == "off":
         return None
     if amp == "auto":
@@ -21,7 +22,7 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if amp == "fp16" and device.type != "cuda":
-        raise S2SError("train.amp = 'fp16' needs a CUDA device (use 'bf16' or 'off' on CPU)")
+        raise S2SError(f"{key} = 'fp16' needs a CUDA device (use 'bf16' or 'off' on CPU)")
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 

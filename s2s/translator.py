@@ -11,6 +11,7 @@ import torch
 from s2s.batching import collate, token_batches
 from s2s.config import DecodeConfig
 from s2s.model import Seq2Seq
+from s2s.precision import autocast_factory, resolve_amp
 from s2s.search import Hypothesis, search_batch
 from s2s.tokenizer import TokenizerPair
 
@@ -21,6 +22,10 @@ class Translator:
     tokenizers: TokenizerPair
     decode: DecodeConfig
     device: torch.device
+
+    def __post_init__(self) -> None:
+        amp = resolve_amp(self.decode.amp, self.device, "decode.amp")
+        self._autocast = autocast_factory(amp, self.device)
 
     def search_ids(
         self,
@@ -38,9 +43,10 @@ class Translator:
         lengths = [len(s) + 1 for s in src_ids]
         for indices in token_batches(lengths, None, max(self.decode.batch_tokens, max(lengths))):
             batch = collate(indices, src_ids).to(self.device)
-            found = search_batch(
-                self.model, batch.src, batch.src_lengths, self.decode, beam_size, nbest
-            )
+            with self._autocast():
+                found = search_batch(
+                    self.model, batch.src, batch.src_lengths, self.decode, beam_size, nbest
+                )
             for index, hyps in zip(indices, found, strict=True):
                 results[index] = hyps
             if on_batch is not None:

@@ -1,0 +1,68 @@
+"""Decoding precision (decode.amp / --amp): bf16 autocast on the CPU decodes the same
+sentences as fp32, and an impossible choice is a one-line error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2s.errors import S2SError
+from s2s.precision import resolve_amp
+from s2s.run_dir import load_run
+from s2s.translator import Translator
+
+SOURCES = [
+    "A man is riding a bicycle.",
+    "Two dogs play in the snow.",
+    "A girl in a red dress is jumping.",
+    "People are walking down the street.",
+    "A woman is cooking in a kitchen.",
+    "The boy throws a ball.",
+]
+
+
+def s2s(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "s2s", *args], input=stdin, capture_output=True, timeout=300
+    )
+
+
+def test_auto_is_fp32_on_cpu_and_fp16_needs_cuda() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu) is None
+    assert resolve_amp("bf16", cpu) is torch.bfloat16
+    with pytest.raises(S2SError, match=r"decode\.amp = 'fp16' needs a CUDA device"):
+        resolve_amp("fp16", cpu, "decode.amp")
+
+
+def test_bf16_decoding_finds_the_fp32_hypotheses(trained_run: Path) -> None:
+    config, tokenizers, model, device = load_run(trained_run, None, "cpu")
+    results = {}
+    for amp in ("off", "bf16"):
+        config.decode.amp = amp
+        translator = Translator(model, tokenizers, config.decode, device)
+        results[amp] = translator.hypotheses(translator.encode(SOURCES), beam_size=3)
+    for fp32, bf16 in zip(results["off"], results["bf16"], strict=True):
+        assert bf16[0].tokens  # decoded, not an empty fallback
+        # same search, scores rounded to bf16's 8 bits of mantissa on the way
+        assert bf16[0].score == pytest.approx(fp32[0].score, rel=0.05, abs=0.05)
+    same = sum(a[0].tokens == b[0].tokens for a, b in zip(*results.values(), strict=True))
+    assert same >= len(SOURCES) // 2  # a tiny model's beams are near ties: some flip
+
+
+def test_translate_amp_option(trained_run: Path) -> None:
+    stdin = ("\n".join(SOURCES) + "\n").encode()
+    result = s2s("translate", str(trained_run), "--amp", "bf16", stdin=stdin)
+    assert result.returncode == 0, result.stderr.decode()
+    assert len(result.stdout.decode().splitlines()) == len(SOURCES)
+    for bad, message in (
+        ("fp16", "decode.amp = 'fp16' needs a CUDA device (use 'bf16' or 'off' on CPU)"),
+        ("fp8", "--amp 'fp8': use one of auto, bf16, fp16, off"),
+    ):
+        result = s2s("translate", str(trained_run), "--amp", bad, "--device", "cpu", stdin=stdin)
+        assert result.returncode != 0
+        assert result.stderr.decode().strip().splitlines() == [f"s2s: error: {message}"]
