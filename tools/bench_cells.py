@@ -182,7 +182,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options below; ``argv`` None reads the command line (tools/bench.py passes its own)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", nargs="+", help="cell names (default: every installed cell)")
     parser.add_argument("--option", action="append", default=[], metavar="CELL.NAME=VALUE")
@@ -198,11 +199,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(step)")
     parser.add_argument("--json", help="also write the rows here")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def run_cells(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(setup, rows): every asked-for cell timed next to its raw kernel, as `main` prints."""
     if args.threads:
         torch.set_num_threads(args.threads)
     auto = "cuda" if torch.cuda.is_available() else "cpu"
@@ -237,6 +238,12 @@ def main() -> None:
     }
     if device.type == "cuda":
         setup["gpu"] = torch.cuda.get_device_name(device)
+    return setup, rows
+
+
+def main() -> None:
+    args = parse_args()
+    setup, rows = run_cells(args)
     print(" ".join(f"{k}={v}" for k, v in setup.items()))
     print_table(rows)
     if args.json:

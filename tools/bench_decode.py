@@ -1,26 +1,128 @@
 """Decoding speed and quality of a trained run: greedy and beam search on a test file.
 
     python tools/bench_decode.py runs/mt --src test.en --ref test.de --beams 1 5
+    python tools/bench_decode.py runs/mt --src test.en --ref test.de --batch-sentences 64
 
 Prints sentences/second (median of --repeats runs, after one warm-up) and sacreBLEU for each
-beam size. Time it on a quiet machine: another job on a core slows 2-thread kernels a lot.
+beam size. By default sentences are batched as `s2s translate` batches them (the run's
+decode.batch_tokens source tokens per batch); --batch-sentences N instead decodes batches of
+N sentences (sorted by length), as OpenNMT-py and Joey NMT do with batch_type sents.
+Time it on a quiet machine: another job on a core slows 2-thread kernels a lot.
+`decode_speed` is the same measurement as a function (tools/bench.py calls it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from s2s.batching import collate
 from s2s.config import SplitConfig
 from s2s.corpus import load_parallel
-from s2s.metrics import bleu
 from s2s.run_dir import load_run
+from s2s.search import search_batch
 from s2s.translator import Translator
+
+
+def sentence_batches(src_ids: Sequence[Sequence[int]], size: int) -> list[list[int]]:
+    """Indices of the sources in batches of ``size`` sentences, sorted by length so each
+    batch pads little (the order is restored after decoding)."""
+    order = sorted(range(len(src_ids)), key=lambda i: len(src_ids[i]))
+    return [order[start : start + size] for start in range(0, len(order), size)]
+
+
+def translate_in_sentence_batches(
+    translator: Translator, lines: Sequence[str], beam: int, size: int
+) -> list[str]:
+    """Best translation of each line, decoding ``size`` sentences per batch."""
+    ids = translator.encode(lines)
+    translator.model.eval()
+    best: list[list[int]] = [[] for _ in lines]
+    wanted = [i for i, seq in enumerate(ids) if seq]  # a blank line gives an empty output
+    for batch_indices in sentence_batches([ids[i] for i in wanted], size):
+        rows = [wanted[i] for i in batch_indices]
+        batch = collate(rows, ids).to(translator.device)
+        found = search_batch(
+            translator.model, batch.src, batch.src_lengths, translator.decode, beam
+        )
+        for row, hyps in zip(rows, found, strict=True):
+            best[row] = hyps[0].tokens if hyps else []
+    decode = translator.tokenizers.tgt.decode
+    return [decode(tokens) for tokens in best]
+
+
+def translate_lines(
+    translator: Translator, lines: Sequence[str], beam: int, batch_sentences: int = 0
+) -> list[str]:
+    """Best translation of each line: s2s's own batching (decode.batch_tokens), or
+    ``batch_sentences`` sentences per batch when that is set."""
+    if batch_sentences:
+        return translate_in_sentence_batches(translator, lines, beam, batch_sentences)
+    return [n_best[0] for n_best in translator.translate(lines, beam)]
+
+
+def corpus_bleu(hypotheses: list[str], references: list[str], tokenize: str) -> float:
+    """sacreBLEU with the given tokenizer: "13a" (the default, on detokenised text) or
+    "none" (on text already split into words, as the peer benchmark scores)."""
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(tokenize=tokenize).corpus_score(hypotheses, [references]).score
+
+
+def decode_speed(
+    translator: Translator,
+    lines: Sequence[str],
+    references: Sequence[str],
+    beam: int,
+    batch_sentences: int = 0,
+    repeats: int = 3,
+    tokenize: str = "13a",
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+) -> dict[str, Any]:
+    """Sentences/s (median of ``repeats`` timed runs after a warm-up on 64 sentences) and
+    BLEU of translating ``lines``; tokenisation and detokenisation are in the time, as
+    they are in `s2s translate`."""
+    device = translator.device
+
+    def run(text: Sequence[str]) -> list[str]:
+        with autocast():
+            hyps = translate_lines(translator, text, beam, batch_sentences)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return hyps
+
+    run(lines[:64])  # warm-up
+    times, hyps = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        hyps = run(lines)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    batching = (
+        f"{batch_sentences} sentences"
+        if batch_sentences
+        else (f"decode.batch_tokens = {translator.decode.batch_tokens}")
+    )
+    return {
+        "beam": beam,
+        "batching": batching,
+        "sentences": len(lines),
+        "seconds": round(seconds, 3),
+        "sentences_per_second": round(len(lines) / seconds, 1),
+        "bleu": round(corpus_bleu(hyps, list(references), tokenize), 2),
+        "bleu_tokenize": tokenize,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -30,6 +132,8 @@ def main() -> None:
     parser.add_argument("--ref", type=Path, required=True)
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-sentences", type=int, default=0, help="0: decode.batch_tokens")
+    parser.add_argument("--tokenize", default="13a", help="sacreBLEU tokenizer (none: words)")
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -41,21 +145,9 @@ def main() -> None:
     text = load_parallel(SplitConfig(src=args.src, tgt=args.ref), "bench")
     results = []
     for beam in args.beams:
-        translator.translate(text.src[:64], beam)  # warm-up
-        times, hyps = [], []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            hyps = [h[0] for h in translator.translate(text.src, beam)]
-            times.append(time.perf_counter() - start)
-        seconds = statistics.median(times)
-        row = {
-            "beam": beam,
-            "sentences": len(text.src),
-            "seconds": round(seconds, 2),
-            "sentences_per_second": round(len(text.src) / seconds, 1),
-            "bleu": round(bleu(hyps, text.tgt), 2),
-            "threads": torch.get_num_threads(),
-        }
+        row = decode_speed(
+            translator, text.src, text.tgt, beam, args.batch_sentences, args.repeats, args.tokenize
+        )
         results.append(row)
         print(json.dumps(row))
     if args.json:

@@ -1,0 +1,111 @@
+"""The benchmark harness (tools/bench.py) runs end to end on a tiny model and reports every
+number it promises; the peer preset builds the peers' model. No timing is judged here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, tiny_recipe, write_lines
+
+sys.path.insert(0, str(ROOT / "tools"))
+
+import bench
+
+TINY_CELLS = "--batch 4 --length 5 --input-size 8 --hidden-size 8 --step-batch 4 --steps 2 "
+TINY_CELLS += "--repeats 1 --warmup 0"
+
+
+def run_bench(tmp_path: Path, *extra: str) -> dict:
+    recipe = tiny_recipe(tmp_path / "data", pairs=200)
+    out = tmp_path / "bench.json"
+    argv = ["--recipe", str(recipe), "--threads", "1", "--json", str(out), *extra]
+    assert bench.main(argv) == 0
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def test_all_parts_report_positive_numbers(tmp_path, capsys):
+    results = run_bench(
+        tmp_path,
+        *("--steps", "4", "--warmup", "1", "--window", "2", "--decode-train-steps", "6"),
+        *("--sentences", "20", "--repeats", "1", "--decode-batch-sentences", "8"),
+        *("--cells", "lstm", "--cell-args", TINY_CELLS),
+    )
+    machine = results["machine"]
+    assert machine["torch"] and machine["cpu"] and machine["threads"] == 1
+
+    train = results["train"]
+    for key in ("tokens_per_second", "window_median_tokens_per_second", "steps_per_second"):
+        assert train[key] > 0
+    assert train["timed_steps"] == 4 and train["target_tokens"] > 0
+    assert train["peak_memory_mib"] is not None and train["peak_memory_mib"] >= 0
+    assert train["memory_measure"]
+
+    decode = results["decode"]
+    assert decode["sentences"] == 20 and "6 steps" in decode["model"]
+    combos = {(row["beam"], row["batching"]) for row in decode["rows"]}
+    assert combos == {
+        (1, "decode.batch_tokens = 6000"),
+        (5, "decode.batch_tokens = 6000"),
+        (1, "8 sentences"),
+        (5, "8 sentences"),
+    }
+    for row in decode["rows"]:
+        assert row["sentences_per_second"] > 0 and row["bleu"] >= 0
+
+    rows = {row["cell"]: row for row in results["cells"]["rows"]}
+    assert rows["lstm"]["forward_ms"] > 0 and rows["torch.nn.LSTM"]["step_ms"] > 0
+
+    printed = capsys.readouterr().out
+    assert "target tok/s" in printed and "8 sentences" in printed
+    assert "machine | torch | threads | train tok/s | peak mem" in printed
+    assert printed.count("\n| ") == 1  # the docs/performance.md row
+
+
+def test_sentence_batches_hold_exactly_that_many_sentences(tmp_path):
+    """The peers batch by sentence count; the harness matches it exactly, not on average."""
+    results = run_bench(
+        tmp_path, "--only", "train", "--batch-sentences", "8", "--steps", "3", "--warmup", "0"
+    )
+    assert results["train"]["mean_sentences_per_batch"] == 8.0
+    assert results["train"]["train"]["batching"] == "8 sentences"
+
+
+def test_peer_preset_builds_the_peers_model(tmp_path):
+    from s2s.config import load_config
+
+    data = tmp_path / "peer"
+    data.mkdir()
+    for split in ("train", "val", "test"):
+        write_lines(data / f"{split}.src", ["ein hund läuft ."])
+        write_lines(data / f"{split}.tgt", ["a dog runs ."])
+    config = load_config(bench.DEFAULT_RECIPE, bench.peer_overrides(data))
+    model, train, tokenizer = config.model, config.train, config.tokenizer
+    assert (model.encoder_layers, model.decoder_layers, model.hidden_size) == (1, 1, 512)
+    assert model.bidirectional and model.input_feeding and not model.tie_embeddings
+    assert (model.attention, model.dropout, model.embed_size) == ("general", 0.2, 256)
+    assert (tokenizer.model_type, tokenizer.joint, tokenizer.vocab_size) == ("word", False, 8000)
+    assert (train.lr, train.weight_decay, train.schedule, train.label_smoothing) == (
+        0.001,
+        0.0,
+        "constant",
+        0.0,
+    )
+    assert config.data["test"].src == (data / "test.src").resolve()
+
+
+def test_missing_peer_data_is_a_one_line_error(tmp_path, capsys):
+    code = bench.main(["--preset", "peers", "--peer-data", str(tmp_path), "--only", "train"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert err.startswith("bench: --peer-data") and "train.src not found" in err
+    assert "\n" not in err
+
+
+def test_unknown_part_is_rejected(capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--only", "train,speed"])
+    assert stop.value.code != 0
