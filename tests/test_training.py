@@ -109,3 +109,46 @@ def test_a_run_ending_with_its_last_epoch_saves_that_epoch_as_done(tmp_path: Pat
     saved = load_checkpoint(trainer.run.last_checkpoint)
     progress = Progress.from_json(saved["progress"])
     assert (progress.step, progress.epoch, progress.batch_in_epoch) == (batches, 1, 0)
+
+
+def fp16_on_cpu(monkeypatch) -> None:
+    """The fp16 path (autocast + loss scaling) on the CPU: s2s only offers fp16 on CUDA,
+    but torch's CPU autocast and GradScaler run the same trainer code."""
+    from s2s import training
+
+    monkeypatch.setattr(training, "resolve_amp", lambda amp, device: torch.float16)
+    monkeypatch.setattr(
+        training,
+        "make_grad_scaler",
+        lambda dtype, device: torch.amp.GradScaler("cpu", init_scale=2.0**12),
+    )
+
+
+def test_fp16_loss_scaling_trains_skips_overflow_and_resumes(tmp_path: Path, monkeypatch) -> None:
+    fp16_on_cpu(monkeypatch)
+    gru = "model.cell=gru"  # oneDNN's CPU LSTM has no fp16 kernel (cuDNN's has)
+    trainer = make_trainer(tmp_path, gru, "train.max_steps=3", "train.valid_every=3")
+    assert trainer.scaler.is_enabled()
+    weight = trainer.model.bridge.weight
+    overflow = {"steps": 1}
+
+    def once_inf(grad: torch.Tensor) -> torch.Tensor:  # the first step's gradient overflows
+        if overflow["steps"]:
+            overflow["steps"] -= 1
+            return grad * float("inf")
+        return grad
+
+    handle = weight.register_hook(once_inf)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    record = trainer.train()
+    handle.remove()
+    # step 1 was skipped and halved the scale; steps 2 and 3 trained
+    assert trainer.scaler.get_scale() == 2.0**11
+    assert int(next(iter(trainer.optimizer.state.values()))["step"]) == 2
+    after = list(trainer.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert all(torch.isfinite(p).all() for p in after)
+    assert torch.isfinite(torch.tensor(record["valid_loss"]))
+    # the scale is part of the training state: a resumed run goes on with it
+    resumed = make_trainer(tmp_path, gru, "train.max_steps=4", "train.valid_every=3")
+    assert resumed.progress.step == 3 and resumed.scaler.get_scale() == 2.0**11
