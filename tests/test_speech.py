@@ -73,7 +73,7 @@ def test_a_sine_wave_peaks_in_the_mel_filter_nearest_its_frequency(where: float)
 def test_features_of_a_wav_equal_those_of_the_same_wav_at_another_rate(
     fsdd_root: Path, tmp_path: Path
 ) -> None:
-    original = fsdd_root / "recordings" / "3_theo_12.wav"
+    original = fsdd_root / "recordings" / "3_theo_12.flac"
     samples, rate = soundfile.read(original, dtype="float32")
     assert rate == 8000
     upsampled = tmp_path / "16k.wav"
@@ -238,7 +238,7 @@ def check_evaluate(run: Path, count: int) -> None:
     assert set(record["scores"]) == {"WER", "CER", "accuracy"} and record["split"] == "test"
 
 
-def test_digits_recipe_trains_transcribes_wavs_and_evaluates(
+def test_digits_recipe_trains_transcribes_flac_and_wav_files_and_evaluates(
     fsdd_root: Path, tmp_path: Path
 ) -> None:
     slices = {
@@ -246,14 +246,14 @@ def test_digits_recipe_trains_transcribes_wavs_and_evaluates(
         for name, every in (("train", 60), ("valid", 25), ("test", 25))
     }
     run = smoke_train("asr-digits.toml", tmp_path, slices)
-    wavs = [fsdd_root / "recordings" / f"{d}_jackson_0.wav" for d in (7, 2, 9)]
-    flac = tmp_path / "two.flac"  # flac, at 16 kHz: read and resampled to the recipe's 8 kHz
-    samples, _ = soundfile.read(wavs[1], dtype="float32")
-    soundfile.write(flac, soxr.resample(samples, 8000, 16000), 16000)
-    result = CliRunner().invoke(app, ["transcribe", str(run), *map(str, [*wavs, flac])])
+    clips = [fsdd_root / "recordings" / f"{d}_jackson_0.flac" for d in (7, 2, 9)]
+    wav = tmp_path / "two.wav"  # a wav at 16 kHz: read and resampled to the recipe's 8 kHz
+    samples, _ = soundfile.read(clips[1], dtype="float32")
+    soundfile.write(wav, soxr.resample(samples, 8000, 16000), 16000, subtype="PCM_16")
+    result = CliRunner().invoke(app, ["transcribe", str(run), *map(str, [*clips, wav])])
     assert result.exit_code == 0, result.output
     assert len(result.output.splitlines()) == 4
-    stdin = f"{wavs[0]}\n\n{wavs[2]}\n"  # paths on stdin; a blank line gives an empty line
+    stdin = f"{clips[0]}\n\n{clips[2]}\n"  # paths on stdin; a blank line gives an empty line
     result = CliRunner().invoke(app, ["transcribe", str(run)], input=stdin)
     assert result.exit_code == 0 and len(result.output.split("\n")) == 4
     assert result.output.split("\n")[1] == ""
@@ -268,9 +268,9 @@ def test_transcribe_names_a_missing_file_after_printing_earlier_transcripts(
         for name in ("train", "valid")
     }
     run = smoke_train("asr-digits.toml", tmp_path, slices)
-    wav = fsdd_root / "recordings" / "4_lucas_1.wav"
+    clip = fsdd_root / "recordings" / "4_lucas_1.flac"
     missing = tmp_path / "missing.wav"
-    result = CliRunner().invoke(app, ["transcribe", str(run), str(wav), str(missing), str(wav)])
+    result = CliRunner().invoke(app, ["transcribe", str(run), str(clip), str(missing), str(clip)])
     assert result.exit_code == 1
     lines = result.output.splitlines()
     assert len(lines) == 2 and f"{missing}: file not found" in lines[1]
