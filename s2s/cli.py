@@ -467,4 +467,7 @@ def score(
 
 
 def main() -> None:
+    from s2s.precision import limit_onednn_cache
+
+    limit_onednn_cache()
     app()

@@ -44,7 +44,7 @@ from bench_train import StepSource, build_trainer, measure_training, train_until
 from s2s.config import Config, load_config
 from s2s.corpus import load_parallel
 from s2s.errors import S2SError
-from s2s.precision import autocast_factory, resolve_amp
+from s2s.precision import autocast_factory, limit_onednn_cache, resolve_amp
 from s2s.run_dir import load_run
 from s2s.translator import Translator
 
@@ -469,6 +469,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit_onednn_cache()  # as `s2s train` does: memory numbers must match real training
     args = parse_args(argv)
     try:
         results = run_benchmark(args)
