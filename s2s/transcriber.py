@@ -19,7 +19,7 @@ from s2s.errors import S2SError
 from s2s.metrics import Score, speech_scores
 from s2s.model_card import record_evaluation
 from s2s.run_dir import RunDir, load_model_weights, resolve_device
-from s2s.search import Hypothesis, length_penalty, search_batch
+from s2s.search import Hypothesis, batch_budget, length_penalty, search_batch
 from s2s.speech_data import speech_collate, split_features
 from s2s.speech_model import CTC_BLANK, SpeechSeq2Seq, build_speech_model
 from s2s.tokenizer import PAD_ID, Tokenizer, load_tokenizers
@@ -47,7 +47,7 @@ class Recognizer:
         if not features:
             return results
         lengths = [f.size(0) for f in features]
-        budget = max(self.decode.batch_tokens, max(lengths))
+        budget = batch_budget(self.decode.batch_tokens, beam_size, max(lengths))
         for indices in token_batches(lengths, None, budget):
             batch = speech_collate(indices, features).to(self.device)
             rescore = beam_size > 1 and self.decode.ctc_weight > 0

@@ -12,7 +12,7 @@ from s2s.batching import collate, token_batches
 from s2s.config import DecodeConfig
 from s2s.model import Seq2Seq
 from s2s.precision import autocast_factory, resolve_amp
-from s2s.search import Hypothesis, search_batch
+from s2s.search import Hypothesis, batch_budget, search_batch
 from s2s.tokenizer import TokenizerPair
 
 
@@ -41,7 +41,8 @@ class Translator:
         if not src_ids:
             return results
         lengths = [len(s) + 1 for s in src_ids]
-        for indices in token_batches(lengths, None, max(self.decode.batch_tokens, max(lengths))):
+        budget = batch_budget(self.decode.batch_tokens, beam_size, max(lengths))
+        for indices in token_batches(lengths, None, budget):
             batch = collate(indices, src_ids).to(self.device)
             with self._autocast():
                 found = search_batch(
