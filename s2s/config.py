@@ -96,6 +96,12 @@ class ModelConfig(Section):
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     residual: bool = False
     tie_embeddings: bool = True
+    attentional_size: int = Field(
+        0,
+        ge=0,
+        description="width of the attentional vector tanh(W[context; h]) that the output layer "
+        "(and input feeding) reads; 0: embed_size, which tie_embeddings needs",
+    )
     copy: bool = Field(
         False,
         description="pointer-generator copy mechanism: a learned switch mixes generating from "
@@ -110,6 +116,11 @@ class ModelConfig(Section):
         if self.bidirectional and self.hidden_size % 2:
             raise ValueError(
                 "hidden_size must be even when bidirectional (split between directions)"
+            )
+        if self.tie_embeddings and self.attentional_size not in (0, self.embed_size):
+            raise ValueError(
+                "attentional_size must equal embed_size (or be 0) when tie_embeddings is true: "
+                "the output layer shares the embedding matrix"
             )
         return self
 

@@ -25,7 +25,7 @@ from s2s.config import ModelConfig
 from s2s.copy_attention import CopySwitch
 from s2s.recurrent_stack import CellFactory, RecurrentStack
 
-# DecoderState = (per-layer cell states, previous attentional vector [B, E]); all batch-first.
+# DecoderState = (per-layer cell states, previous attentional vector [B, A]); all batch-first.
 DecoderState = tuple[list[tuple[Tensor, ...]], Tensor]
 
 
@@ -77,7 +77,8 @@ class Seq2Seq(nn.Module):
             dropout=config.dropout,
             residual=config.residual,
         )
-        decoder_input = embed * 2 if config.input_feeding else embed
+        attentional = config.attentional_size or embed
+        decoder_input = embed + attentional if config.input_feeding else embed
         decoder = RecurrentStack(
             make_cell,
             decoder_input,
@@ -93,8 +94,8 @@ class Seq2Seq(nn.Module):
         self.bridge = nn.Linear(memory_size, config.decoder_layers * decoder.seed_size)
         self.decoder = decoder
         self.attention = build_attention(config.attention, query_size, memory_size)
-        self.combine = nn.Linear(memory_size + query_size, embed, bias=False)
-        self.output = nn.Linear(embed, tgt_vocab_size)
+        self.combine = nn.Linear(memory_size + query_size, attentional, bias=False)
+        self.output = nn.Linear(attentional, tgt_vocab_size)
         if config.tie_embeddings:
             self.output.weight = self.tgt_embed.weight
         self.dropout = nn.Dropout(config.dropout)
@@ -123,11 +124,11 @@ class Seq2Seq(nn.Module):
         pooled = (encoded.memory * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         batch, layers = pooled.size(0), self.config.decoder_layers
         hidden = torch.tanh(self.bridge(pooled)).view(batch, layers, -1).transpose(0, 1)
-        feed = pooled.new_zeros(batch, self.config.embed_size)
+        feed = pooled.new_zeros(batch, self.combine.out_features)
         return self.decoder.initial_states(hidden.contiguous()), feed
 
     def _attend(self, h: Tensor, encoded: EncoderOutput) -> tuple[Tensor, Tensor, Tensor]:
-        """h [B, T, H] -> attentional vectors [B, T, E], attention weights [B, T, S] and
+        """h [B, T, H] -> attentional vectors [B, T, A], attention weights [B, T, S] and
         context vectors [B, T, M]."""
         context, weights = self.attention(h, encoded.keys, encoded.memory, encoded.src_mask)
         return torch.tanh(self.combine(torch.cat([context, h], dim=-1))), weights, context

@@ -51,9 +51,14 @@ def test_attention_gives_padding_zero_weight() -> None:
 
 
 @pytest.mark.parametrize("input_feeding", [False, True])
-def test_teacher_forcing_matches_stepwise_decoding(input_feeding: bool) -> None:
-    """The fused whole-sequence decoder computes what search computes step by step."""
-    model = make_model(input_feeding=input_feeding)
+@pytest.mark.parametrize("attentional_size", [0, 20])
+def test_teacher_forcing_matches_stepwise_decoding(input_feeding: bool, attentional_size: int):
+    """The fused whole-sequence decoder computes what search computes step by step (also
+    with an attentional vector wider than the embeddings, as OpenNMT-py builds it)."""
+    untied = {"tie_embeddings": False, "attentional_size": attentional_size}
+    model = make_model(input_feeding=input_feeding, **(untied if attentional_size else {}))
+    if attentional_size:
+        assert model.output.in_features == model.combine.out_features == attentional_size
     batch = collate([0], [[5, 6, 7]], [[8, 9, 10, 11]])
     with torch.no_grad():
         logits = model(batch.src, batch.src_lengths, batch.tgt_in).log_softmax(-1)
@@ -79,3 +84,9 @@ def test_translation_is_the_same_alone_and_padded_in_a_batch() -> None:
 def test_tied_embeddings_share_one_matrix() -> None:
     model = make_model()
     assert model.output.weight is model.src_embed.weight is model.tgt_embed.weight
+
+
+def test_tied_embeddings_need_the_attentional_vector_as_wide_as_them() -> None:
+    with pytest.raises(ValueError, match="attentional_size must equal embed_size"):
+        ModelConfig(embed_size=16, attentional_size=20)
+    assert ModelConfig(embed_size=16, attentional_size=16).tie_embeddings

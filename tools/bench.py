@@ -63,9 +63,10 @@ PEER_DATA_HELP = (
 def peer_overrides(data: Path) -> list[str]:
     """`--set` overrides that turn recipes/mt.toml into the OpenNMT-py / Joey NMT benchmark
     model (their configs: 1-layer bidirectional LSTM encoder 256 per direction, 1-layer
-    LSTM decoder 512 with input feeding and Luong general attention, embeddings 256,
-    dropout 0.2, no label smoothing, Adam 1e-3 at a constant rate, clipping at 5, separate
-    8 000-word vocabularies); batches of 64 sentences are built by the harness."""
+    LSTM decoder 512 with input feeding and Luong general attention, a 512-wide attentional
+    vector, embeddings 256, dropout 0.2, no label smoothing, Adam 1e-3 at a constant rate,
+    clipping at 5, separate 8 000-word vocabularies); batches of 64 sentences are built by
+    the harness."""
     for split in ("train", "val", "test"):
         for side in ("src", "tgt"):
             if not (data / f"{split}.{side}").is_file():
@@ -95,6 +96,7 @@ def peer_overrides(data: Path) -> list[str]:
         "model.input_feeding=true",
         "model.dropout=0.2",
         "model.tie_embeddings=false",
+        "model.attentional_size=512",  # OpenNMT-py's and Joey NMT's attentional vector: 512
         "train.optimizer=adamw",
         "train.weight_decay=0.0",  # AdamW without weight decay is Adam
         "train.betas=[0.9, 0.999]",
