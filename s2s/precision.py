@@ -35,6 +35,12 @@ def autocast_factory(
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
+def decode_autocast(amp: str, device: torch.device) -> Callable[[], AbstractContextManager]:
+    """The autocast context for decoding under ``decode.amp`` (fp16 without CUDA is an
+    error, raised here so a decoder built with it fails before any input is read)."""
+    return autocast_factory(resolve_amp(amp, device, "decode.amp"), device)
+
+
 def make_grad_scaler(dtype: torch.dtype | None, device: torch.device):
     """fp16 needs loss scaling against underflow; bf16 and fp32 do not."""
     enabled = dtype == torch.float16 and device.type == "cuda"

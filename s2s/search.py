@@ -11,12 +11,16 @@ sentence gets the same output alone or in a batch of any size.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
+from s2s.batching import Batch
 from s2s.config import DecodeConfig
 from s2s.model import reorder
 from s2s.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -236,3 +240,23 @@ def search_batch(
     if beam_size == 1:
         return [[h] for h in greedy_search(model, src, src_lengths, limits)]
     return beam_search(model, src, src_lengths, limits, beam_size, decode.length_penalty, nbest)
+
+
+def search_batches(
+    model: StepModel,
+    batches: Iterable[list[int]],
+    make_batch: Callable[[list[int]], Batch],
+    decode: DecodeConfig,
+    device: torch.device,
+    beam_size: int,
+    nbest: int = 1,
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+) -> Iterator[tuple[Batch, list[list[Hypothesis]]]]:
+    """Search batch after batch of example indices: ``make_batch`` builds each on the CPU,
+    it moves to ``device`` and is searched under ``autocast`` (decode.amp's precision).
+    Yields each batch with its rows' n-best lists, for the caller to put in input order."""
+    for indices in batches:
+        batch = make_batch(indices).to(device)
+        with autocast():
+            found = search_batch(model, batch.src, batch.src_lengths, decode, beam_size, nbest)
+        yield batch, found

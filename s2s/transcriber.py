@@ -18,8 +18,9 @@ from s2s.config import Config, DecodeConfig, read_saved_config
 from s2s.errors import S2SError
 from s2s.metrics import Score, speech_scores
 from s2s.model_card import record_evaluation
+from s2s.precision import decode_autocast
 from s2s.run_dir import RunDir, load_model_weights, resolve_device
-from s2s.search import Hypothesis, batch_budget, length_penalty, search_batch
+from s2s.search import Hypothesis, batch_budget, length_penalty, search_batches
 from s2s.speech_data import speech_collate, split_features
 from s2s.speech_model import CTC_BLANK, SpeechSeq2Seq, build_speech_model
 from s2s.tokenizer import PAD_ID, Tokenizer, load_tokenizers
@@ -33,6 +34,9 @@ class Recognizer:
     tokenizer: Tokenizer
     decode: DecodeConfig
     device: torch.device
+
+    def __post_init__(self) -> None:
+        self.autocast = decode_autocast(self.decode.amp, self.device)
 
     def search(
         self,
@@ -48,24 +52,25 @@ class Recognizer:
             return results
         lengths = [f.size(0) for f in features]
         budget = batch_budget(self.decode.batch_tokens, beam_size, max(lengths))
-        for indices in token_batches(lengths, None, budget):
-            batch = speech_collate(indices, features).to(self.device)
-            rescore = beam_size > 1 and self.decode.ctc_weight > 0
-            beams = search_batch(
-                self.model,
-                batch.src,
-                batch.src_lengths,
-                self.decode,
-                beam_size,
-                nbest=beam_size if rescore else 1,
-            )
+        rescore = beam_size > 1 and self.decode.ctc_weight > 0
+        searched = search_batches(
+            self.model,
+            token_batches(lengths, None, budget),
+            lambda indices: speech_collate(indices, features),
+            self.decode,
+            self.device,
+            beam_size,
+            nbest=beam_size if rescore else 1,
+            autocast=self.autocast,
+        )
+        for batch, beams in searched:
             if rescore:
                 beams = self._ctc_rescore(batch.src, batch.src_lengths, beams)
             found = [hyps[0] if hyps else Hypothesis([], 0.0) for hyps in beams]
-            for index, hyp in zip(indices, found, strict=True):
+            for index, hyp in zip(batch.indices, found, strict=True):
                 results[index] = hyp
             if on_batch is not None:
-                on_batch(len(indices))
+                on_batch(len(batch.indices))
         return results
 
     def _ctc_rescore(

@@ -11,8 +11,8 @@ import torch
 from s2s.batching import collate, token_batches
 from s2s.config import DecodeConfig
 from s2s.model import Seq2Seq
-from s2s.precision import autocast_factory, resolve_amp
-from s2s.search import Hypothesis, batch_budget, search_batch
+from s2s.precision import decode_autocast
+from s2s.search import Hypothesis, batch_budget, search_batches
 from s2s.tokenizer import TokenizerPair
 
 
@@ -24,8 +24,7 @@ class Translator:
     device: torch.device
 
     def __post_init__(self) -> None:
-        amp = resolve_amp(self.decode.amp, self.device, "decode.amp")
-        self._autocast = autocast_factory(amp, self.device)
+        self.autocast = decode_autocast(self.decode.amp, self.device)
 
     def search_ids(
         self,
@@ -42,16 +41,22 @@ class Translator:
             return results
         lengths = [len(s) + 1 for s in src_ids]
         budget = batch_budget(self.decode.batch_tokens, beam_size, max(lengths))
-        for indices in token_batches(lengths, None, budget):
-            batch = collate(indices, src_ids).to(self.device)
-            with self._autocast():
-                found = search_batch(
-                    self.model, batch.src, batch.src_lengths, self.decode, beam_size, nbest
-                )
-            for index, hyps in zip(indices, found, strict=True):
+        batches = token_batches(lengths, None, budget)
+        searched = search_batches(
+            self.model,
+            batches,
+            lambda indices: collate(indices, src_ids),
+            self.decode,
+            self.device,
+            beam_size,
+            nbest,
+            self.autocast,
+        )
+        for batch, found in searched:
+            for index, hyps in zip(batch.indices, found, strict=True):
                 results[index] = hyps
             if on_batch is not None:
-                on_batch(len(indices))
+                on_batch(len(batch.indices))
         return results
 
     def encode(self, lines: Sequence[str]) -> list[list[int]]:

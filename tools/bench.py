@@ -31,7 +31,6 @@ import json
 import shlex
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from bench_train import StepSource, build_trainer, measure_training, train_until
 from s2s.config import Config, load_config
 from s2s.corpus import load_parallel
 from s2s.errors import S2SError
-from s2s.precision import autocast_factory, limit_onednn_cache, resolve_amp
+from s2s.precision import limit_onednn_cache, resolve_amp
 from s2s.run_dir import load_run
 from s2s.translator import Translator
 
@@ -196,27 +195,29 @@ class Harness:
             self.results["cells"] = self.cells()
         return self.results
 
-    def _translator(self) -> tuple[Translator, Config, str, Callable, str]:
+    def _translator(self) -> tuple[Translator, Config, str, str]:
+        """The translator to time (at --decode-amp's precision), the benchmark's config,
+        where the model came from, and the precision's name."""
         args = self.args
         if args.run:
             config, tokenizers, model, device = load_run(args.run, device=args.device)
-            translator = Translator(model, tokenizers, config.decode, device)
             origin = f"run {args.run}"
             bench_config = load_config(args.recipe, benchmark_overrides(args, 1))
         else:
             trainer = self.trainer
             train_until(trainer, self.source, args.decode_train_steps)
-            translator, bench_config = trainer.translator, trainer.config
+            config, bench_config = trainer.config, trainer.config
+            model, tokenizers, device = trainer.model, trainer.tokenizers, trainer.device
             origin = f"trained here for {trainer.progress.step} steps"
         amp = args.decode_amp or bench_config.decode.amp
-        dtype = resolve_amp(amp, translator.device, "--decode-amp")
-        autocast = autocast_factory(dtype, translator.device)
+        dtype = resolve_amp(amp, device, "--decode-amp")
         precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-        return translator, bench_config, origin, autocast, precision
+        decode = config.decode.model_copy(update={"amp": amp})
+        return Translator(model, tokenizers, decode, device), bench_config, origin, precision
 
     def decode(self) -> dict[str, Any]:
         args = self.args
-        translator, config, origin, autocast, precision = self._translator()
+        translator, config, origin, precision = self._translator()
         lines, refs, test_name = test_split(args, config)
         tokenize = args.bleu_tokenize or ("none" if args.preset == "peers" else "13a")
         batchings = [0] + ([args.decode_batch_sentences] if args.decode_batch_sentences else [])
@@ -226,14 +227,7 @@ class Harness:
                 waited = self.quiet()
                 with OtherLoad() as load:
                     row = decode_speed(
-                        translator,
-                        lines,
-                        refs,
-                        beam,
-                        batch_sentences,
-                        args.repeats,
-                        tokenize,
-                        autocast,
+                        translator, lines, refs, beam, batch_sentences, args.repeats, tokenize
                     )
                 row["precision"] = precision
                 row["other_processes_cpu_share"] = load.share

@@ -14,12 +14,10 @@ Time it on a quiet machine: another job on a core slows 2-thread kernels a lot.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from s2s.batching import collate
 from s2s.config import SplitConfig
 from s2s.corpus import load_parallel
 from s2s.run_dir import load_run
-from s2s.search import search_batch
+from s2s.search import search_batches
 from s2s.translator import Translator
 
 
@@ -43,18 +41,26 @@ def sentence_batches(src_ids: Sequence[Sequence[int]], size: int) -> list[list[i
 def translate_in_sentence_batches(
     translator: Translator, lines: Sequence[str], beam: int, size: int
 ) -> list[str]:
-    """Best translation of each line, decoding ``size`` sentences per batch."""
+    """Best translation of each line, decoding ``size`` sentences per batch (at the
+    translator's decode.amp precision, as its own batching does)."""
     ids = translator.encode(lines)
     translator.model.eval()
     best: list[list[int]] = [[] for _ in lines]
     wanted = [i for i, seq in enumerate(ids) if seq]  # a blank line gives an empty output
-    for batch_indices in sentence_batches([ids[i] for i in wanted], size):
-        rows = [wanted[i] for i in batch_indices]
-        batch = collate(rows, ids).to(translator.device)
-        found = search_batch(
-            translator.model, batch.src, batch.src_lengths, translator.decode, beam
-        )
-        for row, hyps in zip(rows, found, strict=True):
+    batches = [
+        [wanted[i] for i in rows] for rows in sentence_batches([ids[i] for i in wanted], size)
+    ]
+    searched = search_batches(
+        translator.model,
+        batches,
+        lambda rows: collate(rows, ids),
+        translator.decode,
+        translator.device,
+        beam,
+        autocast=translator.autocast,
+    )
+    for batch, found in searched:
+        for row, hyps in zip(batch.indices, found, strict=True):
             best[row] = hyps[0].tokens if hyps else []
     decode = translator.tokenizers.tgt.decode
     return [decode(tokens) for tokens in best]
@@ -86,7 +92,6 @@ def decode_speed(
     batch_sentences: int = 0,
     repeats: int = 3,
     tokenize: str = "13a",
-    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, Any]:
     """Sentences/s (median of ``repeats`` timed runs after a warm-up on 64 sentences) and
     BLEU of translating ``lines``; tokenisation and detokenisation are in the time, as
@@ -94,8 +99,7 @@ def decode_speed(
     device = translator.device
 
     def run(text: Sequence[str]) -> list[str]:
-        with autocast():
-            hyps = translate_lines(translator, text, beam, batch_sentences)
+        hyps = translate_lines(translator, text, beam, batch_sentences)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return hyps
@@ -137,6 +141,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    for path in (args.src, args.ref):
+        if not path.is_file():
+            parser.error(f"{path}: file not found")
     if args.threads:
         torch.set_num_threads(args.threads)
 
