@@ -56,6 +56,15 @@ def write_slice(source: Path, target: Path, every: int, count: int) -> Path:
     return target
 
 
+def write_slices(corpus: Path, folder: Path, every: dict[str, int], count: int) -> dict[str, Path]:
+    """The manifests ``corpus/<split>.tsv`` cut to ``count`` rows each (every N-th), in
+    ``folder``, by split name."""
+    return {
+        name: write_slice(corpus / f"{name}.tsv", folder / f"{name}.tsv", step, count)
+        for name, step in every.items()
+    }
+
+
 # -- features -------------------------------------------------------------------------------
 @pytest.mark.parametrize("where", [20, 10.3, 31.8])
 def test_a_sine_wave_peaks_in_the_mel_filter_nearest_its_frequency(where: float) -> None:
@@ -241,10 +250,7 @@ def check_evaluate(run: Path, count: int) -> None:
 def test_digits_recipe_trains_transcribes_flac_and_wav_files_and_evaluates(
     fsdd_root: Path, tmp_path: Path
 ) -> None:
-    slices = {
-        name: write_slice(FSDD / f"{name}.tsv", tmp_path / f"{name}.tsv", every, 12)
-        for name, every in (("train", 60), ("valid", 25), ("test", 25))
-    }
+    slices = write_slices(FSDD, tmp_path, {"train": 60, "valid": 25, "test": 25}, 12)
     run = smoke_train("asr-digits.toml", tmp_path, slices)
     clips = [fsdd_root / "recordings" / f"{d}_jackson_0.flac" for d in (7, 2, 9)]
     wav = tmp_path / "two.wav"  # a wav at 16 kHz: read and resampled to the recipe's 8 kHz
@@ -263,10 +269,7 @@ def test_digits_recipe_trains_transcribes_flac_and_wav_files_and_evaluates(
 def test_transcribe_names_a_missing_file_after_printing_earlier_transcripts(
     fsdd_root: Path, tmp_path: Path
 ) -> None:
-    slices = {
-        name: write_slice(FSDD / f"{name}.tsv", tmp_path / f"{name}.tsv", 100, 6)
-        for name in ("train", "valid")
-    }
+    slices = write_slices(FSDD, tmp_path, {"train": 100, "valid": 100}, 6)
     run = smoke_train("asr-digits.toml", tmp_path, slices)
     clip = fsdd_root / "recordings" / "4_lucas_1.flac"
     missing = tmp_path / "missing.wav"
@@ -279,10 +282,7 @@ def test_transcribe_names_a_missing_file_after_printing_earlier_transcripts(
 def test_an4_recipe_trains_on_cepstra_from_its_archive_and_evaluates(
     an4_root: Path, tmp_path: Path
 ) -> None:
-    slices = {
-        name: write_slice(AN4 / f"{name}.tsv", tmp_path / f"{name}.tsv", every, 10)
-        for name, every in (("train", 80), ("valid", 10), ("test", 13))
-    }
+    slices = write_slices(AN4, tmp_path, {"train": 80, "valid": 10, "test": 13}, 10)
     run = smoke_train("asr.toml", tmp_path, slices)
     rows = manifest_rows(slices["test"])[:3]
     files = [str(an4_root / row["feat_path"]) for row in rows]
@@ -299,10 +299,7 @@ def test_spec_augment_masks_training_batches_only(tmp_path: Path) -> None:
     from s2s.run_dir import RunDir
     from s2s.tasks import make_trainer
 
-    slices = {
-        name: write_slice(AN4 / f"{name}.tsv", tmp_path / f"{name}.tsv", 30, 20)
-        for name in ("train", "valid")
-    }
+    slices = write_slices(AN4, tmp_path, {"train": 30, "valid": 30}, 20)
     overrides = [
         "train.max_tokens=1500",
         "train.max_length=1500",
