@@ -28,18 +28,19 @@ def evaluate_run(
     amp: str | None = None,
 ) -> list[Score]:
     """Scores of decoding a split (or src/ref files) with the run's model; ``amp``
-    overrides decode.amp for a text-to-text run."""
+    overrides decode.amp (a language model is scored, not decoded: it takes none)."""
     task = read_saved_config(RunDir(run_dir).require().config_file).task.type
     if task == "speech":
         from s2s.transcriber import evaluate_speech_run
 
         if src is not None or ref is not None:
             raise S2SError("a speech run is evaluated on a manifest split (--split), not --src")
-        return evaluate_speech_run(run_dir, split, beam, output, checkpoint, device)
+        return evaluate_speech_run(run_dir, split, beam, output, checkpoint, device, amp)
     if task == "language_model":
         from s2s.lm_scoring import evaluate_language_model
 
-        if src is not None or ref is not None or beam is not None or output is not None:
+        options = (src, ref, beam, output, amp)
+        if any(option is not None for option in options):
             raise S2SError("a language model is evaluated on a split (--split) only")
         return evaluate_language_model(run_dir, split, checkpoint, device)
     config, tokenizers, model, torch_device = load_run(run_dir, checkpoint, device)

@@ -159,11 +159,18 @@ def evaluate_speech_run(
     output: Path | None,
     checkpoint: Path | None,
     device: str,
+    amp: str | None = None,
 ) -> list[Score]:
-    """Transcribe one split of the recipe and score it: WER, CER, exact-transcript accuracy."""
+    """Transcribe one split of the recipe and score it: WER, CER, exact-transcript accuracy;
+    ``amp`` overrides decode.amp."""
     from s2s.progress import TaskProgress
 
     config, recognizer = load_speech_run(run_dir, checkpoint, device)
+    if amp is not None:  # a new Recognizer: its precision is fixed when it is built
+        config.decode.amp = amp
+        recognizer = Recognizer(
+            recognizer.model, recognizer.tokenizer, config.decode, recognizer.device
+        )
     if split not in config.data:
         known = ", ".join(sorted(config.data))
         raise S2SError(f"{run_dir}: the recipe has no split {split!r} (splits: {known})")

@@ -246,6 +246,12 @@ def test_evaluate_records_test_perplexity_for_info(lm_run: Path) -> None:
     info = s2s("info", str(lm_run))
     assert info.returncode == 0, info.stderr.decode()
     assert "eval test" in info.stdout.decode() and "word_ppl" in info.stdout.decode()
+    for option in (["--beam", "5"], ["--amp", "bf16"]):  # a language model is not decoded
+        refused = s2s("evaluate", str(lm_run), *option)
+        assert refused.returncode != 0
+        assert refused.stderr.decode().strip() == (
+            "s2s: error: a language model is evaluated on a split (--split) only"
+        )
 
 
 def test_a_stopped_run_resumes_where_it_stopped(tmp_path: Path) -> None:

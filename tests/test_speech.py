@@ -245,6 +245,11 @@ def check_evaluate(run: Path, count: int) -> None:
     assert f"of {count} transcripts" in result.output
     record = json.loads((run / "evaluations.jsonl").read_text().splitlines()[-1])
     assert set(record["scores"]) == {"WER", "CER", "accuracy"} and record["split"] == "test"
+    # --amp reaches the recogniser: bf16 decodes, fp16 is refused on a CPU
+    bf16 = CliRunner().invoke(app, ["evaluate", str(run), "--split", "test", "--amp", "bf16"])
+    assert bf16.exit_code == 0 and f"of {count} transcripts" in bf16.output, bf16.output
+    fp16 = CliRunner().invoke(app, ["evaluate", str(run), "--device", "cpu", "--amp", "fp16"])
+    assert fp16.exit_code != 0 and "decode.amp = 'fp16' needs a CUDA device" in fp16.output
 
 
 def test_digits_recipe_trains_transcribes_flac_and_wav_files_and_evaluates(
