@@ -225,7 +225,10 @@ class DecodeConfig(Section):
     )
     nbest: int = Field(1, ge=1)
     ctc_weight: float = Field(
-        0.0, ge=0.0, le=1.0, description="speech: rescore the beam with the CTC head, weight w"
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="speech: joint CTC/attention decoding, weight w of CTC prefix scores",
     )
 
 

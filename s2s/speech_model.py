@@ -93,8 +93,16 @@ class SpeechSeq2Seq(Seq2Seq):
 
     def ctc_scores(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """CTC log-probabilities [T', B, V] of the encoder and their lengths [B]."""
-        _, states, lengths = self._encode(src, src_lengths)
-        return self.ctc_log_probs(states), lengths
+        _, log_probs, lengths = self.encode_with_ctc(src, src_lengths)
+        return log_probs, lengths
+
+    def encode_with_ctc(
+        self, src: Tensor, src_lengths: Tensor
+    ) -> tuple[EncoderOutput, Tensor, Tensor]:
+        """The encoder output, and from the same pass the CTC log-probabilities [T', B, V]
+        and their lengths [B] (joint CTC/attention decoding needs both)."""
+        encoded, states, lengths = self._encode(src, src_lengths)
+        return encoded, self.ctc_log_probs(states), lengths
 
     def ctc_log_probs(self, memory: Tensor) -> Tensor:
         """Encoder states [B, T', H] -> CTC log-probabilities [T', B, V] (fp32)."""

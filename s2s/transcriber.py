@@ -10,20 +10,20 @@ from pathlib import Path
 from typing import TextIO
 
 import torch
-import torch.nn.functional as F
 
 from s2s.audio import utterance_features
-from s2s.batching import pad, token_batches
+from s2s.batching import token_batches
 from s2s.config import Config, DecodeConfig, read_saved_config
+from s2s.ctc_prefix import JointCTCDecoder
 from s2s.errors import S2SError
 from s2s.metrics import Score, speech_scores
 from s2s.model_card import record_evaluation
 from s2s.precision import decode_autocast
 from s2s.run_dir import RunDir, load_model_weights, resolve_device
-from s2s.search import Hypothesis, batch_budget, length_penalty, search_batches
+from s2s.search import Hypothesis, batch_budget, search_batches
 from s2s.speech_data import speech_collate, split_features
-from s2s.speech_model import CTC_BLANK, SpeechSeq2Seq, build_speech_model
-from s2s.tokenizer import PAD_ID, Tokenizer, load_tokenizers
+from s2s.speech_model import SpeechSeq2Seq, build_speech_model
+from s2s.tokenizer import Tokenizer, load_tokenizers
 
 TRANSCRIBE_CHUNK = 32  # files read, decoded and printed together
 
@@ -52,54 +52,24 @@ class Recognizer:
             return results
         lengths = [f.size(0) for f in features]
         budget = batch_budget(self.decode.batch_tokens, beam_size, max(lengths))
-        rescore = beam_size > 1 and self.decode.ctc_weight > 0
+        weight = self.decode.ctc_weight
+        model = JointCTCDecoder(self.model, weight) if weight > 0 else self.model
         searched = search_batches(
-            self.model,
+            model,
             token_batches(lengths, None, budget),
             lambda indices: speech_collate(indices, features),
             self.decode,
             self.device,
             beam_size,
-            nbest=beam_size if rescore else 1,
             autocast=self.autocast,
         )
         for batch, beams in searched:
-            if rescore:
-                beams = self._ctc_rescore(batch.src, batch.src_lengths, beams)
             found = [hyps[0] if hyps else Hypothesis([], 0.0) for hyps in beams]
             for index, hyp in zip(batch.indices, found, strict=True):
                 results[index] = hyp
             if on_batch is not None:
                 on_batch(len(batch.indices))
         return results
-
-    def _ctc_rescore(
-        self, src: torch.Tensor, src_lengths: torch.Tensor, beams: list[list[Hypothesis]]
-    ) -> list[list[Hypothesis]]:
-        """Re-rank each utterance's n-best by (1 - w) x attention log-probability + w x CTC
-        log-probability (exact, by the CTC forward algorithm), then the length penalty.
-
-        Attention alone can repeat or drop a letter and still score well; CTC, being
-        monotonic and frame-bound, penalises both (Watanabe et al. 2017 use the two jointly)."""
-        weight, alpha = self.decode.ctc_weight, self.decode.length_penalty
-        with torch.inference_mode():
-            log_probs, lengths = self.model.ctc_scores(src, src_lengths)
-        rescored = []
-        for row, hyps in enumerate(beams):
-            if not hyps:
-                rescored.append(hyps)
-                continue
-            ctc = ctc_log_likelihoods(
-                log_probs[:, row], int(lengths[row]), [h.tokens for h in hyps]
-            )
-            ranked = []
-            for hyp, ctc_score in zip(hyps, ctc, strict=True):
-                penalty = float(length_penalty(torch.tensor(len(hyp.tokens) + 1), alpha))
-                attention = hyp.score * penalty  # beam scores are length-normalised
-                combined = ((1 - weight) * attention + weight * ctc_score) / penalty
-                ranked.append(Hypothesis(hyp.tokens, combined))
-            rescored.append(sorted(ranked, key=lambda h: -h.score))
-        return rescored
 
     def transcribe(
         self,
@@ -110,26 +80,6 @@ class Recognizer:
         """One transcript per utterance, in input order."""
         hyps = self.search(features, beam_size, on_batch)
         return [self.tokenizer.decode(h.tokens) for h in hyps]
-
-
-def ctc_log_likelihoods(
-    log_probs: torch.Tensor, frames: int, hypotheses: list[list[int]]
-) -> list[float]:
-    """log P_ctc(tokens | utterance) of each hypothesis; ``log_probs`` [T', V] of one
-    utterance, of which the first ``frames`` are real. -inf where a hypothesis cannot fit."""
-    count = len(hypotheses)
-    targets = pad([h or [PAD_ID] for h in hypotheses])
-    target_lengths = torch.tensor([len(h) for h in hypotheses])
-    expanded = log_probs[:frames].unsqueeze(1).expand(-1, count, -1)
-    nll = F.ctc_loss(
-        expanded,
-        targets.to(log_probs.device),
-        torch.full((count,), frames, dtype=torch.long),
-        target_lengths,
-        blank=CTC_BLANK,
-        reduction="none",
-    )
-    return [-float(v) for v in nll]
 
 
 def load_speech_run(

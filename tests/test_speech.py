@@ -321,25 +321,3 @@ def test_spec_augment_masks_training_batches_only(tmp_path: Path) -> None:
     assert trainer.validation_loss() == trainer.validation_loss()  # no random masking
     longest = [max(trainer.train_data.src[i].size(0) for i in b) for b in trainer._epoch_batches(0)]
     assert longest == sorted(longest)  # SortaGrad: the first epoch goes short to long
-
-
-def test_ctc_log_likelihood_sums_every_path_that_collapses_to_the_hypothesis() -> None:
-    import itertools
-
-    from s2s.transcriber import ctc_log_likelihoods
-
-    torch.manual_seed(5)
-    log_probs = torch.randn(4, 3).log_softmax(-1)  # 4 frames, blank 0 and tokens 1, 2
-
-    def collapse(path: tuple[int, ...]) -> list[int]:
-        merged = [t for i, t in enumerate(path) if i == 0 or t != path[i - 1]]
-        return [t for t in merged if t != 0]
-
-    for hypothesis in ([1], [1, 2], [2, 2], []):
-        total = sum(
-            float(log_probs[range(4), list(path)].sum().exp())
-            for path in itertools.product(range(3), repeat=4)
-            if collapse(path) == hypothesis
-        )
-        (found,) = ctc_log_likelihoods(torch.cat([log_probs, log_probs[:1]]), 4, [hypothesis])
-        assert found == pytest.approx(np.log(total), abs=1e-5)
