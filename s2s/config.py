@@ -211,6 +211,12 @@ class AudioConfig(Section):
     freq_mask_width: int = Field(10, ge=0)
     time_masks: int = Field(2, ge=0)
     time_mask_width: int = Field(40, ge=0, description="frames; at most 1/5 of the utterance")
+    tempo_perturbation: float = Field(
+        0.0,
+        ge=0.0,
+        lt=0.5,
+        description="training: resample each utterance in time by a random rate in 1 ± x",
+    )
     subsampling_layers: int = Field(2, ge=0, le=4, description="stride-2 convolutions (2: 4x)")
 
 

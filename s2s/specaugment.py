@@ -1,5 +1,7 @@
-"""SpecAugment's masking (Park et al. 2019): zero random bands of features and random spans
-of frames in each training utterance, so a small corpus cannot be memorised frame by frame.
+"""Training-time feature augmentation: SpecAugment's masking (Park et al. 2019) zeroes random
+bands of features and random spans of frames in each training utterance, so a small corpus
+cannot be memorised frame by frame; tempo perturbation resamples it in time, so the model
+hears each utterance at several speaking rates.
 
 Time warping is left out (the paper found it the least useful). Masks are filled with 0,
 the mean of normalised features. The trainer applies this to training batches only;
@@ -9,6 +11,7 @@ validation, evaluation and transcription read features untouched.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from s2s.config import AudioConfig
 
@@ -37,3 +40,22 @@ def spec_augment(
         start, length = span(time_limit, frames)
         out[start : start + length] = 0.0
     return out
+
+
+def tempo_perturb(
+    features: torch.Tensor, spread: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``features`` [frames, width] resampled in time by a random rate r in [1 - spread,
+    1 + spread]: frames / r frames, linearly interpolated, so the utterance is said faster
+    (r > 1) or slower. An approximation of speed perturbation (Ko et al. 2015) that works on
+    features of any kind, cepstra included; the spectral envelope is kept. 0: unchanged."""
+    if spread == 0:
+        return features
+    rate = 1 + spread * (2 * float(torch.rand((), generator=generator)) - 1)
+    frames = max(round(features.size(0) / rate), 1)
+    if frames == features.size(0):
+        return features
+    stretched = F.interpolate(
+        features.t().unsqueeze(0), size=frames, mode="linear", align_corners=True
+    )
+    return stretched.squeeze(0).t().contiguous()
