@@ -13,12 +13,16 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from s2s.checkpoint import load_checkpoint, save_checkpoint
 from s2s.errors import S2SError
+
+if TYPE_CHECKING:
+    from s2s.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +112,7 @@ def average_checkpoints(inputs: list[Path], out: Path) -> Path:
 
 @dataclass
 class AverageReport:
+    task: str  # task.type of the run, which says what the averaged checkpoint serves
     inputs: list[Path]
     output: Path
     before: dict[str, float] | None  # validation scores of the newest input
@@ -119,17 +124,19 @@ def average_last(
 ) -> AverageReport:
     """Average the run's ``last`` most recent step checkpoints; with ``validate``, score the
     newest of them and the average on the validation split."""
+    from s2s.config import read_saved_config
     from s2s.run_dir import RunDir
 
     run = RunDir(run_path).require()
+    task = read_saved_config(run.config_file).task.type
     inputs = select_last(run.checkpoints, last)
     output = out or run.checkpoints / f"averaged-last-{last}.pt"
     average_checkpoints(inputs, output)
     if not validate:
-        return AverageReport(inputs, output, None, None)
+        return AverageReport(task, inputs, output, None, None)
     before = score_checkpoint(run_path, inputs[-1], device)
     after = score_checkpoint(run_path, output, device)
-    return AverageReport(inputs, output, before, after)
+    return AverageReport(task, inputs, output, before, after)
 
 
 def score_checkpoint(run_path: Path, checkpoint: Path, device: str) -> dict[str, float]:
@@ -141,15 +148,18 @@ def score_checkpoint(run_path: Path, checkpoint: Path, device: str) -> dict[str,
     from s2s.translator import Translator
     from s2s.validation import validation_scores
 
-    config = read_saved_config(RunDir(run_path).require().config_file)
+    run = RunDir(run_path).require()
+    config = read_saved_config(run.config_file)
     task = config.task.type
+    if task == "speech":
+        return score_speech_checkpoint(run, checkpoint, device)
     if task not in ("translation", "summarization"):
         raise S2SError(
-            f"{run_path}: s2s average validates text-to-text runs only (task.type = {task!r}); "
-            "use --no-validate, then s2s evaluate --checkpoint"
+            f"{run_path}: s2s average validates text-to-text and speech runs only "
+            f"(task.type = {task!r}); use --no-validate, then s2s evaluate --checkpoint"
         )
     config, tokenizers, model, torch_device = load_run(run_path, checkpoint, device)
-    data = tokenize_split(config.data["valid"], "valid", tokenizers, RunDir(run_path).cache)
+    data = tokenize_split(config.data["valid"], "valid", tokenizers, run.cache)
     autocast = autocast_factory(resolve_amp(config.train.amp, torch_device), torch_device)
     translator = Translator(model, tokenizers, config.decode, torch_device)
     with_bleu = config.train.valid_decode and task == "translation"
@@ -162,3 +172,13 @@ def score_checkpoint(run_path: Path, checkpoint: Path, device: str) -> dict[str,
         text = [tokenizers.tgt.decode(h[0].tokens if h else []) for h in hypotheses]
         scores |= rouge_log_scores(text, data.raw.all_references())
     return scores
+
+
+def score_speech_checkpoint(run: RunDir, checkpoint: Path, device: str) -> dict[str, float]:
+    """Greedy valid WER and CER of a speech checkpoint, decoded as validation decodes."""
+    from s2s.speech_data import split_features
+    from s2s.transcriber import load_speech_run, validation_scores
+
+    config, recognizer = load_speech_run(run.path, checkpoint, device)
+    manifest, features = split_features(config.data["valid"], "valid", config.audio, run.cache)
+    return validation_scores(recognizer, features, manifest.transcripts)

@@ -404,7 +404,8 @@ def average(
             which = report.inputs[-1].name if label == "before" else report.output.name
             values = ", ".join(f"{k.removeprefix('valid_')} {v}" for k, v in scores.items())
             print(f"validation {label} ({which}): {values}")
-    print(f"use it with: s2s translate {run_dir} --checkpoint {report.output}")
+    command = "translate" if report.task in ("translation", "summarization") else "evaluate"
+    print(f"use it with: s2s {command} {run_dir} --checkpoint {report.output}")
 
 
 @app.command()

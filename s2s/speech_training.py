@@ -14,14 +14,13 @@ from s2s.audio import check_speech_extra
 from s2s.batching import Batch, token_batches
 from s2s.checkpoint import atomic_write_bytes
 from s2s.errors import ConfigError, S2SError
-from s2s.metrics import speech_scores
 from s2s.model_card import record_session_data
-from s2s.specaugment import spec_augment
+from s2s.specaugment import spec_augment, tempo_perturb
 from s2s.speech_data import SpeechSplit, speech_collate, split_features
 from s2s.speech_model import SpeechSeq2Seq, build_speech_model, ctc_loss_sum
 from s2s.tokenizer import EOS_ID, TokenizerPair, load_tokenizers, train_tokenizers
 from s2s.training import Trainer, label_smoothed_loss
-from s2s.transcriber import Recognizer
+from s2s.transcriber import Recognizer, validation_scores
 
 log = logging.getLogger("s2s.train")
 
@@ -121,7 +120,10 @@ class SpeechTrainer(Trainer):
     def _collate(self, indices: list[int]) -> Batch:
         """A training batch, SpecAugment-masked (validation batches never are)."""
         audio = self.config.audio
-        masked = {i: spec_augment(self.train_data.src[i], audio) for i in indices}
+        masked = {
+            i: spec_augment(tempo_perturb(self.train_data.src[i], audio.tempo_perturbation), audio)
+            for i in indices
+        }
         return speech_collate(indices, masked, self.train_data.tgt)
 
     def _batch_loss(self, batch: Batch) -> torch.Tensor:
@@ -149,11 +151,9 @@ class SpeechTrainer(Trainer):
     def _decoded_scores(self) -> dict[str, float]:
         """Greedy WER and CER (percent) on the valid split."""
         with self.autocast():
-            hypotheses = self.recognizer.transcribe(self.valid_data.src, beam_size=1)
-        scores = {
-            s.name: s.score for s in speech_scores(hypotheses, self.valid_data.manifest.transcripts)
-        }
-        return {"valid_wer": round(scores["WER"], 2), "valid_cer": round(scores["CER"], 2)}
+            return validation_scores(
+                self.recognizer, self.valid_data.src, self.valid_data.manifest.transcripts
+            )
 
     def _record_session(self) -> None:
         """Note the session and the data sizes (utterances, frames) for `s2s info`."""

@@ -82,6 +82,16 @@ class Recognizer:
         return [self.tokenizer.decode(h.tokens) for h in hyps]
 
 
+def validation_scores(
+    recognizer: Recognizer, features: Sequence[torch.Tensor], references: Sequence[str]
+) -> dict[str, float]:
+    """Greedy ``valid_wer`` and ``valid_cer`` (percent, rounded as the metrics log rounds
+    them): what training logs at each validation and `s2s average` reports."""
+    hypotheses = recognizer.transcribe(features, beam_size=1)
+    scores = {s.name: s.score for s in speech_scores(hypotheses, list(references))}
+    return {"valid_wer": round(scores["WER"], 2), "valid_cer": round(scores["CER"], 2)}
+
+
 def load_speech_run(
     path: Path, checkpoint: Path | None = None, device: str = "auto"
 ) -> tuple[Config, Recognizer]:

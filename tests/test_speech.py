@@ -297,6 +297,13 @@ def test_an4_recipe_trains_on_cepstra_from_its_archive_and_evaluates(
     check_evaluate(run, 10)
     card = CliRunner().invoke(app, ["info", str(run)])
     assert card.exit_code == 0 and "10 utterances" in card.output
+    # the recipe keeps the last checkpoints for averaging, which validates speech runs too
+    averaged = CliRunner().invoke(app, ["average", str(run), "--last", "2"])
+    assert averaged.exit_code == 0, averaged.output
+    lines = averaged.output.splitlines()
+    assert lines[1].startswith("validation before (step-4.pt): wer ") and ", cer " in lines[1]
+    assert lines[2].startswith("validation after (averaged-last-2.pt): wer ")
+    assert lines[3].startswith(f"use it with: s2s evaluate {run} --checkpoint ")
 
 
 def test_spec_augment_masks_training_batches_only(tmp_path: Path) -> None:
@@ -308,16 +315,37 @@ def test_spec_augment_masks_training_batches_only(tmp_path: Path) -> None:
     overrides = [
         "train.max_tokens=1500",
         "train.max_length=1500",
+        "audio.tempo_perturbation=0",
         *TINY,
         *(f"data.{name}.path={path}" for name, path in slices.items()),
     ]
     config = load_config(RECIPES / "asr.toml", overrides)
     trainer = make_trainer(config, RunDir(tmp_path / "run"), quiet=True)
     indices = [0, 1, 2]
-    plain = speech_collate(indices, trainer.train_data.src).src
+    plain_src = trainer.train_data.src
+    plain = speech_collate(indices, plain_src).src
     masked = trainer._collate(indices).src
     assert masked.shape == plain.shape and not torch.equal(masked, plain)
     assert torch.equal(masked[masked != plain], torch.zeros_like(masked[masked != plain]))
     assert trainer.validation_loss() == trainer.validation_loss()  # no random masking
+    trainer.config.audio.tempo_perturbation = 0.1  # as in the recipe: lengths change too
+    stretched = trainer._collate(indices)
+    assert not torch.equal(stretched.src_lengths, speech_collate(indices, plain_src).src_lengths)
     longest = [max(trainer.train_data.src[i].size(0) for i in b) for b in trainer._epoch_batches(0)]
     assert longest == sorted(longest)  # SortaGrad: the first epoch goes short to long
+
+
+def test_tempo_perturbation_resamples_frames_within_its_rate_range() -> None:
+    from s2s.specaugment import tempo_perturb
+
+    ramp = torch.linspace(0, 1, 100).unsqueeze(1).repeat(1, 3)  # 100 frames, 3 features
+    generator = torch.Generator().manual_seed(0)
+    lengths = set()
+    for _ in range(50):
+        out = tempo_perturb(ramp, 0.2, generator)
+        lengths.add(out.size(0))
+        assert 100 / 1.2 - 1 <= out.size(0) <= 100 / 0.8 + 1 and out.size(1) == 3
+        assert torch.allclose(out[[0, -1]], ramp[[0, -1]])  # same start and end
+        assert bool((out[1:, 0] >= out[:-1, 0]).all())  # still the same ramp, resampled
+    assert min(lengths) < 95 and max(lengths) > 105
+    assert tempo_perturb(ramp, 0.0, generator) is ramp
