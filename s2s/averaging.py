@@ -45,7 +45,7 @@ def prune_step_checkpoints(folder: Path, keep_files: Iterable[str], keep_last: i
     """Delete the step checkpoints that are neither in ``keep_files`` (the best) nor among
     the ``keep_last`` most recent."""
     found = step_checkpoints(folder)
-    recent = {path.name for _, path in found[len(found) - keep_last :]} if keep_last else set()
+    recent = {path.name for _, path in found[-keep_last:]} if keep_last else set()
     keep = set(keep_files) | recent
     for _, path in found:
         if path.name not in keep:

@@ -372,6 +372,16 @@ def test_keep_last_keeps_the_recent_step_checkpoints(visual_run) -> None:
     assert {"step-4.pt", "step-8.pt", "step-12.pt"} <= names
 
 
+def test_pruning_after_each_save_grows_to_keep_last_checkpoints(tmp_path: Path) -> None:
+    """As training saves: one checkpoint per validation, pruned each time, the best being
+    the first. Fewer than keep_last on disk must never shrink the recent ones."""
+    for step in range(1, 9):
+        save_checkpoint(tmp_path / f"step-{step}.pt", {"model": {}})
+        prune_step_checkpoints(tmp_path, ["step-1.pt"], keep_last=5)
+    left = sorted(int(p.stem.removeprefix("step-")) for p in tmp_path.glob("step-*.pt"))
+    assert left == [1, 4, 5, 6, 7, 8]
+
+
 def test_pruning_keeps_best_and_most_recent(tmp_path: Path) -> None:
     for step in (2, 4, 6, 8):
         save_checkpoint(tmp_path / f"step-{step}.pt", {"model": {}})
