@@ -255,6 +255,9 @@ class Config(Section):
         if self.model.copy and not self.tokenizer.joint:
             # copying scatters attention onto source ids, which must be target ids too
             raise ValueError("model.copy = true needs tokenizer.joint = true")
+        if self.decode.ctc_weight > 0 and self.train.ctc_weight == 0:
+            # joint decoding reads the CTC head that only train.ctc_weight > 0 builds
+            raise ValueError("decode.ctc_weight > 0 needs a CTC head: set train.ctc_weight > 0")
         if self.task.type == "language_model":
             _check_language_model(self)
         else:

@@ -118,7 +118,8 @@ class SpeechTrainer(Trainer):
         return [[self.train_indices[i] for i in batch] for batch in batches]
 
     def _collate(self, indices: list[int]) -> Batch:
-        """A training batch, SpecAugment-masked (validation batches never are)."""
+        """A training batch, tempo-perturbed and SpecAugment-masked (validation batches
+        never are)."""
         audio = self.config.audio
         masked = {
             i: spec_augment(tempo_perturb(self.train_data.src[i], audio.tempo_perturbation), audio)

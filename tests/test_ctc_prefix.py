@@ -132,3 +132,15 @@ def test_joint_decoding_refuses_a_model_without_a_ctc_head() -> None:
     model = SpeechSeq2Seq(config, audio, cell_factory("lstm", {}), 12, ctc=False)
     with pytest.raises(ValueError, match="CTC head"):
         JointCTCDecoder(model, 0.5)
+
+
+def test_a_recipe_decoding_with_ctc_but_training_without_it_is_a_config_error() -> None:
+    from pathlib import Path
+
+    from s2s.config import load_config
+    from s2s.errors import ConfigError
+
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "asr.toml"
+    with pytest.raises(ConfigError, match=r"decode.ctc_weight > 0 needs a CTC head"):
+        load_config(recipe, ["train.ctc_weight=0"])
+    assert load_config(recipe, ["train.ctc_weight=0", "decode.ctc_weight=0"]).decode.ctc_weight == 0
