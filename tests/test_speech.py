@@ -297,7 +297,7 @@ def test_an4_recipe_trains_on_cepstra_from_its_archive_and_evaluates(
     check_evaluate(run, 10)
     card = CliRunner().invoke(app, ["info", str(run)])
     assert card.exit_code == 0 and "10 utterances" in card.output
-    # the recipe keeps the last checkpoints for averaging, which validates speech runs too
+    # both validated checkpoints are kept (keep_best = 2); averaging validates speech runs too
     averaged = CliRunner().invoke(app, ["average", str(run), "--last", "2"])
     assert averaged.exit_code == 0, averaged.output
     lines = averaged.output.splitlines()
