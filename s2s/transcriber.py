@@ -101,10 +101,6 @@ def load_speech_run(
     if config.task.type != "speech":
         raise S2SError(f"{path}: a {config.task.type} run; transcribing needs a speech run")
     tokenizer = load_tokenizers(run.path, joint=True).tgt
-    if config.decode.ctc_weight > 0 and config.train.ctc_weight == 0:
-        raise S2SError(
-            f"{path}: decode.ctc_weight needs a CTC head: train with train.ctc_weight > 0"
-        )
     model = build_speech_model(config, tokenizer.vocab_size)
     load_model_weights(model, checkpoint or run.default_checkpoint())
     torch_device = resolve_device(device)
