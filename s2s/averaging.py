@@ -158,7 +158,10 @@ def score_checkpoint(run_path: Path, checkpoint: Path, device: str) -> dict[str,
             f"{run_path}: s2s average validates text-to-text and speech runs only "
             f"(task.type = {task!r}); use --no-validate, then s2s evaluate --checkpoint"
         )
-    config, tokenizers, model, torch_device = load_run(run_path, checkpoint, device)
+    # fp32 weights: the validation loss runs under train.amp, as in training
+    config, tokenizers, model, torch_device = load_run(
+        run_path, checkpoint, device, cast_weights=False
+    )
     data = tokenize_split(config.data["valid"], "valid", tokenizers, run.cache)
     autocast = autocast_factory(resolve_amp(config.train.amp, torch_device), torch_device)
     translator = Translator(model, tokenizers, config.decode, torch_device)
@@ -179,6 +182,6 @@ def score_speech_checkpoint(run: RunDir, checkpoint: Path, device: str) -> dict[
     from s2s.speech_data import split_features
     from s2s.transcriber import load_speech_run, validation_scores
 
-    config, recognizer = load_speech_run(run.path, checkpoint, device)
+    config, recognizer = load_speech_run(run.path, checkpoint, device, cast_weights=False)
     manifest, features = split_features(config.data["valid"], "valid", config.audio, run.cache)
     return validation_scores(recognizer, features, manifest.transcripts)

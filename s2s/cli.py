@@ -111,6 +111,9 @@ def train(
 ) -> None:
     """Train a model from a recipe; a run directory with a checkpoint is resumed."""
     from s2s.distributed import environment_rank, launch, launched_by_torchrun
+    from s2s.precision import limit_onednn_cache
+
+    limit_onednn_cache()  # before any computation, and inherited by --devices workers
 
     if devices > 1 and not launched_by_torchrun():
         sets = [f"--set={item}" for item in overrides or []]
@@ -194,10 +197,11 @@ def translate(
     from s2s.streaming import silence_stdout, translate_stream
     from s2s.translator import Translator
 
-    config, tokenizers, model, torch_device = load_run(run_dir, checkpoint, device)
+    config, tokenizers, model, torch_device = load_run(
+        run_dir, checkpoint, device, checked_amp(amp)
+    )
     if batch_tokens:
         config.decode.batch_tokens = batch_tokens
-    config.decode.amp = checked_amp(amp) or config.decode.amp
     translator = Translator(model, tokenizers, config.decode, torch_device)
     beam_size = beam or config.decode.beam_size
     nbest = nbest or config.decode.nbest
@@ -468,7 +472,4 @@ def score(
 
 
 def main() -> None:
-    from s2s.precision import limit_onednn_cache
-
-    limit_onednn_cache()
     app()

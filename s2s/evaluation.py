@@ -43,7 +43,7 @@ def evaluate_run(
         if any(option is not None for option in options):
             raise S2SError("a language model is evaluated on a split (--split) only")
         return evaluate_language_model(run_dir, split, checkpoint, device)
-    config, tokenizers, model, torch_device = load_run(run_dir, checkpoint, device)
+    config, tokenizers, model, torch_device = load_run(run_dir, checkpoint, device, amp)
     if (src is None) != (ref is None):
         raise S2SError("--src and --ref go together")
     if src is not None and ref is not None:
@@ -56,8 +56,6 @@ def evaluate_run(
             known = ", ".join(sorted(config.data))
             raise S2SError(f"{run_dir}: the recipe has no split {split!r} (splits: {known})")
         text = load_parallel(config.data[split], split)
-    if amp is not None:
-        config.decode.amp = amp
     translator = Translator(model, tokenizers, config.decode, torch_device)
     beam = beam or config.decode.beam_size
     label = split if src is None else str(src)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import torch
+from torch import nn
 
 from s2s.errors import S2SError
 
@@ -41,21 +42,33 @@ def decode_autocast(amp: str, device: torch.device) -> Callable[[], AbstractCont
     return autocast_factory(resolve_amp(amp, device, "decode.amp"), device)
 
 
+def cast_for_decoding(model: nn.Module, amp: str, device: torch.device) -> nn.Module:
+    """Store the weights of a model loaded only to decode in ``amp``'s precision
+    (decode.amp's values). Autocast casts each weight of every matmul and LSTM again at
+    every decoder step; on this project's CPU those casts took a fifth of bf16 beam
+    search. Autocast still runs softmax and log_softmax in fp32 over the cast weights."""
+    dtype = resolve_amp(amp, device, "decode.amp")
+    return model if dtype is None else model.to(dtype)
+
+
 def make_grad_scaler(dtype: torch.dtype | None, device: torch.device):
     """fp16 needs loss scaling against underflow; bf16 and fp32 do not."""
     enabled = dtype == torch.float16 and device.type == "cuda"
     return torch.amp.GradScaler("cuda", enabled=enabled)
 
 
-# oneDNN caches one primitive per tensor shape (1 024 by default). Token-budget batches and
-# beam search bring hundreds of shapes, and a bf16 LSTM primitive holds megabytes: with the
-# default, bf16 training on the CPU grew past 4 GB of memory in 1 500 steps of recipes/mt.toml.
-# 64 keeps it flat; building a primitive again costs nothing measurable next to running it.
+# oneDNN caches one primitive per tensor shape (1 024 by default). Token-budget batches bring
+# hundreds of shapes, and a bf16 LSTM training primitive holds megabytes: with the default,
+# bf16 training on the CPU grew past 4 GB of memory in 1 500 steps of recipes/mt.toml. 64
+# keeps it flat, and building a training primitive again costs nothing measurable next to
+# running it. Decoding is the opposite: its primitives are small, but a beam search of 1 000
+# sentences brings about 600 shapes of cheap steps, and under a cap of 64 rebuilding them
+# made bf16 beam search 1.3-1.5x slower (docs/performance.md). Only training is capped.
 ONEDNN_CACHE_CAPACITY = "64"
 
 
 def limit_onednn_cache() -> None:
-    """Cap oneDNN's primitive cache, unless the user set ONEDNN_PRIMITIVE_CACHE_CAPACITY.
-    oneDNN reads the variable once, when it first builds a primitive: call this before
-    any computation (the CLI and tools/bench.py do it first thing)."""
+    """Cap oneDNN's primitive cache for training, unless the user set
+    ONEDNN_PRIMITIVE_CACHE_CAPACITY. oneDNN reads the variable once, when it first builds a
+    primitive: call this before any computation (`s2s train` does it first thing)."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)

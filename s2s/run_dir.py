@@ -14,6 +14,7 @@ from s2s.checkpoint import atomic_write_bytes, load_checkpoint
 from s2s.config import Config, read_saved_config
 from s2s.errors import S2SError
 from s2s.model import Seq2Seq
+from s2s.precision import cast_for_decoding
 from s2s.tokenizer import PAD_ID, TokenizerPair, load_tokenizers
 
 
@@ -142,9 +143,16 @@ def load_model_weights(model: Seq2Seq, checkpoint: Path) -> dict:
 
 
 def load_run(
-    path: Path, checkpoint: Path | None = None, device: str = "auto"
+    path: Path,
+    checkpoint: Path | None = None,
+    device: str = "auto",
+    amp: str | None = None,
+    *,
+    cast_weights: bool = True,
 ) -> tuple[Config, TokenizerPair, Seq2Seq, torch.device]:
-    """Everything inference needs from a run directory, model in eval mode on ``device``."""
+    """Everything inference needs from a run directory, model in eval mode on ``device``.
+    ``amp`` replaces the config's decode.amp; the weights are stored in that precision
+    unless ``cast_weights`` is off (for scoring as training does, in fp32 weights)."""
     run = RunDir(path).require()
     config = read_saved_config(run.config_file)
     if config.task.type == "language_model":
@@ -157,4 +165,8 @@ def load_run(
     model = build_model(config, tokenizers)
     load_model_weights(model, checkpoint or run.default_checkpoint())
     torch_device = resolve_device(device)
-    return config, tokenizers, model.to(torch_device).eval(), torch_device
+    config.decode.amp = amp or config.decode.amp
+    model = model.to(torch_device).eval()
+    if cast_weights:
+        model = cast_for_decoding(model, config.decode.amp, torch_device)
+    return config, tokenizers, model, torch_device

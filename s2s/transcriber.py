@@ -18,7 +18,7 @@ from s2s.ctc_prefix import JointCTCDecoder
 from s2s.errors import S2SError
 from s2s.metrics import Score, speech_scores
 from s2s.model_card import record_evaluation
-from s2s.precision import decode_autocast
+from s2s.precision import cast_for_decoding, decode_autocast
 from s2s.run_dir import RunDir, load_model_weights, resolve_device
 from s2s.search import Hypothesis, batch_budget, search_batches
 from s2s.speech_data import speech_collate, split_features
@@ -93,9 +93,16 @@ def validation_scores(
 
 
 def load_speech_run(
-    path: Path, checkpoint: Path | None = None, device: str = "auto"
+    path: Path,
+    checkpoint: Path | None = None,
+    device: str = "auto",
+    amp: str | None = None,
+    *,
+    cast_weights: bool = True,
 ) -> tuple[Config, Recognizer]:
-    """A speech run's config and its recogniser (model in eval mode on ``device``)."""
+    """A speech run's config and its recogniser (model in eval mode on ``device``).
+    ``amp`` replaces the config's decode.amp; the weights are stored in that precision
+    unless ``cast_weights`` is off, as `s2s.run_dir.load_run` does."""
     run = RunDir(path).require()
     config = read_saved_config(run.config_file)
     if config.task.type != "speech":
@@ -104,7 +111,10 @@ def load_speech_run(
     model = build_speech_model(config, tokenizer.vocab_size)
     load_model_weights(model, checkpoint or run.default_checkpoint())
     torch_device = resolve_device(device)
+    config.decode.amp = amp or config.decode.amp
     model = model.to(torch_device).eval()
+    if cast_weights:
+        model = cast_for_decoding(model, config.decode.amp, torch_device)
     return config, Recognizer(model, tokenizer, config.decode, torch_device)
 
 
@@ -121,12 +131,7 @@ def evaluate_speech_run(
     ``amp`` overrides decode.amp."""
     from s2s.progress import TaskProgress
 
-    config, recognizer = load_speech_run(run_dir, checkpoint, device)
-    if amp is not None:  # a new Recognizer: its precision is fixed when it is built
-        config.decode.amp = amp
-        recognizer = Recognizer(
-            recognizer.model, recognizer.tokenizer, config.decode, recognizer.device
-        )
+    config, recognizer = load_speech_run(run_dir, checkpoint, device, amp)
     if split not in config.data:
         known = ", ".join(sorted(config.data))
         raise S2SError(f"{run_dir}: the recipe has no split {split!r} (splits: {known})")

@@ -3,6 +3,7 @@ sentences as fp32, and an impossible choice is a one-line error."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,38 @@ def test_translate_amp_option(trained_run: Path) -> None:
         result = s2s("translate", str(trained_run), "--amp", bad, "--device", "cpu", stdin=stdin)
         assert result.returncode != 0
         assert result.stderr.decode().strip().splitlines() == [f"s2s: error: {message}"]
+
+
+def test_a_run_loaded_to_decode_in_bf16_keeps_bf16_weights(trained_run: Path) -> None:
+    """Stored bf16 weights spare autocast a cast per weight per step and find what
+    autocast over the fp32 weights finds."""
+    config, tokenizers, model, device = load_run(trained_run, None, "cpu", "bf16")
+    assert config.decode.amp == "bf16"
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    cast = Translator(model, tokenizers, config.decode, device)
+    config, tokenizers, model, device = load_run(
+        trained_run, None, "cpu", "bf16", cast_weights=False
+    )
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    autocast = Translator(model, tokenizers, config.decode, device)
+    ids = cast.encode(SOURCES)
+    for stored, cast_each_step in zip(
+        cast.hypotheses(ids, beam_size=3), autocast.hypotheses(ids, beam_size=3), strict=True
+    ):
+        assert stored[0].tokens == cast_each_step[0].tokens
+        assert stored[0].score == pytest.approx(cast_each_step[0].score, abs=1e-3)
+
+
+def test_only_training_caps_the_onednn_primitive_cache(tmp_path: Path, monkeypatch) -> None:
+    """Training caps oneDNN's cache (its bf16 primitives are large); decoding keeps the
+    default, since rebuilding its many small primitives slows beam search."""
+    from typer.testing import CliRunner
+
+    from s2s.cli import app
+
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "unset")  # restored afterwards
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+    CliRunner().invoke(app, ["translate", str(tmp_path / "no-run")], input="a\n")
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ
+    CliRunner().invoke(app, ["train", str(tmp_path / "no-recipe.toml")])
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"
