@@ -29,9 +29,12 @@ def copy_distribution(weights: Tensor, src_ids: Tensor, vocab_size: int) -> Tens
     """Attention weights [B, T, S] summed onto the source tokens' ids -> [B, T, V] (fp32).
 
     A token that occurs twice in the source gets both positions' weight; padding has
-    weight 0 (attention is masked), so it adds nothing to the PAD id.
+    weight 0 (attention is masked), so it adds nothing to the PAD id. ``src_ids`` may have
+    one row per sentence for B / rows consecutive rows of weights (a sentence's beams).
     """
     batch, steps, _ = weights.shape
+    if src_ids.size(0) != batch:
+        src_ids = src_ids.repeat_interleave(batch // src_ids.size(0), dim=0)
     index = src_ids.unsqueeze(1).expand(batch, steps, src_ids.size(1))
     out = weights.new_zeros(batch, steps, vocab_size, dtype=torch.float32)
     return out.scatter_add_(2, index, weights.float())

@@ -50,6 +50,10 @@ def reorder(value, index: Tensor):
 class Seq2Seq(nn.Module):
     """Attentional recurrent encoder-decoder."""
 
+    # decode_step reads one encoder row for the consecutive rows of a sentence's beams
+    # (s2s.attention), so beam search need not copy the encoder output for every beam
+    beams_share_encoder_rows = True
+
     def __init__(
         self,
         config: ModelConfig,

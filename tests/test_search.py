@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from s2s.batching import collate
-from s2s.search import beam_search, greedy_search, length_penalty, max_output_lengths
+from s2s.search import (
+    beam_search,
+    greedy_search,
+    length_penalty,
+    max_output_lengths,
+    top_k_rows,
+)
 from s2s.tokenizer import BOS_ID, EOS_ID
 from tests.test_model import VOCAB, make_model
 
@@ -121,3 +127,51 @@ def test_every_sentence_gets_the_same_beam_output_alone_or_in_a_batch_of_64() ->
         assert [h.tokens for h in together[index]] == [h.tokens for h in single]
         for a, b in zip(together[index], single, strict=True):
             assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("width", [8000, 8003, 1031, 40])
+def test_top_k_rows_finds_what_torch_topk_finds(width: int) -> None:
+    """The striped search returns torch.topk's values, best first, at columns that hold
+    them: with ties (bf16-rounded values), -inf columns and widths not a multiple of 8."""
+    generator = torch.Generator().manual_seed(width)
+    for trial in range(12):
+        values = torch.randn(33, width, generator=generator)
+        if trial % 3 == 0:
+            values = values.bfloat16().float()  # many exact ties
+        if trial % 4 == 1:
+            values[:, ::3] = float("-inf")
+        if trial == 2:  # the best in one strip: every column of one group
+            values[:, 7::8] += 10.0
+        top, columns = top_k_rows(values, 5)
+        expected = values.topk(5, dim=-1).values
+        assert torch.equal(top, expected)
+        assert torch.equal(values.gather(1, columns), expected)
+        assert (columns.sort(dim=1).values.diff(dim=1) > 0).all()  # no column twice
+
+
+@pytest.mark.parametrize("attention", ["dot", "general", "bahdanau"])
+@pytest.mark.parametrize("copy", [False, True])
+def test_beams_reading_one_encoder_row_per_sentence_find_the_same(
+    attention: str, copy: bool
+) -> None:
+    """Beam search hands the model one encoder row per sentence for all its beams; the
+    n-best lists equal those of the same search over a copy of the row for every beam."""
+    model = make_model(attention=attention, copy=copy, tie_embeddings=False)
+    with torch.no_grad():
+        model.output.weight.mul_(30.0)  # peaked: float noise cannot reorder candidates
+    generator = torch.Generator().manual_seed(11)
+    lengths = torch.randint(1, 20, (24,), generator=generator).tolist()
+    sentences = [torch.randint(4, VOCAB, (n,), generator=generator).tolist() for n in lengths]
+    batch = collate(list(range(24)), sentences)
+    limits = max_output_lengths(batch.src_lengths, 1.5, 3)
+
+    def search():
+        return beam_search(model, batch.src, batch.src_lengths, limits, beam_size=4, nbest=4)
+
+    assert model.beams_share_encoder_rows
+    shared = search()
+    model.beams_share_encoder_rows = False  # instance attribute: copy for every beam
+    copied = search()
+    for one, other in zip(shared, copied, strict=True):
+        assert [h.tokens for h in one] == [h.tokens for h in other]
+        assert [h.score for h in one] == pytest.approx([h.score for h in other], abs=1e-4)
