@@ -163,7 +163,8 @@ def beam_search(
 
     Finished hypotheses stay in the beam, extended only by PAD at no cost, and candidates
     are ranked by length-normalised score, so a finished hypothesis is displaced only by a
-    better one. A sentence is done when all its beams are finished; its rows then leave
+    better one. A sentence is done when all its beams are finished, or when its n best
+    are and no running beam can still overtake them (`_settled`); its rows then leave
     the batch.
 
     The length penalty is the same for every continuation of a row, so a row's best
@@ -216,7 +217,8 @@ def beam_search(
         history = torch.cat([history[rows], tokens.unsqueeze(1)], dim=1)
         state = reorder(state, rows)
 
-        complete = finished.view(running, k).all(dim=1)
+        reachable = (scores / length_penalty(limit + 1, alpha)).view(running, k)
+        complete = _settled(finished.view(running, k), ranked, reachable, min(nbest, k))
         if bool(complete.any()):
             _collect(done, complete, sentences, history, ranked, k, nbest)
             keep = (~complete).nonzero().squeeze(1)
@@ -230,6 +232,18 @@ def beam_search(
             encoded = reorder(encoded, keep if by_sentence else keep_rows)
     # Every row is finished by the last step (at its limit a row may only end).
     return [_hypotheses(*done[sentence]) for sentence in range(batch)]
+
+
+def _settled(finished: Tensor, ranked: Tensor, reachable: Tensor, nbest: int) -> Tensor:
+    """Sentences whose n-best can no longer change, given each beam's state [running, K]
+    best first: every beam is finished, or the first ``nbest`` are and no running beam can
+    overtake the last of them. A running beam's final score is its score so far plus
+    log-probabilities (none above 0) over a length penalty that grows with length, so it
+    is at most ``reachable``, its score so far over the penalty at its length limit.
+    Stopping there returns exactly what running every beam to its end would."""
+    best_running = reachable.masked_fill(finished, float("-inf")).amax(dim=1)
+    top_finished = finished[:, :nbest].all(dim=1)
+    return finished.all(dim=1) | (top_finished & (ranked[:, nbest - 1] >= best_running))
 
 
 def _collect(

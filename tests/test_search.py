@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import s2s.search as search_module
 from s2s.batching import collate
 from s2s.search import (
     beam_search,
@@ -16,7 +17,7 @@ from s2s.search import (
     max_output_lengths,
     top_k_rows,
 )
-from s2s.tokenizer import BOS_ID, EOS_ID
+from s2s.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from tests.test_model import VOCAB, make_model
 
 A, B = 4, 5
@@ -175,3 +176,58 @@ def test_beams_reading_one_encoder_row_per_sentence_find_the_same(
     for one, other in zip(shared, copied, strict=True):
         assert [h.tokens for h in one] == [h.tokens for h in other]
         assert [h.score for h in one] == pytest.approx([h.score for h in other], abs=1e-4)
+
+
+class MarkovModel:
+    """Next-token log-probabilities from a random table per sentence and previous token:
+    hypotheses end at many different steps, as a trained model's do."""
+
+    vocab = 12
+
+    def __init__(self, sentences: int, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        logits = 3.0 * torch.randn(sentences, self.vocab, self.vocab, generator=generator)
+        logits[..., [PAD_ID, BOS_ID]] = float("-inf")
+        self.table = logits.log_softmax(dim=-1)
+
+    def encode(self, src, src_lengths):
+        return (src,)
+
+    def initial_state(self, encoded):
+        return (torch.arange(encoded[0].size(0)),)  # which sentence's table a row reads
+
+    def decode_step(self, prev_tokens, state, encoded):
+        return self.table[state[0], prev_tokens], state, None
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+@pytest.mark.parametrize("nbest", [1, 3])
+def test_stopping_once_the_nbest_are_settled_changes_no_output(
+    alpha: float, nbest: int, monkeypatch
+) -> None:
+    """A sentence leaves the search when no running beam can overtake its n best; that
+    saves decoder rows and returns exactly what running every beam to its end returns."""
+    model = MarkovModel(256, seed=int(alpha * 10) + nbest)
+    src = torch.full((256, 1), 7)
+    limits = torch.randint(3, 20, (256,), generator=torch.Generator().manual_seed(1))
+    rows = []
+    step = model.decode_step
+
+    def counting_step(prev, state, encoded):
+        rows.append(prev.size(0))
+        return step(prev, state, encoded)
+
+    model.decode_step = counting_step
+
+    def search():
+        rows.clear()
+        found = beam_search(model, src, torch.ones(256), limits, 4, alpha, nbest)
+        return found, sum(rows)
+
+    settled, settled_rows = search()
+    monkeypatch.setattr(search_module, "_settled", lambda finished, *_: finished.all(dim=1))
+    exhaustive, exhaustive_rows = search()
+    assert settled_rows < exhaustive_rows
+    for one, other in zip(settled, exhaustive, strict=True):
+        assert [h.tokens for h in one] == [h.tokens for h in other]
+        assert [h.score for h in one] == pytest.approx([h.score for h in other], abs=1e-5)
