@@ -55,12 +55,13 @@ def test_all_parts_report_positive_numbers(tmp_path, capsys):
     }
     for row in decode["rows"]:
         assert row["sentences_per_second"] > 0 and row["bleu"] >= 0
+        assert row["first_run_sentences_per_second"] > 0
 
     rows = {row["cell"]: row for row in results["cells"]["rows"]}
     assert rows["lstm"]["forward_ms"] > 0 and rows["torch.nn.LSTM"]["step_ms"] > 0
 
     printed = capsys.readouterr().out
-    assert "target tok/s" in printed and "8 sentences" in printed
+    assert "target tok/s" in printed and "8 sentences" in printed and "1st run" in printed
     assert "machine | torch | threads | train tok/s | peak mem" in printed
     assert printed.count("\n| ") == 1  # the docs/performance.md row
 
