@@ -153,10 +153,12 @@ def score_checkpoint(run_path: Path, checkpoint: Path, device: str) -> dict[str,
     task = config.task.type
     if task == "speech":
         return score_speech_checkpoint(run, checkpoint, device)
+    if task == "language_model":
+        return score_language_model_checkpoint(run, checkpoint, device)
     if task not in ("translation", "summarization"):
         raise S2SError(
-            f"{run_path}: s2s average validates text-to-text and speech runs only "
-            f"(task.type = {task!r}); use --no-validate, then s2s evaluate --checkpoint"
+            f"{run_path}: s2s average validates text-to-text, language-model and speech "
+            f"runs only (task.type = {task!r}); use --no-validate, then s2s evaluate --checkpoint"
         )
     # fp32 weights: the validation loss runs under train.amp, as in training
     config, tokenizers, model, torch_device = load_run(
@@ -174,6 +176,25 @@ def score_checkpoint(run_path: Path, checkpoint: Path, device: str) -> dict[str,
             hypotheses = translator.search_ids(data.src, beam_size=1)
         text = [tokenizers.tgt.decode(h[0].tokens if h else []) for h in hypotheses]
         scores |= rouge_log_scores(text, data.raw.all_references())
+    return scores
+
+
+def score_language_model_checkpoint(run: RunDir, checkpoint: Path, device: str) -> dict[str, float]:
+    """Validation loss and perplexities of a language-model checkpoint, as its training
+    scores them: the valid text read as ``train.streams`` rows, under train.amp."""
+    from s2s.language_model import load_language_model
+    from s2s.lm_data import load_stream
+    from s2s.lm_scoring import stream_perplexity
+    from s2s.precision import autocast_factory, resolve_amp
+    from s2s.validation import loss_scores
+
+    config, tokenizer, model, torch_device = load_language_model(run.path, checkpoint, device)
+    stream = load_stream(config, "valid", tokenizer)
+    autocast = autocast_factory(resolve_amp(config.train.amp, torch_device), torch_device)
+    result = stream_perplexity(model, stream, config.train.streams, torch_device, autocast)
+    scores = loss_scores(result.nll / max(result.tokens, 1))
+    if config.tokenizer.model_type != "word":
+        scores["valid_word_ppl"] = round(result.word_ppl, 3)
     return scores
 
 

@@ -58,7 +58,7 @@ from s2s.signals import GracefulStop, Interrupted
 from s2s.tensorboard_log import TrainingBoard
 from s2s.tokenizer import PAD_ID, TokenizerPair, load_tokenizers, tokenizer_files, train_tokenizers
 from s2s.translator import Translator
-from s2s.validation import corpus_loss
+from s2s.validation import corpus_loss, loss_scores
 
 log = logging.getLogger("s2s.train")
 
@@ -406,8 +406,7 @@ class Trainer:
             "step": self.progress.step,
             "epoch": self.progress.epoch + 1,
             "train_loss": round(train_loss, 4),
-            "valid_loss": round(loss, 4),
-            "valid_ppl": round(math.exp(min(loss, 50.0)), 3),
+            **loss_scores(loss),
             "lr": self.optimizer.param_groups[0]["lr"],
             "tokens_per_second": round(tokens_per_second, 1),
             "elapsed_minutes": round(self.progress.elapsed / 60, 2),

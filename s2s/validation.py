@@ -51,6 +51,12 @@ def corpus_loss(
     return total / max(tokens, 1), tokens
 
 
+def loss_scores(loss: float) -> dict[str, float]:
+    """``valid_loss`` and ``valid_ppl`` of a mean per-token loss, rounded as the metrics log
+    rounds them (so a checkpoint scored again compares equal to its record)."""
+    return {"valid_loss": round(loss, 4), "valid_ppl": round(math.exp(min(loss, 50.0)), 3)}
+
+
 def validation_scores(
     translator: Translator,
     data: TokenizedSplit,
@@ -61,7 +67,7 @@ def validation_scores(
     """``valid_loss``, ``valid_ppl`` and (optionally) greedy ``valid_bleu``, rounded as the
     metrics log rounds them."""
     loss, _ = corpus_loss(translator.model, data, max_tokens, translator.device, autocast)
-    scores = {"valid_loss": round(loss, 4), "valid_ppl": round(math.exp(min(loss, 50.0)), 3)}
+    scores = loss_scores(loss)
     if with_bleu:
         with autocast():
             hypotheses = translator.search_ids(data.src, beam_size=1)

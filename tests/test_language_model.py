@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from s2s.averaging import average_last
 from s2s.config import load_config
 from s2s.errors import ConfigError, S2SError
 from s2s.language_model import build_language_model
 from s2s.lm_data import batchify, count_words, to_stream, window, window_count
 from s2s.lm_scoring import Perplexity, score_lines, stream_perplexity, total
 from s2s.lm_training import LanguageModelTrainer
+from s2s.metrics_log import read_metrics
 from s2s.run_dir import RunDir
 from s2s.sampling import SamplingOptions, filter_top_k, filter_top_p, generate_ids
 from s2s.tokenizer import EOS_ID
@@ -263,3 +265,19 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert resumed.progress.step == 2 and resumed.progress.batch_in_epoch == 2
     record = resumed.train()
     assert record["step"] == 5 and math.isfinite(record["valid_ppl"])
+
+
+def test_average_validates_a_language_model_as_training_did(tmp_path: Path) -> None:
+    """`s2s average` scores language models too: the newest checkpoint scores exactly what
+    training logged for it, and the average gets the same scores, computed the same way."""
+    overrides = [*tiny_overrides(tmp_path / "data", steps=4), "train.valid_every=2"]
+    overrides.append("train.keep_last=2")
+    run = RunDir(tmp_path / "run")
+    LanguageModelTrainer(load_config(RECIPE, overrides), run, quiet=True).train()
+    report = average_last(run.path, 2, None, True, "cpu")
+    logged = {r["step"]: r for r in read_metrics(run.metrics_log)}[4]
+    assert report.before == {key: logged[key] for key in report.before}
+    assert set(report.before) == {"valid_loss", "valid_ppl", "valid_word_ppl"}
+    assert set(report.after) == set(report.before)
+    assert math.isfinite(report.after["valid_ppl"])
+    assert report.after != report.before  # the average is another model
