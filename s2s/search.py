@@ -121,8 +121,8 @@ def top_k_rows(values: Tensor, k: int) -> tuple[Tensor, Tensor]:
     project's 2-core machine, more than the log_softmax before it. Here column j belongs
     to group j mod G of a row cut into 8 strips of G columns: a group holding one of the k
     best has a maximum no smaller than the k-th best, so the k groups with the largest
-    maxima hold them all (one strided max over the row, then topk over 8 k columns):
-    0.6 ms.
+    maxima hold them all: one strided max over the row, then a top-k over the 8 x k
+    columns of those groups, 0.6 ms.
     """
     rows, width = values.shape
     groups = width // STRIPS
@@ -238,8 +238,9 @@ def _settled(finished: Tensor, ranked: Tensor, reachable: Tensor, nbest: int) ->
     """Sentences whose n-best can no longer change, given each beam's state [running, K]
     best first: every beam is finished, or the first ``nbest`` are and no running beam can
     overtake the last of them. A running beam's final score is its score so far plus
-    log-probabilities (none above 0) over a length penalty that grows with length, so it
-    is at most ``reachable``, its score so far over the penalty at its length limit.
+    log-probabilities (none above 0) over a length penalty that grows with length (alpha is
+    at least 0), so it is at most ``reachable``, its score so far over the penalty at its
+    length limit.
     Stopping there returns exactly what running every beam to its end would."""
     best_running = reachable.masked_fill(finished, float("-inf")).amax(dim=1)
     top_finished = finished[:, :nbest].all(dim=1)
