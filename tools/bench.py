@@ -203,9 +203,11 @@ class Harness:
         """The translator to time (at --decode-amp's precision), the benchmark's config,
         where the model came from, and the precision's name."""
         args = self.args
+        bench_config = load_config(args.recipe, benchmark_overrides(args, 1))
+        amp = args.decode_amp or bench_config.decode.amp
+        device = torch.device(resolve_device_name(args.device))
+        dtype = resolve_amp(amp, device, "--decode-amp")  # before loading or training
         if args.run:
-            bench_config = load_config(args.recipe, benchmark_overrides(args, 1))
-            amp = args.decode_amp or bench_config.decode.amp
             # weights stored in the decoding precision, as s2s translate loads them
             config, tokenizers, model, device = load_run(args.run, device=args.device, amp=amp)
             origin = f"run {args.run}"
@@ -213,12 +215,10 @@ class Harness:
             trainer = self.trainer
             train_until(trainer, self.source, args.decode_train_steps)
             config, bench_config = trainer.config, trainer.config
-            amp = args.decode_amp or bench_config.decode.amp
             model, tokenizers, device = trainer.model, trainer.tokenizers, trainer.device
             # training is over: decode as s2s translate would load the saved model
             model = cast_for_decoding(model.eval(), amp, device)
             origin = f"trained here for {trainer.progress.step} steps"
-        dtype = resolve_amp(amp, device, "--decode-amp")
         precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
         decode = config.decode.model_copy(update={"amp": amp})
         return Translator(model, tokenizers, decode, device), bench_config, origin, precision
