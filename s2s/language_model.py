@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from s2s.cell_registry import cell_factory
 from s2s.cells import State
 from s2s.config import Config, ModelConfig
+from s2s.dropout import Dropout
 from s2s.recurrent_stack import CellFactory, RecurrentStack
 from s2s.tokenizer import BOS_ID, PAD_ID, Tokenizer
 
@@ -55,7 +56,7 @@ class LanguageModel(nn.Module):
         self.output = nn.Linear(embed if tied else width, vocab_size)
         if tied:
             self.output.weight = self.embed.weight
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         never = torch.zeros(vocab_size, dtype=torch.bool)
         never[list(NEVER_PREDICTED)] = True
         self.register_buffer("never_predicted", never, persistent=False)

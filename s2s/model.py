@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from s2s.attention import build_attention
 from s2s.config import ModelConfig
 from s2s.copy_attention import CopySwitch
+from s2s.dropout import Dropout
 from s2s.recurrent_stack import CellFactory, RecurrentStack
 
 # DecoderState = (per-layer cell states, previous attentional vector [B, A]); all batch-first.
@@ -102,7 +103,7 @@ class Seq2Seq(nn.Module):
         self.output = nn.Linear(attentional, tgt_vocab_size)
         if config.tie_embeddings:
             self.output.weight = self.tgt_embed.weight
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         # Registered last and only with copy on: checkpoints without it load unchanged.
         self.copy_switch = CopySwitch(memory_size, query_size, embed) if config.copy else None
         # Embeddings keep nn.Embedding's N(0, 1) init. The Transformer-style std of

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State
+from s2s.dropout import Dropout
 
 CellFactory = Callable[[int, int], RecurrentCell]
 
@@ -60,7 +61,7 @@ class RecurrentStack(nn.Module):
             width = directions * cells[0].output_size
         self.output_size = width
         self.seed_size = self.layers[0][0].output_size
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(
         self,
