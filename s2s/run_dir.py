@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+from torch import nn
 
 from s2s.cell_registry import cell_factory
 from s2s.checkpoint import atomic_write_bytes, load_checkpoint
@@ -16,6 +18,8 @@ from s2s.errors import S2SError
 from s2s.model import Seq2Seq
 from s2s.precision import cast_for_decoding
 from s2s.tokenizer import PAD_ID, TokenizerPair, load_tokenizers
+
+LoadedModel = TypeVar("LoadedModel", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -165,8 +169,18 @@ def load_run(
     model = build_model(config, tokenizers)
     load_model_weights(model, checkpoint or run.default_checkpoint())
     torch_device = resolve_device(device)
-    config.decode.amp = amp or config.decode.amp
-    model = model.to(torch_device).eval()
-    if cast_weights:
-        model = cast_for_decoding(model, config.decode.amp, torch_device)
+    model = ready_to_decode(model, config, torch_device, amp, cast_weights)
     return config, tokenizers, model, torch_device
+
+
+def ready_to_decode(
+    model: LoadedModel, config: Config, device: torch.device, amp: str | None, cast_weights: bool
+) -> LoadedModel:
+    """``model`` in eval mode on ``device``, for the loaders of text and speech runs:
+    ``amp`` replaces the config's decode.amp, and the weights are stored in that precision
+    unless ``cast_weights`` is off (for scoring as training does, in fp32 weights)."""
+    config.decode.amp = amp or config.decode.amp
+    model = model.to(device).eval()
+    if cast_weights:
+        model = cast_for_decoding(model, config.decode.amp, device)
+    return model

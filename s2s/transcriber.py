@@ -18,8 +18,8 @@ from s2s.ctc_prefix import JointCTCDecoder
 from s2s.errors import S2SError
 from s2s.metrics import Score, speech_scores
 from s2s.model_card import record_evaluation
-from s2s.precision import cast_for_decoding, decode_autocast
-from s2s.run_dir import RunDir, load_model_weights, resolve_device
+from s2s.precision import decode_autocast
+from s2s.run_dir import RunDir, load_model_weights, ready_to_decode, resolve_device
 from s2s.search import Hypothesis, batch_budget, search_batches
 from s2s.speech_data import speech_collate, split_features
 from s2s.speech_model import SpeechSeq2Seq, build_speech_model
@@ -111,10 +111,7 @@ def load_speech_run(
     model = build_speech_model(config, tokenizer.vocab_size)
     load_model_weights(model, checkpoint or run.default_checkpoint())
     torch_device = resolve_device(device)
-    config.decode.amp = amp or config.decode.amp
-    model = model.to(torch_device).eval()
-    if cast_weights:
-        model = cast_for_decoding(model, config.decode.amp, torch_device)
+    model = ready_to_decode(model, config, torch_device, amp, cast_weights)
     return config, Recognizer(model, tokenizer, config.decode, torch_device)
 
 
