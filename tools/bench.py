@@ -203,7 +203,10 @@ class Harness:
         """The translator to time (at --decode-amp's precision), the benchmark's config,
         where the model came from, and the precision's name."""
         args = self.args
-        bench_config = load_config(args.recipe, benchmark_overrides(args, 1))
+        if args.run:
+            bench_config = load_config(args.recipe, benchmark_overrides(args, 1))
+        else:
+            bench_config = self.trainer.config  # built from the same recipe and overrides
         amp = args.decode_amp or bench_config.decode.amp
         device = torch.device(resolve_device_name(args.device))
         dtype = resolve_amp(amp, device, "--decode-amp")  # before loading or training
@@ -214,7 +217,7 @@ class Harness:
         else:
             trainer = self.trainer
             train_until(trainer, self.source, args.decode_train_steps)
-            config, bench_config = trainer.config, trainer.config
+            config = trainer.config
             model, tokenizers, device = trainer.model, trainer.tokenizers, trainer.device
             # training is over: decode as s2s translate would load the saved model
             model = cast_for_decoding(model.eval(), amp, device)
