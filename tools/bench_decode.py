@@ -7,6 +7,7 @@ Prints sentences/second (median of --repeats runs, after one warm-up) and sacreB
 beam size. By default sentences are batched as `s2s translate` batches them (the run's
 decode.batch_tokens source tokens per batch); --batch-sentences N instead decodes batches of
 N sentences (sorted by length), as OpenNMT-py and Joey NMT do with batch_type sents.
+--amp bf16 decodes in bf16 whatever the run's decode.amp says.
 Time it on a quiet machine: another job on a core slows 2-thread kernels a lot.
 `decode_speed` is the same measurement as a function (tools/bench.py calls it).
 """
@@ -143,6 +144,7 @@ def main() -> None:
     parser.add_argument("--batch-sentences", type=int, default=0, help="0: decode.batch_tokens")
     parser.add_argument("--tokenize", default="13a", help="sacreBLEU tokenizer (none: words)")
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
+    parser.add_argument("--amp", help="decoding precision (off, bf16, ...): the run's decode.amp")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     for path in (args.src, args.ref):
@@ -151,7 +153,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    config, tokenizers, model, device = load_run(args.run, device="cpu")
+    config, tokenizers, model, device = load_run(args.run, device="cpu", amp=args.amp)
     translator = Translator(model, tokenizers, config.decode, device)
     text = load_parallel(SplitConfig(src=args.src, tgt=args.ref), "bench")
     results = []
