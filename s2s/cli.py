@@ -472,4 +472,9 @@ def score(
 
 
 def main() -> None:
+    """The `s2s` script and `python -m s2s` (DDP workers too): first, once, restart under
+    tcmalloc where the system has it (s2s.allocator), then run the command."""
+    from s2s.allocator import restart_under_tcmalloc
+
+    restart_under_tcmalloc()
     app()

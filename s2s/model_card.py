@@ -51,8 +51,14 @@ def versions() -> dict[str, str]:
     import torch
 
     from s2s import __version__
+    from s2s.allocator import allocator_in_use
 
-    return {"s2s": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {
+        "s2s": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "malloc": allocator_in_use(),
+    }
 
 
 def split_size(data: TokenizedSplit) -> dict[str, int]:
@@ -259,12 +265,12 @@ def format_card(card: dict[str, Any]) -> str:
     if not card["test"]:
         rows.append(("eval", "no scores yet (s2s evaluate RUN records them)"))
     who = card["written_by"]
-    rows.append(
-        (
-            "written by",
-            f"s2s {who['s2s']}, torch {who['torch']}, Python {who['python']}" if who else "unknown",
-        )
-    )
+    written_by = "unknown"
+    if who:
+        written_by = f"s2s {who['s2s']}, torch {who['torch']}, Python {who['python']}"
+        if "malloc" in who:  # recorded since s2s.allocator; speed depends on it
+            written_by += f", malloc {who['malloc']}"
+    rows.append(("written by", written_by))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
 

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
 
+from s2s.allocator import tcmalloc_library
 from tests.conftest import tiny_recipe
 
+# the test environment's own allocator choice, which each test sets for itself
+ALLOCATOR_CHOICE = ("LD_PRELOAD", "S2S_TCMALLOC")
 
-def s2s(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+
+def s2s(*args: str, stdin: bytes | None = None, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "s2s", *args], input=stdin, capture_output=True, timeout=300
+        [sys.executable, "-m", "s2s", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=300,
+        env={**{k: v for k, v in os.environ.items() if k not in ALLOCATOR_CHOICE}, **env},
     )
 
 
@@ -30,9 +40,15 @@ def test_train_writes_a_self_contained_run_directory(tmp_path: Path) -> None:
     assert 1 <= len(best) <= 2 and all((out / "checkpoints" / b["file"]).is_file() for b in best)
     # the cached tokenisation is reused, not rebuilt, by a second run on the same directory
     cached = sorted(p.name for p in (out / "cache").iterdir())
-    result = s2s("train", str(recipe), "--out", str(out), "--set", "train.max_steps=8", "-q")
+    more = ("train", str(recipe), "--out", str(out), "--set", "train.max_steps=8", "-q")
+    result = s2s(*more, S2S_TCMALLOC="0")
     assert result.returncode == 0, result.stderr.decode()
     assert sorted(p.name for p in (out / "cache").iterdir()) == cached
+    # s2s trains under tcmalloc where the system has it (much faster), unless told not to
+    sessions = json.loads((out / "about.json").read_text())["sessions"]
+    system = "glibc" if platform.libc_ver()[0] == "glibc" else "system"
+    assert sessions[0]["malloc"] == ("tcmalloc" if tcmalloc_library() else system)
+    assert sessions[1]["malloc"] == system
 
 
 def test_translate_keeps_line_count_order_and_empty_lines(trained_run: Path) -> None:
