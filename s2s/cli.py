@@ -472,9 +472,14 @@ def score(
 
 
 def main() -> None:
+    """Run the command line in this process, as set up by the caller."""
+    app()
+
+
+def script() -> None:
     """The `s2s` script and `python -m s2s` (DDP workers too): first, once, restart under
     tcmalloc where the system has it (s2s.allocator), then run the command."""
     from s2s.allocator import restart_under_tcmalloc
 
     restart_under_tcmalloc()
-    app()
+    main()
