@@ -17,9 +17,9 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD
 @linux_only
 def test_restarts_as_the_same_command_with_tcmalloc_preloaded(monkeypatch):
     monkeypatch.setattr(s2s.allocator, "tcmalloc_library", lambda: "libtcmalloc_minimal.so.4")
-    argv = ["/venv/bin/s2s", "translate", "runs/mt", "--beam", "5"]
+    argv = ["python3", "-X", "faulthandler", "-m", "s2s", "translate", "runs/mt", "--beam", "5"]
     command, environ = tcmalloc_restart(argv, {"PATH": "/usr/bin", "OMP_NUM_THREADS": "2"})
-    assert command == [sys.executable, "-m", "s2s", "translate", "runs/mt", "--beam", "5"]
+    assert command == [sys.executable, *argv[1:]]  # interpreter options and all
     assert environ == {
         "PATH": "/usr/bin",
         "OMP_NUM_THREADS": "2",
