@@ -25,7 +25,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-# S2S_TCMALLOC=0 keeps the system's allocator.
+from s2s.errors import S2SError
+
+# S2S_TCMALLOC=0 keeps the system's allocator; 1, the default, uses tcmalloc where installed.
 SWITCH = "S2S_TCMALLOC"
 TCMALLOC_NAMES = ("tcmalloc_minimal", "tcmalloc")
 
@@ -47,7 +49,10 @@ def tcmalloc_restart(
     the arguments) again under tcmalloc, or None to go on as is: off Linux, with
     S2S_TCMALLOC=0, without tcmalloc, or when LD_PRELOAD is set already (by the user, who
     chose, or by this restart, which must happen once)."""
-    if not sys.platform.startswith("linux") or environ.get(SWITCH) == "0":
+    switch = environ.get(SWITCH, "1")
+    if switch not in ("0", "1"):
+        raise S2SError(f"{SWITCH}={switch!r}: use 0 (the system's malloc) or 1 (tcmalloc)")
+    if not sys.platform.startswith("linux") or switch == "0":
         return None
     if environ.get("LD_PRELOAD"):
         return None

@@ -481,5 +481,9 @@ def script() -> None:
     tcmalloc where the system has it (s2s.allocator), then run the command."""
     from s2s.allocator import restart_under_tcmalloc
 
-    restart_under_tcmalloc()
+    try:
+        restart_under_tcmalloc()
+    except S2SError as error:  # a malformed S2S_TCMALLOC, before any command runs
+        print(f"s2s: error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
     main()

@@ -10,6 +10,7 @@ import pytest
 
 import s2s.allocator
 from s2s.allocator import tcmalloc_library, tcmalloc_restart
+from s2s.errors import S2SError
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD")
 
@@ -38,6 +39,12 @@ def test_restarts_as_the_same_command_with_tcmalloc_preloaded(monkeypatch):
 def test_no_restart_when_the_user_chose_or_it_happened_already(monkeypatch, environ):
     monkeypatch.setattr(s2s.allocator, "tcmalloc_library", lambda: "libtcmalloc_minimal.so.4")
     assert tcmalloc_restart(["s2s", "train", "recipes/mt.toml"], environ) is None
+
+
+def test_a_malformed_switch_is_an_error_naming_it(monkeypatch):
+    monkeypatch.setattr(s2s.allocator, "tcmalloc_library", lambda: "libtcmalloc_minimal.so.4")
+    with pytest.raises(S2SError, match=r"S2S_TCMALLOC='off': use 0 .* or 1"):
+        tcmalloc_restart(["s2s", "train", "recipes/mt.toml"], {"S2S_TCMALLOC": "off"})
 
 
 def test_no_restart_without_tcmalloc(monkeypatch):

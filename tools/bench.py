@@ -41,6 +41,7 @@ from bench_decode import decode_speed
 from bench_machine import OtherLoad, machine_info, wait_quiet
 from bench_train import StepSource, build_trainer, measure_training, train_until
 
+from s2s.cli import AMP_CHOICES
 from s2s.config import Config, load_config
 from s2s.corpus import load_parallel
 from s2s.errors import S2SError
@@ -400,10 +401,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--device", choices=("auto", "cpu", "cuda"), default="auto")
     add("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    add("--amp", choices=("off", "bf16", "fp16", "auto"), help="default: the recipe's train.amp")
+    add("--amp", choices=AMP_CHOICES, help="default: the recipe's train.amp")
     add(
         "--decode-amp",
-        choices=("off", "bf16", "fp16", "auto"),
+        choices=AMP_CHOICES,
         help="decoding precision (default: the recipe's decode.amp)",
     )
     add("--steps", type=int, default=150, help="timed training steps")

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from s2s.batching import collate
+from s2s.cli import AMP_CHOICES
 from s2s.config import SplitConfig
 from s2s.corpus import load_parallel
 from s2s.run_dir import load_run
@@ -144,7 +145,9 @@ def main() -> None:
     parser.add_argument("--batch-sentences", type=int, default=0, help="0: decode.batch_tokens")
     parser.add_argument("--tokenize", default="13a", help="sacreBLEU tokenizer (none: words)")
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
-    parser.add_argument("--amp", help="decoding precision (off, bf16, ...): the run's decode.amp")
+    parser.add_argument(
+        "--amp", choices=AMP_CHOICES, help="decoding precision (default: the run's decode.amp)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     for path in (args.src, args.ref):
