@@ -24,6 +24,7 @@ from s2s.attention import build_attention
 from s2s.config import ModelConfig
 from s2s.copy_attention import CopySwitch
 from s2s.dropout import Dropout
+from s2s.packed_linear import PackedWeight, can_pack
 from s2s.recurrent_stack import CellFactory, RecurrentStack
 
 # DecoderState = (per-layer cell states, previous attentional vector [B, A]); all batch-first.
@@ -106,9 +107,17 @@ class Seq2Seq(nn.Module):
         self.dropout = Dropout(config.dropout)
         # Registered last and only with copy on: checkpoints without it load unchanged.
         self.copy_switch = CopySwitch(memory_size, query_size, embed) if config.copy else None
+        # Packed copies of the combine and output weights for CPU decoding (s2s.packed_linear)
+        self._packed_combine, self._packed_output = PackedWeight(), PackedWeight()
         # Embeddings keep nn.Embedding's N(0, 1) init. The Transformer-style std of
         # embed**-0.5 starves the recurrent layers of input: on recipes/mt.toml it left
         # validation BLEU at 8.9 after 1 000 steps, where N(0, 1) reaches 10 after 300.
+
+    def train(self, mode: bool = True) -> Seq2Seq:
+        # Weights may change before the next eval(): fused optimisers do not bump versions.
+        self._packed_combine.clear()
+        self._packed_output.clear()
+        return super().train(mode)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
         """src [B, S] token ids (padded) -> encoder output; only the first
@@ -136,7 +145,12 @@ class Seq2Seq(nn.Module):
         """h [B, T, H] -> attentional vectors [B, T, A], attention weights [B, T, S] and
         context vectors [B, T, M]."""
         context, weights = self.attention(h, encoded.keys, encoded.memory, encoded.src_mask)
-        return torch.tanh(self.combine(torch.cat([context, h], dim=-1))), weights, context
+        both, combine = torch.cat([context, h], dim=-1), self.combine
+        if not self.training and can_pack(both, combine.weight):
+            attentional = self._packed_combine.linear(both, combine.weight, activation="tanh")
+        else:
+            attentional = torch.tanh(combine(both))
+        return attentional, weights, context
 
     def _scores(
         self,
@@ -149,10 +163,17 @@ class Seq2Seq(nn.Module):
     ) -> Tensor:
         """Output scores [B, T, V]: logits, or with copy on the mixture's log-probs (fp32).
         ``inputs`` [B, T, E] are the target embeddings the decoder read."""
-        logits = self.output(self.dropout(attentional))
+        logits = self._project(self.dropout(attentional))
         if self.copy_switch is None:
             return logits
         return self.copy_switch(logits, weights, context, h, inputs, encoded.src_ids)
+
+    def _project(self, attentional: Tensor) -> Tensor:
+        """The output layer; in CPU inference on a weight packed once (s2s.packed_linear)."""
+        output = self.output
+        if not self.training and can_pack(attentional, output.weight):
+            return self._packed_output.linear(attentional, output.weight, output.bias)
+        return output(attentional)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher-forced logits [B, T, V] for targets tgt_in [B, T] (BOS-prefixed); with

@@ -9,11 +9,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State, run_fused
+from s2s.packed_linear import PackedWeight, can_pack
 
 # Below this many rows a single `lstm_cell` call beats the fixed overhead of a oneDNN call
-# when decoding. In training (input feeding runs the decoder step by step) `lstm_cell` wins
-# at any size: oneDNN's backward of a length-1 sequence costs about twice its forward and
-# backward (64 rows, 512 -> 512, one thread: 8-9 ms against 19-21 ms).
+# when decoding without packed weights (GPU, autocast's fp32 weights). In training (input
+# feeding runs the decoder step by step) `lstm_cell` wins at any size: oneDNN's backward
+# of a length-1 sequence costs about twice its forward and backward (64 rows, 512 -> 512,
+# one thread: 8-9 ms against 19-21 ms).
 _FUSED_STEP_MIN_ROWS = 32
 
 
@@ -39,6 +41,12 @@ class LSTMCell(RecurrentCell):
         with torch.no_grad():  # a positive forget bias lets gradients flow early in training
             self.rnn.bias_ih_l0[hidden_size : 2 * hidden_size].fill_(forget_bias)
             self.rnn.bias_hh_l0[hidden_size : 2 * hidden_size].zero_()
+        self._decoding = _DecodingWeights()
+
+    def train(self, mode: bool = True) -> LSTMCell:
+        # Weights may change before the next eval(): fused optimisers do not bump versions.
+        self._decoding.clear()
+        return super().train(mode)
 
     def initial_state(
         self,
@@ -57,15 +65,27 @@ class LSTMCell(RecurrentCell):
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         h, c = state
+        rnn = self.rnn
+        if not (self.training or rnn.proj_size) and can_pack(x_t, rnn.weight_ih_l0):
+            return self._packed_step(x_t, h, c)
         if x_t.size(0) >= _FUSED_STEP_MIN_ROWS and not torch.is_grad_enabled():
             y, (h, c) = self.rnn(x_t.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
             return y.squeeze(1), (h.squeeze(0), c.squeeze(0))
-        rnn = self.rnn
         if rnn.proj_size:
             return self._projected_step(x_t, h, c)
         h, c = torch.lstm_cell(
             x_t, (h, c), rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0
         )
+        return h, (h, c.to(x_t.dtype))
+
+    def _packed_step(self, x_t: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
+        """CPU inference: one matmul on packed weights, then the gates in fp32 (in bf16,
+        PyTorch's tanh alone costs a third of the matmul)."""
+        gates = self._decoding.gates(self.rnn, torch.cat([x_t, h], dim=1)).float()
+        sigmoids, g = gates.split([3 * self.hidden_size, self.hidden_size], dim=1)
+        i, f, o = torch.sigmoid(sigmoids).chunk(3, dim=1)
+        c = torch.addcmul(f * c, i, torch.tanh(g))
+        h = (o * torch.tanh(c)).to(x_t.dtype)
         return h, (h, c)
 
     def _projected_step(self, x_t: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
@@ -84,3 +104,30 @@ class LSTMCell(RecurrentCell):
         hx = None if state is None else (state[0].unsqueeze(0), state[1].unsqueeze(0))
         y, (h, c) = run_fused(self.rnn, x, hx, lengths)
         return y, (h.squeeze(0), c.squeeze(0))
+
+
+class _DecodingWeights:
+    """``[W_ih | W_hh]`` with the gates reordered to (i, f, o, g), packed for oneDNN
+    (s2s.packed_linear): one matmul per step instead of oneDNN's LSTM primitive, which
+    repacks both weights at every call (a quarter of its time on this project's CPU)."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._weight = self._bias = None
+        self._packed = PackedWeight()
+
+    def clear(self) -> None:
+        self._key = self._weight = self._bias = None
+        self._packed.clear()
+
+    def gates(self, rnn: nn.LSTM, x_and_h: Tensor) -> Tensor:
+        """Pre-activations [B, 4H] in the order (i, f, o, g) for x_and_h = [x_t, h]."""
+        params = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+        key = tuple((p.data_ptr(), p._version if not p.is_inference() else 0) for p in params)
+        if self._weight is None or key != self._key:
+            i, f, g, o = torch.cat(params[:2], dim=1).detach().chunk(4)  # nn.LSTM's order
+            self._weight = torch.cat([i, f, o, g])
+            i, f, g, o = (params[2] + params[3]).detach().chunk(4)
+            self._bias = torch.cat([i, f, o, g])
+            self._key = key
+        return self._packed.linear(x_and_h, self._weight, self._bias)

@@ -1,0 +1,98 @@
+"""Linear layers on weights kept in oneDNN's own layout, for decoding on the CPU.
+
+`F.linear` hands oneDNN its weight in PyTorch's plain layout, and oneDNN repacks it into
+its blocked layout at every call. A search step is small, so the repacking is a large part
+of it: on this project's CPU (AMX), the 512 x 8 000 output layer of the peer benchmark
+model took 0.85 ms for 160 rows in bf16 and 0.49 ms on a weight packed once, with the same
+result to the bit; in fp32, 1.55 ms and 0.96 ms for 40 rows (`tools/bench_packed.py`).
+oneDNN also applies tanh in the same pass, where PyTorch's bf16 tanh alone costs as much
+as the matmul.
+
+Only inference uses this: the packed copy has no gradient, and it is packed again when the
+weight's storage or in-place version changes. Fused optimisers update weights without
+bumping the version, so the owners of a `PackedWeight` also drop it whenever their module
+changes mode (`train()` / `eval()`), and use it only in eval mode.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ACTIVATIONS = ("none", "tanh")
+
+# oneDNN builds a kernel for every row count it meets, 2-3 ms each, and a beam search runs
+# its layers on every multiple of the beam size as sentences finish. Padding the rows to a
+# multiple of 20 builds a quarter as many: over 1 000 sentences (beam 5, batches of 64) the
+# first pass took 9-14 % less time, later passes 0-3 % more (docs/performance.md).
+ROW_BUCKET = 20
+
+
+@functools.cache
+def packs(dtype: torch.dtype) -> bool:
+    """Whether this build and CPU pack weights of ``dtype``. oneDNN's bf16 kernels need
+    hardware support (else they run reference code, far slower than PyTorch's own)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    ops = torch.ops.mkldnn
+    if not (hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")):
+        return False
+    if dtype == torch.float32:
+        return True
+    return dtype == torch.bfloat16 and bool(ops._is_mkldnn_bf16_supported())
+
+
+def can_pack(x: Tensor, weight: Tensor) -> bool:
+    """Whether ``x @ weight.T`` may run on a packed weight: CPU inference (no gradient),
+    input and weight in the precision the layer would compute in. Under autocast that is
+    autocast's: its fp32 weights are cast at every call, and the packed layer, which
+    autocast does not see, would compute in fp32 instead."""
+    if torch.is_grad_enabled() or x.device.type != "cpu" or weight.dim() != 2:
+        return False
+    if torch.is_autocast_enabled("cpu") and weight.dtype != torch.get_autocast_dtype("cpu"):
+        return False
+    return x.dtype == weight.dtype and packs(weight.dtype)
+
+
+def _version(tensor: Tensor) -> int:
+    """The in-place update count; tensors made in inference mode keep none."""
+    return 0 if tensor.is_inference() else tensor._version
+
+
+class PackedWeight:
+    """A weight packed once for oneDNN, and packed again when the weight changes."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._packed: Tensor | None = None
+
+    def clear(self) -> None:
+        """Forget the packed copy (its owner's weights may change unseen)."""
+        self._key = self._packed = None
+
+    def get(self, weight: Tensor) -> Tensor:
+        """The packed copy of ``weight`` [out, in]."""
+        key = (weight.data_ptr(), _version(weight), weight.dtype, tuple(weight.shape))
+        if self._packed is None or key != self._key:
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+            self._key = key
+        return self._packed
+
+    def linear(
+        self, x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str = "none"
+    ) -> Tensor:
+        """``activation(F.linear(x, weight, bias))`` for x [..., in], on the packed weight;
+        the rows are padded to a multiple of `ROW_BUCKET` and the padding cut off again."""
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, not {activation!r}")
+        bias = None if bias is None else bias.detach()
+        packed = self.get(weight)
+        rows = x.reshape(-1, x.size(-1))
+        padding = -rows.size(0) % ROW_BUCKET
+        if padding:
+            rows = F.pad(rows, (0, 0, 0, padding))
+        y = torch.ops.mkldnn._linear_pointwise(rows, packed, bias, activation, [], "")
+        return y[: rows.size(0) - padding].view(*x.shape[:-1], y.size(-1))

@@ -1,0 +1,126 @@
+"""Decoding on weights packed for oneDNN (s2s.packed_linear) computes what the plain layers
+compute, and follows the weights when training changes them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from s2s.batching import collate
+from s2s.cell_registry import cell_factory
+from s2s.config import ModelConfig
+from s2s.model import Seq2Seq
+from s2s.packed_linear import PackedWeight, can_pack, packs
+
+pytestmark = pytest.mark.skipif(not packs(torch.float32), reason="needs PyTorch with oneDNN")
+BF16 = pytest.mark.skipif(not packs(torch.bfloat16), reason="this CPU has no oneDNN bf16")
+VOCAB = 40
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("shape", [(7, 12), (3, 1, 12), (20, 12)])
+@pytest.mark.parametrize("activation", ["none", "tanh"])
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"), [(torch.float32, 1e-5), pytest.param(torch.bfloat16, 1e-2, marks=BF16)]
+)
+def test_packed_linear_computes_the_plain_layer(
+    shape: tuple[int, ...], activation: str, dtype: torch.dtype, tolerance: float
+) -> None:
+    x, weight, bias = torch.randn(shape), torch.randn(9, 12), torch.randn(9)
+    x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
+    expected = F.linear(x.float(), weight.float(), bias.float())
+    expected = torch.tanh(expected) if activation == "tanh" else expected
+    with torch.no_grad():
+        packed = PackedWeight().linear(x, weight, bias, activation)
+    assert packed.dtype == dtype
+    torch.testing.assert_close(packed.float(), expected, atol=tolerance, rtol=tolerance)
+
+
+def test_packed_weight_is_packed_again_after_an_in_place_change() -> None:
+    x, weight = torch.randn(4, 6), torch.randn(5, 6)
+    packed = PackedWeight()
+    with torch.no_grad():
+        before = packed.linear(x, weight)
+        weight.mul_(-2)  # same storage, new version
+        after = packed.linear(x, weight)
+    torch.testing.assert_close(after, F.linear(x, weight))
+    torch.testing.assert_close(after, -2 * before)
+
+
+def test_only_cpu_inference_in_the_layers_precision_is_packed() -> None:
+    x, weight = torch.randn(2, 3), torch.randn(4, 3)
+    assert not can_pack(x, weight)  # gradients on: training
+    with torch.no_grad():
+        assert can_pack(x, weight)
+        assert not can_pack(x.bfloat16(), weight)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            # autocast would compute in bf16: an fp32 packed layer would bypass it
+            assert not can_pack(x, weight)
+            assert can_pack(x.bfloat16(), weight.bfloat16()) == packs(torch.bfloat16)
+
+
+def test_an_unknown_activation_is_refused() -> None:
+    with pytest.raises(ValueError, match="activation must be one of"), torch.no_grad():
+        PackedWeight().linear(torch.randn(2, 3), torch.randn(4, 3), activation="relu")
+
+
+def make_model(**options) -> Seq2Seq:
+    config = ModelConfig(embed_size=16, hidden_size=24, dropout=0.0, **options)
+    return Seq2Seq(config, cell_factory("lstm", {}), VOCAB, VOCAB, 0, share_vocab=True)
+
+
+def decode_log_probs(model: Seq2Seq, packed: bool) -> torch.Tensor:
+    """Log-probs of teacher-forced search steps; gradients on keep the plain layers."""
+    batch = collate([0, 1], [[5, 6, 7], [8, 9]], [[8, 9, 10, 11], [12, 13]])
+    with torch.set_grad_enabled(not packed):
+        encoded = model.encode(batch.src, batch.src_lengths)
+        state = model.initial_state(encoded)
+        steps = []
+        for t in range(batch.tgt_in.size(1)):
+            log_probs, state, _ = model.decode_step(batch.tgt_in[:, t], state, encoded)
+            steps.append(log_probs.detach())
+    return torch.stack(steps, 1)
+
+
+def packed_layers_ran(model: Seq2Seq) -> bool:
+    cell = model.decoder.layers[0][0]
+    return model._packed_output._packed is not None and cell._decoding._weight is not None
+
+
+@pytest.mark.parametrize("input_feeding", [False, True])
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"), [(torch.float32, 1e-5), pytest.param(torch.bfloat16, 5e-2, marks=BF16)]
+)
+def test_search_steps_on_packed_weights_match_the_plain_layers(
+    input_feeding: bool, dtype: torch.dtype, tolerance: float
+) -> None:
+    model = make_model(input_feeding=input_feeding).to(dtype).eval()
+    plain = decode_log_probs(model, packed=False)
+    packed = decode_log_probs(model, packed=True)
+    assert packed_layers_ran(model)
+    torch.testing.assert_close(packed, plain, atol=tolerance, rtol=tolerance)
+
+
+def test_decoding_after_training_steps_reads_the_new_weights() -> None:
+    """Fused optimisers change weights in place without bumping their versions: switching
+    modes must drop the packed copies, or validation would decode the old weights."""
+    model = make_model(input_feeding=True).eval()
+    before = decode_log_probs(model, packed=True)
+    assert packed_layers_ran(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, fused=True)
+    batch = collate([0], [[5, 6, 7]], [[8, 9, 10, 11]])
+    model.train()
+    for _ in range(3):
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+        F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    after = decode_log_probs(model, packed=True)
+    assert (after - before).abs().max() > 0.01
+    torch.testing.assert_close(after, decode_log_probs(model, packed=False), atol=1e-5, rtol=1e-5)

@@ -1,0 +1,142 @@
+"""Linear layers on plain against packed weights (s2s.packed_linear), as decoding runs them.
+
+    python tools/bench_packed.py                          # bf16 and fp32, default layers
+    python tools/bench_packed.py --dtype bf16 --layers 512x8000 1280x2048 --rows 40 160 320
+    python tools/bench_packed.py --threads 2 --json packed.json
+
+For each layer (in x out) and row count: the median time of `F.linear` on PyTorch's plain
+weight, which oneDNN repacks at every call, and of `PackedWeight.linear` on a weight packed
+once; and how much longer than the next the first call at a new row count takes, which
+builds oneDNN's kernel for it (the median over 5 row counts above those timed, one per
+bucket of `ROW_BUCKET` rows, so that the packed layer meets a new shape too). The default layers are
+those of the peer benchmark model's search step: the LSTM step ([x_t, h] 1 280 -> 4 x 512
+gates) and the output layer (512 -> 8 000). Time on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from s2s.packed_linear import ROW_BUCKET, PackedWeight, packs
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def median_ms(run: Callable[[], Tensor], repeats: int) -> float:
+    """Median of ``repeats`` calls after two warm-up calls, in milliseconds."""
+    run(), run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def first_call_ms(run: Callable[[Tensor], Tensor], x: Tensor) -> float:
+    """How much longer the first call at a new row count takes than the second."""
+    start = time.perf_counter()
+    run(x)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    run(x)
+    return (first - (time.perf_counter() - start)) * 1e3
+
+
+def bench_layer(size_in: int, size_out: int, dtype: torch.dtype, rows: list[int], repeats: int):
+    """One result per row count: plain and packed time, and (the same for every row count
+    of the layer) the median extra time of a first call over 5 new row counts."""
+    weight = torch.randn(size_out, size_in, dtype=dtype) / size_in**0.5
+    bias = torch.randn(size_out, dtype=dtype)
+    packed = PackedWeight()
+
+    def plain_linear(x: Tensor) -> Tensor:
+        return F.linear(x, weight, bias)
+
+    def packed_linear(x: Tensor) -> Tensor:
+        return packed.linear(x, weight, bias)
+
+    steady = []
+    for count in rows:
+        x = torch.randn(count, size_in, dtype=dtype)
+        steady.append(
+            (
+                median_ms(lambda x=x: plain_linear(x), repeats),
+                median_ms(lambda x=x: packed_linear(x), repeats),
+            )
+        )
+    # Above every row count timed, each in a bucket of its own: shapes not built yet
+    probes = [
+        torch.randn(max(rows) + j * ROW_BUCKET + 1, size_in, dtype=dtype) for j in range(1, 6)
+    ]
+    plain_first = statistics.median(first_call_ms(plain_linear, x) for x in probes)
+    packed_first = statistics.median(first_call_ms(packed_linear, x) for x in probes)
+    return [
+        {
+            "layer": f"{size_in}x{size_out}",
+            "dtype": str(dtype).removeprefix("torch."),
+            "rows": count,
+            "plain_ms": round(plain_ms, 3),
+            "packed_ms": round(packed_ms, 3),
+            "speedup": round(plain_ms / packed_ms, 2),
+            "plain_first_call_extra_ms": round(plain_first, 2),
+            "packed_first_call_extra_ms": round(packed_first, 2),
+        }
+        for count, (plain_ms, packed_ms) in zip(rows, steady, strict=True)
+    ]
+
+
+def parse_layer(text: str) -> tuple[int, int]:
+    try:
+        size_in, size_out = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        message = f"a layer is IN x OUT, like 512x8000, not {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    return size_in, size_out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", nargs="+", type=parse_layer, default=["1280x2048", "512x8000"])
+    parser.add_argument("--rows", nargs="+", type=int, default=[40, 160, 320])
+    parser.add_argument("--dtype", choices=[*DTYPES, "both"], default="both")
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    layers = [parse_layer(x) if isinstance(x, str) else x for x in args.layers]
+    dtypes = list(DTYPES.values()) if args.dtype == "both" else [DTYPES[args.dtype]]
+    results = []
+    with torch.inference_mode():
+        for dtype in dtypes:
+            if not packs(dtype):
+                print(f"skipped {dtype}: this build or CPU does not pack it")
+                continue
+            for size_in, size_out in layers:
+                results += bench_layer(size_in, size_out, dtype, args.rows, args.repeats)
+    header = f"{'layer':>10} {'dtype':>8} {'rows':>5} {'plain ms':>9} {'packed ms':>10} {'x':>5}"
+    print(header + f" {'1st call +ms plain / packed':>28}")
+    for r in results:
+        print(
+            f"{r['layer']:>10} {r['dtype']:>8} {r['rows']:>5} {r['plain_ms']:>9.3f} "
+            f"{r['packed_ms']:>10.3f} {r['speedup']:>5.2f} "
+            f"{r['plain_first_call_extra_ms']:>16.2f} / {r['packed_first_call_extra_ms']:.2f}"
+        )
+    if args.json:
+        conditions = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump({"conditions": conditions, "results": results}, out, indent=1)
+
+
+if __name__ == "__main__":
+    main()
