@@ -11,7 +11,7 @@ from s2s.batching import collate
 from s2s.cell_registry import cell_factory
 from s2s.config import ModelConfig
 from s2s.model import Seq2Seq
-from s2s.packed_linear import PackedWeight, can_pack, packs
+from s2s.packed_linear import PackedWeight, can_pack, packs, padded_rows
 
 pytestmark = pytest.mark.skipif(not packs(torch.float32), reason="needs PyTorch with oneDNN")
 BF16 = pytest.mark.skipif(not packs(torch.bfloat16), reason="this CPU has no oneDNN bf16")
@@ -39,6 +39,15 @@ def test_packed_linear_computes_the_plain_layer(
         packed = PackedWeight().linear(x, weight, bias, activation)
     assert packed.dtype == dtype
     torch.testing.assert_close(packed.float(), expected, atol=tolerance, rtol=tolerance)
+
+
+def test_rows_are_padded_a_little_to_few_row_counts() -> None:
+    """oneDNN builds a kernel per row count: a search's every multiple of the beam size
+    should meet few of them, without computing many padding rows."""
+    for rows in range(1, 5000):
+        padded = padded_rows(rows)
+        assert rows <= padded < rows + max(20, rows / 8)
+    assert len({padded_rows(rows) for rows in range(5, 1001, 5)}) <= 30
 
 
 def test_packed_weight_is_packed_again_after_an_in_place_change() -> None:

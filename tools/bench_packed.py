@@ -7,10 +7,10 @@
 For each layer (in x out) and row count: the median time of `F.linear` on PyTorch's plain
 weight, which oneDNN repacks at every call, and of `PackedWeight.linear` on a weight packed
 once; and how much longer than the next the first call at a new row count takes, which
-builds oneDNN's kernel for it (the median over 5 row counts above those timed, one per
-bucket of `ROW_BUCKET` rows, so that the packed layer meets a new shape too). The default layers are
-those of the peer benchmark model's search step: the LSTM step ([x_t, h] 1 280 -> 4 x 512
-gates) and the output layer (512 -> 8 000). Time on a quiet machine.
+builds oneDNN's kernel for it (the median over 5 row counts above those timed, each padded
+to a row count of its own, so that the packed layer meets a new shape too). The default
+layers are those of the peer benchmark model's search step: the LSTM step ([x_t, h] 1 280
+-> 4 x 512 gates) and the output layer (512 -> 8 000). Time on a quiet machine.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from s2s.packed_linear import ROW_BUCKET, PackedWeight, packs
+from s2s.packed_linear import PackedWeight, packs, padded_rows
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -74,9 +74,10 @@ def bench_layer(size_in: int, size_out: int, dtype: torch.dtype, rows: list[int]
             )
         )
     # Above every row count timed, each in a bucket of its own: shapes not built yet
-    probes = [
-        torch.randn(max(rows) + j * ROW_BUCKET + 1, size_in, dtype=dtype) for j in range(1, 6)
-    ]
+    probes, count = [], max(rows)
+    for _ in range(5):
+        count = padded_rows(count) + 1
+        probes.append(torch.randn(count, size_in, dtype=dtype))
     plain_first = statistics.median(first_call_ms(plain_linear, x) for x in probes)
     packed_first = statistics.median(first_call_ms(packed_linear, x) for x in probes)
     return [
