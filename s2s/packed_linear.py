@@ -83,6 +83,11 @@ class PackedWeight:
         """Forget the packed copy (its owner's weights may change unseen)."""
         self._key = self._packed = None
 
+    # oneDNN's opaque tensors can be neither copied nor pickled: a copied or saved model
+    # starts without the packed copy and packs its own weights when it first needs them.
+    def __getstate__(self) -> dict:
+        return {"_key": None, "_packed": None}
+
     def get(self, weight: Tensor) -> Tensor:
         """The packed copy of ``weight`` [out, in]."""
         key = (weight.data_ptr(), _version(weight), weight.dtype, tuple(weight.shape))

@@ -3,6 +3,8 @@ compute, and follows the weights when training changes them."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -133,3 +135,16 @@ def test_decoding_after_training_steps_reads_the_new_weights() -> None:
     after = decode_log_probs(model, packed=True)
     assert (after - before).abs().max() > 0.01
     torch.testing.assert_close(after, decode_log_probs(model, packed=False), atol=1e-5, rtol=1e-5)
+
+
+def test_a_model_that_decoded_can_be_copied_and_saved(tmp_path) -> None:
+    """oneDNN's packed tensors cannot be copied or pickled: copies start without them."""
+    model = make_model(input_feeding=True).eval()
+    expected = decode_log_probs(model, packed=True)
+    assert packed_layers_ran(model)
+    copied = copy.deepcopy(model)
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    for other in (copied, loaded):
+        assert not packed_layers_ran(other)
+        torch.testing.assert_close(decode_log_probs(other, packed=True), expected)

@@ -120,6 +120,9 @@ class _DecodingWeights:
         self._key = self._weight = self._bias = None
         self._packed.clear()
 
+    def __getstate__(self) -> dict:
+        return vars(type(self)())  # copies and pickles rebuild it when first needed
+
     def gates(self, rnn: nn.LSTM, x_and_h: Tensor) -> Tensor:
         """Pre-activations [B, 4H] in the order (i, f, o, g) for x_and_h = [x_t, h]."""
         params = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
