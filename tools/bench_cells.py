@@ -6,10 +6,11 @@
 
 For each cell: a whole sequence forward (no grad, as an encoder at decoding time) and
 forward+backward (training) on batch x length x input -> hidden, and one decoding `step`
-at --step-batch rows (64 sentences x beam 5). Rows `torch.nn.LSTM/GRU/RNN` time the raw
-kernels at the same shapes (their step: nn.LSTMCell/GRUCell/RNNCell); `vs raw` divides a
-built-in cell's time by its kernel's. Medians of --repeats runs after --warmup runs.
-Time on a quiet machine: another job on a core slows small-thread kernels a lot.
+at --step-batch rows (64 sentences x beam 5), in eval mode without grad as search runs
+it. Rows `torch.nn.LSTM/GRU/RNN` time the raw kernels at the same shapes (their step:
+nn.LSTMCell/GRUCell/RNNCell); `vs raw` divides a built-in cell's time by its kernel's.
+Medians of --repeats runs after --warmup runs. Time on a quiet machine: another job on a
+core slows small-thread kernels a lot.
 """
 
 from __future__ import annotations
@@ -147,7 +148,9 @@ def bench_cell(cls: type[RecurrentCell], name: str, options, args, device, compi
     step = torch.compile(cell.step, dynamic=False) if compiled else cell.step
     module = _Wrapped(cell, stepwise_forward(cell, step)) if compiled else cell
     forward, forward_backward = time_sequence(module, x, args, device)
+    cell.eval()  # as search runs it: the LSTM steps on packed weights in CPU inference
     step_ms = time_steps(lambda x: step(x, state), x_t, args, device)
+    cell.train()
     label = name + (f"({options})" if options else "") + (" compiled step loop" if compiled else "")
     return {
         "cell": label,
