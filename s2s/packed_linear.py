@@ -24,12 +24,12 @@ from torch import Tensor
 
 ACTIVATIONS = ("none", "tanh")
 
-# oneDNN builds a kernel for every row count it meets, 2-5 ms each (more for more rows), and
+# oneDNN builds a kernel for every row count it meets (0.1-5 ms, growing with the rows), and
 # a beam search meets every multiple of the beam size as sentences finish. Rows are padded
 # to a multiple of ROW_BUCKET, a step that doubles whenever the rows pass 16 steps, so the
 # padding stays under 1/8 of the rows past 320 and the kernels few: 29 row counts up to
-# 1 000 rows instead of 1 000. Over 1 000 sentences (beam 5, bf16, peer model) the first
-# pass took 9-14 % less time, later ones 0-3 % more (docs/performance.md).
+# 1 000 rows instead of 1 000. Over 1 000 sentences (beam 5, bf16, 64-sentence batches) the
+# first pass took 8-12 % less time, later ones 0-3 % more (docs/performance.md).
 ROW_BUCKET = 20
 
 
