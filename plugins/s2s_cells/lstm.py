@@ -76,11 +76,12 @@ class LSTMCell(RecurrentCell):
         h, c = torch.lstm_cell(
             x_t, (h, c), rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0
         )
-        return h, (h, c.to(x_t.dtype))
+        return h, (h, c)
 
     def _packed_step(self, x_t: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
         """CPU inference: one matmul on packed weights, then the gates in fp32 (in bf16,
-        PyTorch's tanh alone costs a third of the matmul)."""
+        PyTorch's tanh alone costs a third of the matmul). The cell state c stays in fp32
+        from step to step; h, the next layer's input, is in x_t's precision."""
         gates = self._decoding.gates(self.rnn, torch.cat([x_t, h], dim=1)).float()
         sigmoids, g = gates.split([3 * self.hidden_size, self.hidden_size], dim=1)
         i, f, o = torch.sigmoid(sigmoids).chunk(3, dim=1)
