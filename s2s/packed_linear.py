@@ -67,7 +67,7 @@ def can_pack(x: Tensor, weight: Tensor) -> bool:
     return x.dtype == weight.dtype and packs(weight.dtype)
 
 
-def _version(tensor: Tensor) -> int:
+def in_place_version(tensor: Tensor) -> int:
     """The in-place update count; tensors made in inference mode keep none."""
     return 0 if tensor.is_inference() else tensor._version
 
@@ -90,7 +90,7 @@ class PackedWeight:
 
     def get(self, weight: Tensor) -> Tensor:
         """The packed copy of ``weight`` [out, in]."""
-        key = (weight.data_ptr(), _version(weight), weight.dtype, tuple(weight.shape))
+        key = (weight.data_ptr(), in_place_version(weight), weight.dtype, tuple(weight.shape))
         if self._packed is None or key != self._key:
             self._packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
             self._key = key

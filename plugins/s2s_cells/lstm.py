@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State, run_fused
-from s2s.packed_linear import PackedWeight, can_pack
+from s2s.packed_linear import PackedWeight, can_pack, in_place_version
 
 # Below this many rows a single `lstm_cell` call beats the fixed overhead of a oneDNN call
 # when decoding without packed weights (GPU, autocast's fp32 weights). In training (input
@@ -127,7 +127,7 @@ class _DecodingWeights:
     def gates(self, rnn: nn.LSTM, x_and_h: Tensor) -> Tensor:
         """Pre-activations [B, 4H] in the order (i, f, o, g) for x_and_h = [x_t, h]."""
         params = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
-        key = tuple((p.data_ptr(), p._version if not p.is_inference() else 0) for p in params)
+        key = tuple((p.data_ptr(), in_place_version(p)) for p in params)
         if self._weight is None or key != self._key:
             i, f, g, o = torch.cat(params[:2], dim=1).detach().chunk(4)  # nn.LSTM's order
             self._weight = torch.cat([i, f, o, g])
