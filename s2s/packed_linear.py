@@ -59,8 +59,11 @@ def can_pack(x: Tensor, weight: Tensor) -> bool:
     """Whether ``x @ weight.T`` may run on a packed weight: CPU inference (no gradient),
     input and weight in the precision the layer would compute in. Under autocast that is
     autocast's: its fp32 weights are cast at every call, and the packed layer, which
-    autocast does not see, would compute in fp32 instead."""
+    autocast does not see, would compute in fp32 instead. ``torch.backends.mkldnn.flags(
+    enabled=False)`` turns it off, as it turns off PyTorch's own use of oneDNN."""
     if torch.is_grad_enabled() or x.device.type != "cpu" or weight.dim() != 2:
+        return False
+    if not torch.backends.mkldnn.enabled:
         return False
     if torch.is_autocast_enabled("cpu") and weight.dtype != torch.get_autocast_dtype("cpu"):
         return False

@@ -73,6 +73,8 @@ def test_only_cpu_inference_in_the_layers_precision_is_packed() -> None:
             # autocast would compute in bf16: an fp32 packed layer would bypass it
             assert not can_pack(x, weight)
             assert can_pack(x.bfloat16(), weight.bfloat16()) == packs(torch.bfloat16)
+        with torch.backends.mkldnn.flags(enabled=False):
+            assert not can_pack(x, weight)
 
 
 def test_an_unknown_activation_is_refused() -> None:
