@@ -40,6 +40,27 @@ def user_errors(command):
     return wrapper
 
 
+# Set by `script`: the process is the s2s command's own, so its CPU modes are s2s's to set.
+# `main()` called from someone's Python program leaves them to that program.
+_OWN_PROCESS = False
+
+
+def computes(command):
+    """Commands that run a model: in the s2s command's own process, denormal floats are
+    flushed to zero first, before torch starts the threads that inherit the mode
+    (s2s.denormals)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        if _OWN_PROCESS:
+            from s2s.denormals import flush_denormals
+
+            flush_denormals()
+        return command(*args, **kwargs)
+
+    return wrapper
+
+
 def setup_logging(quiet: bool, verbose: bool = False) -> None:
     from s2s.progress import configure_logging
 
@@ -87,6 +108,7 @@ Overrides = Annotated[
 
 @app.command()
 @user_errors
+@computes
 def train(
     recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
     overrides: Overrides = None,
@@ -153,6 +175,7 @@ def train(
 
 @app.command()
 @user_errors
+@computes
 def translate(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `s2s train`.")],
     input: InputOption = None,
@@ -232,6 +255,7 @@ def translate(
 
 @app.command()
 @user_errors
+@computes
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `s2s train`.")],
     split: Annotated[str, typer.Option(help="Split of the recipe's [data] to score.")] = "test",
@@ -268,6 +292,7 @@ def evaluate(
 
 @app.command()
 @user_errors
+@computes
 def transcribe(
     run_dir: Annotated[Path, typer.Argument(help="Run directory of a speech recipe.")],
     files: Annotated[
@@ -329,6 +354,7 @@ def plot(
 
 @app.command()
 @user_errors
+@computes
 def align(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `s2s train`.")],
     sentence: Annotated[str, typer.Argument(help="Source sentence to translate.")],
@@ -414,6 +440,7 @@ def average(
 
 @app.command()
 @user_errors
+@computes
 def generate(
     run_dir: Annotated[Path, typer.Argument(help="Language-model run directory.")],
     prompt: Annotated[str, typer.Option(help="Text to continue (may be empty).")] = "",
@@ -450,6 +477,7 @@ def generate(
 
 @app.command()
 @user_errors
+@computes
 def score(
     run_dir: Annotated[Path, typer.Argument(help="Language-model run directory.")],
     input: InputOption = None,
@@ -478,12 +506,15 @@ def main() -> None:
 
 def script() -> None:
     """The `s2s` script and `python -m s2s` (DDP workers too): first, once, restart under
-    tcmalloc where the system has it (s2s.allocator), then run the command."""
+    tcmalloc where the system has it (s2s.allocator), then run the command, which may set
+    the CPU's floating-point modes (s2s.denormals)."""
     from s2s.allocator import restart_under_tcmalloc
 
+    global _OWN_PROCESS
     try:
         restart_under_tcmalloc()
     except S2SError as error:  # a malformed S2S_TCMALLOC, before any command runs
         print(f"s2s: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
+    _OWN_PROCESS = True
     main()

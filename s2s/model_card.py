@@ -52,12 +52,14 @@ def versions() -> dict[str, str]:
 
     from s2s import __version__
     from s2s.allocator import allocator_in_use
+    from s2s.denormals import denormals_flushed
 
     return {
         "s2s": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "malloc": allocator_in_use(),
+        "denormals": "flushed" if denormals_flushed() else "kept",
     }
 
 
@@ -270,6 +272,8 @@ def format_card(card: dict[str, Any]) -> str:
         written_by = f"s2s {who['s2s']}, torch {who['torch']}, Python {who['python']}"
         if "malloc" in who:  # recorded since s2s.allocator; speed depends on it
             written_by += f", malloc {who['malloc']}"
+        if "denormals" in who:  # recorded since s2s.denormals; fp32 speed depends on it
+            written_by += f", denormals {who['denormals']}"
     rows.append(("written by", written_by))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)

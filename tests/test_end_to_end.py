@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from s2s.allocator import tcmalloc_library
 from tests.conftest import tiny_recipe
 
-# the test environment's own allocator choice, which each test sets for itself
-ALLOCATOR_CHOICE = ("LD_PRELOAD", "S2S_TCMALLOC")
+# the test environment's own allocator and floating-point choices, which each test sets
+CHOICES = ("LD_PRELOAD", "S2S_TCMALLOC", "S2S_FLUSH_DENORMALS")
 
 
 def s2s(*args: str, stdin: bytes | None = None, **env: str) -> subprocess.CompletedProcess:
@@ -22,7 +24,7 @@ def s2s(*args: str, stdin: bytes | None = None, **env: str) -> subprocess.Comple
         input=stdin,
         capture_output=True,
         timeout=300,
-        env={**{k: v for k, v in os.environ.items() if k not in ALLOCATOR_CHOICE}, **env},
+        env={**{k: v for k, v in os.environ.items() if k not in CHOICES}, **env},
     )
 
 
@@ -41,14 +43,18 @@ def test_train_writes_a_self_contained_run_directory(tmp_path: Path) -> None:
     # the cached tokenisation is reused, not rebuilt, by a second run on the same directory
     cached = sorted(p.name for p in (out / "cache").iterdir())
     more = ("train", str(recipe), "--out", str(out), "--set", "train.max_steps=8", "-q")
-    result = s2s(*more, S2S_TCMALLOC="0")
+    result = s2s(*more, S2S_TCMALLOC="0", S2S_FLUSH_DENORMALS="0")
     assert result.returncode == 0, result.stderr.decode()
     assert sorted(p.name for p in (out / "cache").iterdir()) == cached
-    # s2s trains under tcmalloc where the system has it (much faster), unless told not to
+    # s2s trains under tcmalloc where the system has it (much faster), unless told not to,
+    # and with denormals flushed to zero where the CPU can (fp32 training much faster)
     sessions = json.loads((out / "about.json").read_text())["sessions"]
     system = "glibc" if platform.libc_ver()[0] == "glibc" else "system"
     assert sessions[0]["malloc"] == ("tcmalloc" if tcmalloc_library() else system)
     assert sessions[1]["malloc"] == system
+    can_flush = torch.set_flush_denormal(False)  # asks without turning it on here
+    assert sessions[0]["denormals"] == ("flushed" if can_flush else "kept")
+    assert sessions[1]["denormals"] == "kept"
 
 
 def test_translate_keeps_line_count_order_and_empty_lines(trained_run: Path) -> None:

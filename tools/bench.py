@@ -44,6 +44,7 @@ from bench_train import StepSource, build_trainer, measure_training, train_until
 from s2s.cli import AMP_CHOICES
 from s2s.config import Config, load_config
 from s2s.corpus import load_parallel
+from s2s.denormals import denormals_flushed, flush_denormals
 from s2s.errors import S2SError
 from s2s.precision import cast_for_decoding, limit_onednn_cache, resolve_amp
 from s2s.run_dir import load_run
@@ -187,6 +188,7 @@ class Harness:
             ),
             # an allocator preloaded in place of glibc's (tcmalloc trains much faster)
             "ld_preload": os.environ.get("LD_PRELOAD", ""),
+            "denormals_flushed": denormals_flushed(),
         }
         if "train" in self.parts or ("decode" in self.parts and not args.run):
             self._make_trainer()
@@ -498,4 +500,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    flush_denormals()  # as the s2s command does, before torch starts its threads
     sys.exit(main())
