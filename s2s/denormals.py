@@ -4,7 +4,7 @@ Saturated tanh and sigmoid units have derivatives below fp32's smallest normal n
 (1.2e-38), and attention gives far-away source words probabilities that small. x86 CPUs
 compute on such denormal numbers through a slow microcode path: in fp32 training of the
 peer benchmark model on this project's CPU, a 64 x 512 by 64 x 1 024 weight-gradient matmul
-took 4.0 ms instead of 0.24 ms, and matmuls of the encoder's keys 40-100 ms instead of a
+took 4.0 ms instead of 0.24 ms, and matmuls of the encoder's keys 26-104 ms instead of a
 few. Flushing them to zero (the CPU's FTZ and DAZ modes, `torch.set_flush_denormal`) costs
 nothing in accuracy that fp32 can represent; TensorFlow and XLA do it by default.
 
