@@ -19,6 +19,7 @@ S2S_FLUSH_DENORMALS=0 keeps the CPU's default.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 
 from s2s.errors import S2SError
@@ -43,6 +44,16 @@ def flush_denormals(environ: Mapping[str, str] = os.environ) -> bool:
     import torch
 
     return bool(torch.set_flush_denormal(True))
+
+
+def flush_denormals_in_script(program: str) -> None:
+    """`flush_denormals` for a script run as a program (the benchmark tools): a malformed
+    switch ends it with one line naming ``program``."""
+    try:
+        flush_denormals()
+    except S2SError as error:
+        print(f"{program}: {error}", file=sys.stderr)
+        raise SystemExit(error.exit_code) from None
 
 
 def denormals_flushed() -> bool:

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from s2s.denormals import SWITCH, wanted
+from s2s.denormals import SWITCH, flush_denormals_in_script, wanted
 from s2s.errors import S2SError
 
 CAN_FLUSH = torch.set_flush_denormal(False)  # asks without turning it on in this process
@@ -59,4 +59,14 @@ def test_a_malformed_switch_stops_a_command_with_one_line(tmp_path) -> None:
     assert result.returncode != 0
     assert result.stderr.decode().strip().splitlines() == [
         f"s2s: error: {SWITCH}='yes': use 1 (flush denormals to zero) or 0 (keep them)"
+    ]
+
+
+def test_a_benchmark_script_stops_on_a_malformed_switch_with_one_line(monkeypatch, capsys) -> None:
+    monkeypatch.setenv(SWITCH, "2")
+    with pytest.raises(SystemExit) as stopped:
+        flush_denormals_in_script("bench")
+    assert stopped.value.code != 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"bench: {SWITCH}='2': use 1 (flush denormals to zero) or 0 (keep them)"
     ]

@@ -44,7 +44,7 @@ from bench_train import StepSource, build_trainer, measure_training, train_until
 from s2s.cli import AMP_CHOICES
 from s2s.config import Config, load_config
 from s2s.corpus import load_parallel
-from s2s.denormals import denormals_flushed, flush_denormals
+from s2s.denormals import denormals_flushed, flush_denormals_in_script
 from s2s.errors import S2SError
 from s2s.precision import cast_for_decoding, limit_onednn_cache, resolve_amp
 from s2s.run_dir import load_run
@@ -500,5 +500,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    flush_denormals()  # as the s2s command does, before torch starts its threads
+    flush_denormals_in_script("bench")  # as s2s does, before torch starts its threads
     sys.exit(main())

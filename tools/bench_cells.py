@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from s2s.cell_registry import check_cell_options, discover_cells, load_entry
 from s2s.cells import RecurrentCell
-from s2s.denormals import flush_denormals
+from s2s.denormals import flush_denormals_in_script
 
 # Built-in cell -> the raw kernels it is measured against, and the options they share.
 RAW_KERNELS: dict[str, tuple[type[nn.RNNBase], type[nn.RNNCellBase], tuple[str, ...]]] = {
@@ -257,5 +257,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    flush_denormals()  # as the s2s command does, before torch starts its threads
+    flush_denormals_in_script("bench_cells")  # as s2s does, before torch starts its threads
     main()

@@ -28,7 +28,7 @@ from s2s.batching import collate
 from s2s.cli import AMP_CHOICES
 from s2s.config import SplitConfig
 from s2s.corpus import load_parallel
-from s2s.denormals import flush_denormals
+from s2s.denormals import flush_denormals_in_script
 from s2s.run_dir import load_run
 from s2s.search import search_batches
 from s2s.translator import Translator
@@ -172,5 +172,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    flush_denormals()  # as the s2s command does, before torch starts its threads
+    flush_denormals_in_script("bench_decode")  # as s2s does, before torch starts its threads
     main()
