@@ -11,6 +11,20 @@ ROOT = Path(__file__).resolve().parent.parent
 MULTI30K = ROOT / "recipes" / "data" / "multi30k"
 
 
+def search_step_log_probs(model, batch):
+    """Log-probs [B, T, V] of search's decode_step fed the batch's targets one step at a
+    time, in the caller's grad and autocast mode: what teacher forcing must match."""
+    import torch
+
+    encoded = model.encode(batch.src, batch.src_lengths)
+    state = model.initial_state(encoded)
+    steps = []
+    for t in range(batch.tgt_in.size(1)):
+        log_probs, state, _ = model.decode_step(batch.tgt_in[:, t], state, encoded)
+        steps.append(log_probs.detach())
+    return torch.stack(steps, dim=1)
+
+
 def multi30k_lines(name: str, count: int) -> list[str]:
     with gzip.open(MULTI30K / name, "rt", encoding="utf-8") as handle:
         return [next(handle).rstrip("\n") for _ in range(count)]

@@ -20,6 +20,7 @@ from s2s.model import Seq2Seq
 from s2s.recurrent_stack import RecurrentStack
 from s2s.search import beam_search, max_output_lengths
 from s2s.testing import check_cell
+from tests.conftest import search_step_log_probs
 
 BUILT_IN = ["rnn", "lstm", "gru", "crnn"]
 VARIANTS: list[tuple[str, dict[str, Any]]] = [
@@ -153,11 +154,8 @@ def test_a_model_of_each_cell_trains_and_decodes(name: str, options: dict[str, A
     model.eval()
     with torch.no_grad():
         log_probs = model(batch.src, batch.src_lengths, batch.tgt_in).log_softmax(-1)
-        encoded = model.encode(batch.src, batch.src_lengths)
-        state = model.initial_state(encoded)
-        for t in range(batch.tgt_in.size(1)):
-            step_log_probs, state, _ = model.decode_step(batch.tgt_in[:, t], state, encoded)
-            torch.testing.assert_close(step_log_probs, log_probs[:, t], atol=1e-5, rtol=1e-5)
+        stepwise = search_step_log_probs(model, batch)
+    torch.testing.assert_close(stepwise, log_probs, atol=1e-5, rtol=1e-5)
     limits = max_output_lengths(batch.src_lengths, 2.0, 3)
     found = beam_search(model, batch.src, batch.src_lengths, limits, beam_size=3, nbest=2)
     assert [len(hyps) for hyps in found] == [2, 2]

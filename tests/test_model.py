@@ -10,6 +10,7 @@ from s2s.cell_registry import cell_factory
 from s2s.config import ModelConfig
 from s2s.model import Seq2Seq
 from s2s.search import beam_search, max_output_lengths
+from tests.conftest import search_step_log_probs
 
 VOCAB = 40
 
@@ -62,11 +63,8 @@ def test_teacher_forcing_matches_stepwise_decoding(input_feeding: bool, attentio
     batch = collate([0], [[5, 6, 7]], [[8, 9, 10, 11]])
     with torch.no_grad():
         logits = model(batch.src, batch.src_lengths, batch.tgt_in).log_softmax(-1)
-        encoded = model.encode(batch.src, batch.src_lengths)
-        state = model.initial_state(encoded)
-        for t in range(batch.tgt_in.size(1)):
-            log_probs, state, _ = model.decode_step(batch.tgt_in[:, t], state, encoded)
-            torch.testing.assert_close(log_probs, logits[:, t], atol=1e-5, rtol=1e-5)
+        stepwise = search_step_log_probs(model, batch)
+    torch.testing.assert_close(stepwise, logits, atol=1e-5, rtol=1e-5)
 
 
 def test_translation_is_the_same_alone_and_padded_in_a_batch() -> None:

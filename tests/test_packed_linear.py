@@ -14,6 +14,7 @@ from s2s.cell_registry import cell_factory
 from s2s.config import ModelConfig
 from s2s.model import Seq2Seq
 from s2s.packed_linear import PackedWeight, can_pack, packs, padded_rows
+from tests.conftest import search_step_log_probs
 
 pytestmark = pytest.mark.skipif(not packs(torch.float32), reason="needs PyTorch with oneDNN")
 BF16 = pytest.mark.skipif(not packs(torch.bfloat16), reason="this CPU has no oneDNN bf16")
@@ -91,13 +92,7 @@ def decode_log_probs(model: Seq2Seq, packed: bool) -> torch.Tensor:
     """Log-probs of teacher-forced search steps; gradients on keep the plain layers."""
     batch = collate([0, 1], [[5, 6, 7], [8, 9]], [[8, 9, 10, 11], [12, 13]])
     with torch.set_grad_enabled(not packed):
-        encoded = model.encode(batch.src, batch.src_lengths)
-        state = model.initial_state(encoded)
-        steps = []
-        for t in range(batch.tgt_in.size(1)):
-            log_probs, state, _ = model.decode_step(batch.tgt_in[:, t], state, encoded)
-            steps.append(log_probs.detach())
-    return torch.stack(steps, 1)
+        return search_step_log_probs(model, batch)
 
 
 def packed_layers_ran(model: Seq2Seq) -> bool:

@@ -17,6 +17,7 @@ from s2s.precision import decode_autocast, resolve_amp
 from s2s.run_dir import load_run
 from s2s.tokenizer import PAD_ID
 from s2s.translator import Translator
+from tests.conftest import search_step_log_probs
 
 SOURCES = [
     "A man is riding a bicycle.",
@@ -95,13 +96,7 @@ def test_a_run_loaded_to_decode_in_bf16_keeps_bf16_weights(trained_run: Path) ->
 def teacher_forced_log_probs(model: torch.nn.Module, batch, amp: str) -> torch.Tensor:
     """Search steps' log-probs [B, T, V] along the batch's targets, under decode.amp."""
     with torch.no_grad(), decode_autocast(amp, torch.device("cpu"))():
-        encoded = model.encode(batch.src, batch.src_lengths)
-        state = model.initial_state(encoded)
-        steps = []
-        for t in range(batch.tgt_in.size(1)):
-            log_probs, state, _ = model.decode_step(batch.tgt_in[:, t], state, encoded)
-            steps.append(log_probs)
-    return torch.stack(steps, dim=1)
+        return search_step_log_probs(model, batch)
 
 
 def test_only_training_caps_the_onednn_primitive_cache(tmp_path: Path, monkeypatch) -> None:

@@ -27,6 +27,7 @@ from s2s.rouge import require_rouge, rouge, rouge_scores
 from s2s.run_dir import load_weights
 from s2s.search import beam_search, greedy_search, max_output_lengths
 from s2s.training import label_smoothed_loss
+from tests.conftest import search_step_log_probs
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "summarization.toml"
@@ -64,11 +65,8 @@ def test_copy_output_is_normalised_and_matches_stepwise_decoding(input_feeding: 
         cross_entropy = F.cross_entropy(flat, gold, ignore_index=0, reduction="sum")
         nll = F.nll_loss(flat, gold, ignore_index=0, reduction="sum")
         torch.testing.assert_close(cross_entropy, nll)
-        encoded = model.encode(batch.src, batch.src_lengths)
-        state = model.initial_state(encoded)
-        for t in range(batch.tgt_in.size(1)):
-            step, state, _ = model.decode_step(batch.tgt_in[:, t], state, encoded)
-            torch.testing.assert_close(step, log_probs[:, t], atol=1e-5, rtol=1e-5)
+        stepwise = search_step_log_probs(model, batch)
+    torch.testing.assert_close(stepwise, log_probs, atol=1e-5, rtol=1e-5)
 
 
 def test_copy_gradients_are_finite_with_smoothing_and_padding() -> None:
