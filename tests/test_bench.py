@@ -110,3 +110,17 @@ def test_unknown_part_is_rejected(capsys):
     with pytest.raises(SystemExit) as stop:
         bench.main(["--only", "train,speed"])
     assert stop.value.code != 0
+
+
+def test_a_json_path_that_cannot_be_written_stops_before_measuring(tmp_path, capsys):
+    """Checked when the arguments are read: a typo must not throw away a long run."""
+    missing_folder = tmp_path / "no" / "b.json"
+    for where, message in (
+        (missing_folder, f"{missing_folder}: its folder does not exist"),
+        (tmp_path, f"{tmp_path} is a folder, not a file"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            bench.main(["--only", "cells", "--json", str(where)])
+        assert stop.value.code != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].endswith(f"error: argument --json: {message}")

@@ -39,6 +39,7 @@ import bench_cells
 import torch
 from bench_decode import decode_speed
 from bench_machine import OtherLoad, machine_info, wait_quiet
+from bench_output import json_path
 from bench_train import StepSource, build_trainer, measure_training, train_until
 
 from s2s.cli import AMP_CHOICES
@@ -456,7 +457,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.1,
         help="quiet: other processes use less than this share of all cores",
     )
-    add("--json", type=Path, help="write all results here")
+    add("--json", type=json_path, help="write all results here")
     args = parser.parse_args(argv)
     try:
         parse_parts(args.only)

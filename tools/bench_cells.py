@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from bench_output import json_path
 from torch import Tensor, nn
 
 from s2s.cell_registry import check_cell_options, discover_cells, load_entry
@@ -202,7 +203,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(step)")
-    parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--json", type=json_path, help="also write the rows here")
     return parser.parse_args(argv)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_output import json_path
 
 from s2s.batching import collate
 from s2s.cli import AMP_CHOICES
@@ -149,7 +150,7 @@ def main() -> None:
     parser.add_argument(
         "--amp", choices=AMP_CHOICES, help="decoding precision (default: the run's decode.amp)"
     )
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--json", type=json_path, help="also write the results here")
     args = parser.parse_args()
     for path in (args.src, args.ref):
         if not path.is_file():

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from bench_output import json_path
 from torch import Tensor
 
 from s2s.denormals import flush_denormals_in_script
@@ -96,10 +97,22 @@ def bench_layer(size_in: int, size_out: int, dtype: torch.dtype, rows: list[int]
     ]
 
 
-def parse_layer(text: str) -> tuple[int, int]:
+def positive(text: str) -> int:
+    """A count of at least 1 (rows, repeats, layer widths)."""
     try:
-        size_in, size_out = (int(part) for part in text.lower().split("x"))
+        value = int(text)
     except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, not {text!r}")
+    return value
+
+
+def parse_layer(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        size_in, size_out = (positive(part) for part in parts)
+    except (ValueError, argparse.ArgumentTypeError):
         message = f"a layer is IN x OUT, like 512x8000, not {text!r}"
         raise argparse.ArgumentTypeError(message) from None
     return size_in, size_out
@@ -107,16 +120,17 @@ def parse_layer(text: str) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layers", nargs="+", type=parse_layer, default=["1280x2048", "512x8000"])
-    parser.add_argument("--rows", nargs="+", type=int, default=[40, 160, 320])
+    parser.add_argument(
+        "--layers", nargs="+", type=parse_layer, default=[(1280, 2048), (512, 8000)]
+    )
+    parser.add_argument("--rows", nargs="+", type=positive, default=[40, 160, 320])
     parser.add_argument("--dtype", choices=[*DTYPES, "both"], default="both")
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--repeats", type=positive, default=50)
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
-    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--json", type=json_path, help="also write the results here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    layers = [parse_layer(x) if isinstance(x, str) else x for x in args.layers]
     dtypes = list(DTYPES.values()) if args.dtype == "both" else [DTYPES[args.dtype]]
     results = []
     with torch.inference_mode():
@@ -124,7 +138,7 @@ def main() -> None:
             if not packs(dtype):
                 print(f"skipped {dtype}: this build or CPU does not pack it")
                 continue
-            for size_in, size_out in layers:
+            for size_in, size_out in args.layers:
                 results += bench_layer(size_in, size_out, dtype, args.rows, args.repeats)
     header = f"{'layer':>10} {'dtype':>8} {'rows':>5} {'plain ms':>9} {'packed ms':>10} {'x':>5}"
     print(header + f" {'1st call +ms plain / packed':>28}")
