@@ -30,6 +30,7 @@ from s2s.cli import AMP_CHOICES
 from s2s.config import SplitConfig
 from s2s.corpus import load_parallel
 from s2s.denormals import flush_denormals_in_script
+from s2s.errors import S2SError
 from s2s.run_dir import load_run
 from s2s.search import search_batches
 from s2s.translator import Translator
@@ -158,7 +159,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    config, tokenizers, model, device = load_run(args.run, device="cpu", amp=args.amp)
+    try:
+        config, tokenizers, model, device = load_run(args.run, device="cpu", amp=args.amp)
+    except S2SError as error:  # no run there, or a precision this device lacks
+        parser.exit(error.exit_code, f"bench_decode: {error}\n")
     translator = Translator(model, tokenizers, config.decode, device)
     text = load_parallel(SplitConfig(src=args.src, tgt=args.ref), "bench")
     results = []
