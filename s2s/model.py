@@ -27,6 +27,13 @@ from s2s.dropout import Dropout
 from s2s.packed_linear import PackedWeight, can_pack
 from s2s.recurrent_stack import CellFactory, RecurrentStack
 
+# On this project's CPU (AMX), the combine layer of the peer benchmark model (1 024 -> 512,
+# tanh) ran 20-35 % faster in bf16 as calls of at most 160 rows than in one call over
+# 320-1 000 rows, and skips building kernels for more rows, 3-12 ms each. The output layer
+# reads a large weight for every call, so it takes all rows at once
+# (`tools/bench_packed.py --max-rows`, docs/performance.md).
+COMBINE_BF16_MAX_ROWS = 160
+
 # DecoderState = (per-layer cell states, previous attentional vector [B, A]); all batch-first.
 DecoderState = tuple[list[tuple[Tensor, ...]], Tensor]
 
@@ -108,7 +115,8 @@ class Seq2Seq(nn.Module):
         # Registered last and only with copy on: checkpoints without it load unchanged.
         self.copy_switch = CopySwitch(memory_size, query_size, embed) if config.copy else None
         # Packed copies of the combine and output weights for CPU decoding (s2s.packed_linear)
-        self._packed_combine, self._packed_output = PackedWeight(), PackedWeight()
+        self._packed_combine = PackedWeight(bf16_max_rows=COMBINE_BF16_MAX_ROWS)
+        self._packed_output = PackedWeight()
         # Embeddings keep nn.Embedding's N(0, 1) init. The Transformer-style std of
         # embed**-0.5 starves the recurrent layers of input: on recipes/mt.toml it left
         # validation BLEU at 8.9 after 1 000 steps, where N(0, 1) reaches 10 after 300.

@@ -76,9 +76,15 @@ def in_place_version(tensor: Tensor) -> int:
 
 
 class PackedWeight:
-    """A weight packed once for oneDNN, and packed again when the weight changes."""
+    """A weight packed once for oneDNN, and packed again when the weight changes.
 
-    def __init__(self) -> None:
+    ``bf16_max_rows`` has a bf16 layer compute at most that many rows per oneDNN call. On
+    this project's CPU (AMX) oneDNN's bf16 kernels take longer to build the more rows they
+    take (0.2 ms for 20 rows, 5-12 ms for 600), and for some layers run slower over many
+    rows than over a few calls of fewer (`tools/bench_packed.py --max-rows`)."""
+
+    def __init__(self, bf16_max_rows: int | None = None) -> None:
+        self.bf16_max_rows = bf16_max_rows
         self._key: tuple | None = None
         self._packed: Tensor | None = None
 
@@ -89,7 +95,7 @@ class PackedWeight:
     # oneDNN's opaque tensors can be neither copied nor pickled: a copied or saved model
     # starts without the packed copy and packs its own weights when it first needs them.
     def __getstate__(self) -> dict:
-        return {"_key": None, "_packed": None}
+        return {**vars(self), "_key": None, "_packed": None}
 
     def get(self, weight: Tensor) -> Tensor:
         """The packed copy of ``weight`` [out, in]."""
@@ -109,8 +115,19 @@ class PackedWeight:
         bias = None if bias is None else bias.detach()
         packed = self.get(weight)
         rows = x.reshape(-1, x.size(-1))
-        padding = padded_rows(rows.size(0)) - rows.size(0)
-        if padding:
-            rows = F.pad(rows, (0, 0, 0, padding))
-        y = torch.ops.mkldnn._linear_pointwise(rows, packed, bias, activation, [], "")
-        return y[: rows.size(0) - padding].view(*x.shape[:-1], y.size(-1))
+        limit = self.bf16_max_rows if weight.dtype == torch.bfloat16 else None
+        if limit is None or rows.size(0) <= limit:
+            y = _padded_linear(rows, packed, bias, activation)
+        else:
+            pieces = rows.split(limit)
+            y = torch.cat([_padded_linear(piece, packed, bias, activation) for piece in pieces])
+        return y.view(*x.shape[:-1], y.size(-1))
+
+
+def _padded_linear(rows: Tensor, packed: Tensor, bias: Tensor | None, activation: str) -> Tensor:
+    """One oneDNN call on ``rows`` padded to `padded_rows`, the padding cut off again."""
+    padding = padded_rows(rows.size(0)) - rows.size(0)
+    if padding:
+        rows = F.pad(rows, (0, 0, 0, padding))
+    y = torch.ops.mkldnn._linear_pointwise(rows, packed, bias, activation, [], "")
+    return y[: rows.size(0) - padding]

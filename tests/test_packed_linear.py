@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from s2s import packed_linear
 from s2s.batching import collate
 from s2s.cell_registry import cell_factory
 from s2s.config import ModelConfig
@@ -28,19 +29,24 @@ def _seed() -> None:
 
 @pytest.mark.parametrize("shape", [(7, 12), (3, 1, 12), (20, 12)])
 @pytest.mark.parametrize("activation", ["none", "tanh"])
+@pytest.mark.parametrize("bf16_max_rows", [None, 3])
 @pytest.mark.parametrize(
     ("dtype", "tolerance"), [(torch.float32, 1e-5), pytest.param(torch.bfloat16, 1e-2, marks=BF16)]
 )
 def test_packed_linear_computes_the_plain_layer(
-    shape: tuple[int, ...], activation: str, dtype: torch.dtype, tolerance: float
+    shape: tuple[int, ...],
+    activation: str,
+    bf16_max_rows: int | None,
+    dtype: torch.dtype,
+    tolerance: float,
 ) -> None:
     x, weight, bias = torch.randn(shape), torch.randn(9, 12), torch.randn(9)
     x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
     expected = F.linear(x.float(), weight.float(), bias.float())
     expected = torch.tanh(expected) if activation == "tanh" else expected
     with torch.no_grad():
-        packed = PackedWeight().linear(x, weight, bias, activation)
-    assert packed.dtype == dtype
+        packed = PackedWeight(bf16_max_rows).linear(x, weight, bias, activation)
+    assert packed.dtype == dtype and packed.shape == expected.shape
     torch.testing.assert_close(packed.float(), expected, atol=tolerance, rtol=tolerance)
 
 
@@ -145,3 +151,20 @@ def test_a_model_that_decoded_can_be_copied_and_saved(tmp_path) -> None:
     for other in (copied, loaded):
         assert not packed_layers_ran(other)
         torch.testing.assert_close(decode_log_probs(other, packed=True), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=BF16)])
+def test_only_bf16_layers_split_their_rows(monkeypatch, dtype: torch.dtype) -> None:
+    """oneDNN's bf16 kernels for many rows are slow to build (s2s.packed_linear)."""
+    calls = []
+    one_call = packed_linear._padded_linear
+    monkeypatch.setattr(
+        packed_linear,
+        "_padded_linear",
+        lambda rows, *rest: calls.append(len(rows)) or one_call(rows, *rest),
+    )
+    x, weight = torch.randn(50, 12, dtype=dtype), torch.randn(9, 12, dtype=dtype)
+    with torch.no_grad():
+        y = PackedWeight(bf16_max_rows=20).linear(x, weight)
+    assert y.shape == (50, 9)
+    assert calls == ([20, 20, 10] if dtype == torch.bfloat16 else [50])

@@ -3,14 +3,18 @@
     python tools/bench_packed.py                          # bf16 and fp32, default layers
     python tools/bench_packed.py --dtype bf16 --layers 512x8000 1280x2048 --rows 40 160 320
     python tools/bench_packed.py --threads 2 --json packed.json
+    python tools/bench_packed.py --layers 1024x512 --activation tanh --max-rows 160
 
 For each layer (in x out) and row count: the median time of `F.linear` on PyTorch's plain
 weight, which oneDNN repacks at every call, and of `PackedWeight.linear` on a weight packed
-once; and how much longer than the next the first call at a new row count takes, which
-builds oneDNN's kernel for it (the median over 5 row counts above those timed, each padded
-to a row count of its own, so that the packed layer meets a new shape too). The default
-layers are those of the peer benchmark model's search step: the LSTM step ([x_t, h] 1 280
--> 4 x 512 gates) and the output layer (512 -> 8 000). Time on a quiet machine.
+once; with ``--max-rows``, a bf16 layer also on at most that many rows per oneDNN call
+(``bf16_max_rows``, as a search runs the combine layer and the LSTM step). Then how much
+longer than the next the first call at a new row count takes, which builds oneDNN's kernel
+for it (the median over 5 row counts above those timed, each padded to a row count of its
+own, so that the packed layer meets a new shape too). The default layers are those of the
+peer benchmark model's search step: the LSTM step ([x_t, h] 1 280 -> 4 x 512 gates) and the
+output layer (512 -> 8 000); its combine layer is 1024x512 with tanh. Time on a quiet
+machine.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from bench_output import json_path
 from torch import Tensor
 
 from s2s.denormals import flush_denormals_in_script
-from s2s.packed_linear import PackedWeight, packs, padded_rows
+from s2s.packed_linear import ACTIVATIONS, PackedWeight, packs, padded_rows
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -53,18 +57,32 @@ def first_call_ms(run: Callable[[Tensor], Tensor], x: Tensor) -> float:
     return (first - (time.perf_counter() - start)) * 1e3
 
 
-def bench_layer(size_in: int, size_out: int, dtype: torch.dtype, rows: list[int], repeats: int):
-    """One result per row count: plain and packed time, and (the same for every row count
-    of the layer) the median extra time of a first call over 5 new row counts."""
+def bench_layer(
+    size_in: int,
+    size_out: int,
+    dtype: torch.dtype,
+    rows: list[int],
+    repeats: int,
+    activation: str = "none",
+    max_rows: int | None = None,
+):
+    """One result per row count: plain, packed and chunked time (at most ``max_rows`` rows
+    per call), and (the same for every row count of the layer) the median extra time of a
+    first call over 5 new row counts."""
     weight = torch.randn(size_out, size_in, dtype=dtype) / size_in**0.5
     bias = torch.randn(size_out, dtype=dtype)
-    packed = PackedWeight()
+    packed, chunked = PackedWeight(), PackedWeight(bf16_max_rows=max_rows)
+    chunks = max_rows is not None and dtype == torch.bfloat16
 
     def plain_linear(x: Tensor) -> Tensor:
-        return F.linear(x, weight, bias)
+        y = F.linear(x, weight, bias)
+        return torch.tanh(y) if activation == "tanh" else y
 
     def packed_linear(x: Tensor) -> Tensor:
-        return packed.linear(x, weight, bias)
+        return packed.linear(x, weight, bias, activation)
+
+    def chunked_linear(x: Tensor) -> Tensor:
+        return chunked.linear(x, weight, bias, activation)
 
     steady = []
     for count in rows:
@@ -73,6 +91,7 @@ def bench_layer(size_in: int, size_out: int, dtype: torch.dtype, rows: list[int]
             (
                 median_ms(lambda x=x: plain_linear(x), repeats),
                 median_ms(lambda x=x: packed_linear(x), repeats),
+                median_ms(lambda x=x: chunked_linear(x), repeats) if chunks else None,
             )
         )
     # Above every row count timed, each in a bucket of its own: shapes not built yet
@@ -85,15 +104,18 @@ def bench_layer(size_in: int, size_out: int, dtype: torch.dtype, rows: list[int]
     return [
         {
             "layer": f"{size_in}x{size_out}",
+            "activation": activation,
             "dtype": str(dtype).removeprefix("torch."),
             "rows": count,
             "plain_ms": round(plain_ms, 3),
             "packed_ms": round(packed_ms, 3),
             "speedup": round(plain_ms / packed_ms, 2),
+            "max_rows": max_rows if chunks else None,
+            "chunked_ms": None if chunked_ms is None else round(chunked_ms, 3),
             "plain_first_call_extra_ms": round(plain_first, 2),
             "packed_first_call_extra_ms": round(packed_first, 2),
         }
-        for count, (plain_ms, packed_ms) in zip(rows, steady, strict=True)
+        for count, (plain_ms, packed_ms, chunked_ms) in zip(rows, steady, strict=True)
     ]
 
 
@@ -125,6 +147,10 @@ def main() -> None:
     )
     parser.add_argument("--rows", nargs="+", type=positive, default=[40, 160, 320])
     parser.add_argument("--dtype", choices=[*DTYPES, "both"], default="both")
+    parser.add_argument("--activation", choices=ACTIVATIONS, default="none")
+    parser.add_argument(
+        "--max-rows", type=positive, help="also time at most this many rows per call"
+    )
     parser.add_argument("--repeats", type=positive, default=50)
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
     parser.add_argument("--json", type=json_path, help="also write the results here")
@@ -139,13 +165,23 @@ def main() -> None:
                 print(f"skipped {dtype}: this build or CPU does not pack it")
                 continue
             for size_in, size_out in args.layers:
-                results += bench_layer(size_in, size_out, dtype, args.rows, args.repeats)
+                results += bench_layer(
+                    size_in,
+                    size_out,
+                    dtype,
+                    args.rows,
+                    args.repeats,
+                    args.activation,
+                    args.max_rows,
+                )
+    chunked = f"{'<=' + str(args.max_rows) + ' rows ms':>14}" if args.max_rows else ""
     header = f"{'layer':>10} {'dtype':>8} {'rows':>5} {'plain ms':>9} {'packed ms':>10} {'x':>5}"
-    print(header + f" {'1st call +ms plain / packed':>28}")
+    print(header + chunked + f" {'1st call +ms plain / packed':>28}")
     for r in results:
+        chunked = "" if not args.max_rows else f"{r['chunked_ms'] or '-':>14}"
         print(
             f"{r['layer']:>10} {r['dtype']:>8} {r['rows']:>5} {r['plain_ms']:>9.3f} "
-            f"{r['packed_ms']:>10.3f} {r['speedup']:>5.2f} "
+            f"{r['packed_ms']:>10.3f} {r['speedup']:>5.2f}{chunked} "
             f"{r['plain_first_call_extra_ms']:>16.2f} / {r['packed_first_call_extra_ms']:.2f}"
         )
     if args.json:
