@@ -137,13 +137,14 @@ class Seq2Seq(nn.Module):
         memory, _ = self.encoder(embedded, src_lengths)
         steps = torch.arange(src.size(1), device=src.device)
         src_mask = steps.unsqueeze(0) < src_lengths.to(src.device, non_blocking=True).unsqueeze(1)
-        memory = self.dropout(memory)
-        return EncoderOutput(memory, self.attention.keys(memory), src_mask, src)
+        memory, keys = self.attention.memory_and_keys(self.dropout(memory))
+        return EncoderOutput(memory, keys, src_mask, src)
 
     def initial_state(self, encoded: EncoderOutput) -> DecoderState:
         """Decoder start state from the masked mean of the encoder states."""
         mask = encoded.src_mask.unsqueeze(-1).to(encoded.memory.dtype)
         pooled = (encoded.memory * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        pooled = pooled.to(self.bridge.weight.dtype)  # the memory may be an fp32 copy
         batch, layers = pooled.size(0), self.config.decoder_layers
         hidden = torch.tanh(self.bridge(pooled)).view(batch, layers, -1).transpose(0, 1)
         feed = pooled.new_zeros(batch, self.combine.out_features)

@@ -85,8 +85,8 @@ class SpeechSeq2Seq(Seq2Seq):
         states, _ = self.encoder(self.dropout(x), lengths)
         steps = torch.arange(x.size(1), device=src.device)
         src_mask = steps.unsqueeze(0) < lengths.to(src.device).unsqueeze(1)
-        memory = self.dropout(states)
-        fields = {"memory": memory, "keys": self.attention.keys(memory), "src_mask": src_mask}
+        memory, keys = self.attention.memory_and_keys(self.dropout(states))
+        fields = {"memory": memory, "keys": keys, "src_mask": src_mask}
         if "src_ids" in EncoderOutput._fields:  # for copying, which speech does not use
             fields["src_ids"] = torch.full_like(src_mask, PAD_ID, dtype=torch.long)
         return EncoderOutput(**fields), states, lengths
