@@ -25,7 +25,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from s2s.errors import S2SError
+from s2s.env_switch import switch_on
 
 # S2S_TCMALLOC=0 keeps the system's allocator; 1, the default, uses tcmalloc where installed.
 SWITCH = "S2S_TCMALLOC"
@@ -49,10 +49,8 @@ def tcmalloc_restart(
     the arguments) again under tcmalloc, or None to go on as is: off Linux, with
     S2S_TCMALLOC=0, without tcmalloc, or when LD_PRELOAD is set already (by the user, who
     chose, or by this restart, which must happen once)."""
-    switch = environ.get(SWITCH, "1")
-    if switch not in ("0", "1"):
-        raise S2SError(f"{SWITCH}={switch!r}: use 0 (the system's malloc) or 1 (tcmalloc)")
-    if not sys.platform.startswith("linux") or switch == "0":
+    wanted = switch_on(environ, SWITCH, on="tcmalloc", off="the system's malloc")
+    if not sys.platform.startswith("linux") or not wanted:
         return None
     if environ.get("LD_PRELOAD"):
         return None

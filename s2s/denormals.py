@@ -22,6 +22,7 @@ import os
 import sys
 from collections.abc import Mapping
 
+from s2s.env_switch import switch_on
 from s2s.errors import S2SError
 
 SWITCH = "S2S_FLUSH_DENORMALS"
@@ -29,10 +30,7 @@ SWITCH = "S2S_FLUSH_DENORMALS"
 
 def wanted(environ: Mapping[str, str]) -> bool:
     """Whether S2S_FLUSH_DENORMALS asks for flushing (1, the default) or not (0)."""
-    switch = environ.get(SWITCH, "1")
-    if switch not in ("0", "1"):
-        raise S2SError(f"{SWITCH}={switch!r}: use 1 (flush denormals to zero) or 0 (keep them)")
-    return switch == "1"
+    return switch_on(environ, SWITCH, on="flush denormals to zero", off="keep them")
 
 
 def flush_denormals(environ: Mapping[str, str] = os.environ) -> bool:
