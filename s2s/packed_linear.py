@@ -83,6 +83,8 @@ class PackedWeight:
     take (0.2 ms for 20 rows, 5-12 ms for 600), and for some layers run slower over many
     rows than over a few calls of fewer (`tools/bench_packed.py --max-rows`)."""
 
+    bf16_max_rows: int | None = None  # also for copies pickled before it existed
+
     def __init__(self, bf16_max_rows: int | None = None) -> None:
         self.bf16_max_rows = bf16_max_rows
         self._key: tuple | None = None
