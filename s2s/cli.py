@@ -104,6 +104,14 @@ Overrides = Annotated[
     Optional[list[str]],  # noqa: UP045 - typer reads the annotation at run time
     typer.Option("--set", help="Override a recipe key: section.key=value (repeatable)."),
 ]
+DecodeOverrides = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option(
+        "--set",
+        help="Change a decoding setting of the run: decode.key=value (repeatable), "
+        "e.g. decode.length_penalty=0.6 or decode.stopping=early.",
+    ),
+]
 
 
 @app.command()
@@ -207,6 +215,7 @@ def translate(
         Optional[Path],  # noqa: UP045
         typer.Option(help="Also write each line's attention here, as JSON lines."),
     ] = None,
+    decode_overrides: DecodeOverrides = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -221,7 +230,7 @@ def translate(
     from s2s.translator import Translator
 
     config, tokenizers, model, torch_device = load_run(
-        run_dir, checkpoint, device, checked_amp(amp)
+        run_dir, checkpoint, device, checked_amp(amp), decode_overrides=decode_overrides or []
     )
     if batch_tokens:
         config.decode.batch_tokens = batch_tokens
@@ -272,6 +281,7 @@ def evaluate(
     checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint file.")] = None,  # noqa: UP045
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     amp: AmpOption = None,
+    decode_overrides: DecodeOverrides = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -284,7 +294,9 @@ def evaluate(
     from s2s.evaluation import evaluate_run
 
     amp = checked_amp(amp)
-    scores = evaluate_run(run_dir, split, src, ref, beam, output, checkpoint, device, amp)
+    scores = evaluate_run(
+        run_dir, split, src, ref, beam, output, checkpoint, device, amp, decode_overrides or []
+    )
     for score in scores:
         print(score.text)
         print(f"  signature: {score.signature}")
@@ -302,6 +314,7 @@ def transcribe(
     beam: BeamOption = None,
     checkpoint: CheckpointOption = None,
     device: Device = "auto",
+    decode_overrides: DecodeOverrides = None,
     quiet: Quiet = False,
 ) -> None:
     """Transcribe audio files: one line per file, in order.
@@ -312,7 +325,9 @@ def transcribe(
     setup_logging(quiet)
     from s2s.transcriber import load_speech_run, transcribe_paths
 
-    config, recognizer = load_speech_run(run_dir, checkpoint, device)
+    config, recognizer = load_speech_run(
+        run_dir, checkpoint, device, decode_overrides=decode_overrides or []
+    )
     paths = [str(path) for path in files] if files else sys.stdin
     transcribe_paths(recognizer, config, paths, beam or config.decode.beam_size, sys.stdout)
 

@@ -220,9 +220,17 @@ class AudioConfig(Section):
     subsampling_layers: int = Field(2, ge=0, le=4, description="stride-2 convolutions (2: 4x)")
 
 
+Stopping = Literal["exact", "early"]
+
+
 class DecodeConfig(Section):
     beam_size: int = Field(5, ge=1)
     length_penalty: float = Field(1.0, ge=0.0, description="GNMT alpha; 0 scores raw log-probs")
+    stopping: Stopping = Field(
+        "exact",
+        description="beam search: a sentence ends when its n-best can no longer change "
+        "(exact) or as soon as its n best are finished (early, as OpenNMT-py: faster)",
+    )
     max_length_ratio: float = Field(2.0, gt=0.0)
     max_length_offset: int = Field(10, ge=0)
     batch_tokens: int = Field(6000, ge=1, description="source tokens per decoding batch")
@@ -336,6 +344,27 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = child
         node[path[-1]] = value
     return raw
+
+
+def with_decode_overrides(decode: DecodeConfig, overrides: list[str]) -> DecodeConfig:
+    """A trained run's [decode] settings with ``--set decode.key=value`` applied. Only
+    [decode] may change after training: the other sections built the model and its data."""
+    raw: dict[str, Any] = {"decode": decode.model_dump()}
+    for text in overrides:
+        path, _ = parse_override(text)
+        if path[0] != "decode":
+            raise ConfigError(f"--set {text!r}: only decode.* keys can change after training")
+    apply_overrides(raw, overrides)
+    try:
+        return _DecodeSection.model_validate(raw).decode
+    except ValidationError as error:
+        raise ConfigError(f"--set: {_format_validation_error(error)}") from None
+
+
+class _DecodeSection(Section):
+    """[decode] alone, so validation errors name their keys as decode.key."""
+
+    decode: DecodeConfig
 
 
 def _resolve_paths(config: Config, recipe: Path) -> None:

@@ -4,6 +4,7 @@ and language-model runs are handed to their own evaluation."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from s2s.config import SplitConfig, read_saved_config
@@ -26,24 +27,30 @@ def evaluate_run(
     checkpoint: Path | None,
     device: str,
     amp: str | None = None,
+    decode_overrides: Sequence[str] = (),
 ) -> list[Score]:
-    """Scores of decoding a split (or src/ref files) with the run's model; ``amp``
-    overrides decode.amp (a language model is scored, not decoded: it takes none)."""
+    """Scores of decoding a split (or src/ref files) with the run's model; ``amp`` and
+    ``decode_overrides`` (``--set decode.key=value``) change the saved [decode] settings
+    (a language model is scored, not decoded: it takes neither)."""
     task = read_saved_config(RunDir(run_dir).require().config_file).task.type
     if task == "speech":
         from s2s.transcriber import evaluate_speech_run
 
         if src is not None or ref is not None:
             raise S2SError("a speech run is evaluated on a manifest split (--split), not --src")
-        return evaluate_speech_run(run_dir, split, beam, output, checkpoint, device, amp)
+        return evaluate_speech_run(
+            run_dir, split, beam, output, checkpoint, device, amp, decode_overrides
+        )
     if task == "language_model":
         from s2s.lm_scoring import evaluate_language_model
 
         options = (src, ref, beam, output, amp)
-        if any(option is not None for option in options):
+        if any(option is not None for option in options) or decode_overrides:
             raise S2SError("a language model is evaluated on a split (--split) only")
         return evaluate_language_model(run_dir, split, checkpoint, device)
-    config, tokenizers, model, torch_device = load_run(run_dir, checkpoint, device, amp)
+    config, tokenizers, model, torch_device = load_run(
+        run_dir, checkpoint, device, amp, decode_overrides=decode_overrides
+    )
     if (src is None) != (ref is None):
         raise S2SError("--src and --ref go together")
     if src is not None and ref is not None:
@@ -72,5 +79,5 @@ def evaluate_run(
     else:
         scores = bleu_and_chrf(hypotheses, text.tgt)
     used = checkpoint or RunDir(run_dir).default_checkpoint()
-    record_evaluation(run_dir, label, used, beam, scores)
+    record_evaluation(run_dir, label, used, beam, scores, decode_overrides)
     return scores

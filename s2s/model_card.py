@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -101,13 +102,20 @@ def read_about(run: RunDir) -> dict[str, Any]:
 
 
 def record_evaluation(
-    run_path: Path, split: str, checkpoint: Path, beam: int | None, scores: list[Score]
+    run_path: Path,
+    split: str,
+    checkpoint: Path,
+    beam: int | None,
+    scores: list[Score],
+    decode_overrides: Sequence[str] = (),
 ) -> None:
-    """Append one `s2s evaluate` result to ``evaluations.jsonl`` (for the model card)."""
+    """Append one `s2s evaluate` result to ``evaluations.jsonl`` (for the model card),
+    with the ``--set decode.key=value`` it was decoded under, if any."""
     record = {
         "split": split,
         "checkpoint": checkpoint.name,
         "beam": beam,
+        **({"set": list(decode_overrides)} if decode_overrides else {}),
         "scores": {score.name: round(score.score, 2) for score in scores},
         "signatures": {score.name: score.signature for score in scores},
         "time": _now(),
@@ -263,6 +271,7 @@ def format_card(card: dict[str, Any]) -> str:
     for split, result in sorted(card["test"].items()):
         scores = ", ".join(f"{name} {value}" for name, value in result["scores"].items())
         beam = f"beam {result['beam']}, " if result.get("beam") is not None else ""
+        beam += "".join(f"{setting}, " for setting in result.get("set", []))
         rows.append((f"eval {split}", f"{scores} ({beam}{result['checkpoint']})"))
     if not card["test"]:
         rows.append(("eval", "no scores yet (s2s evaluate RUN records them)"))

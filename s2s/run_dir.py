@@ -4,6 +4,7 @@ tokeniser model(s), checkpoints and the metrics log."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -13,7 +14,7 @@ from torch import nn
 
 from s2s.cell_registry import cell_factory
 from s2s.checkpoint import atomic_write_bytes, load_checkpoint
-from s2s.config import Config, read_saved_config
+from s2s.config import Config, read_saved_config, with_decode_overrides
 from s2s.errors import S2SError
 from s2s.model import Seq2Seq
 from s2s.precision import cast_for_decoding
@@ -153,12 +154,15 @@ def load_run(
     amp: str | None = None,
     *,
     cast_weights: bool = True,
+    decode_overrides: Sequence[str] = (),
 ) -> tuple[Config, TokenizerPair, Seq2Seq, torch.device]:
     """Everything inference needs from a run directory, model in eval mode on ``device``.
-    ``amp`` replaces the config's decode.amp; the weights are stored in that precision
-    unless ``cast_weights`` is off (for scoring as training does, in fp32 weights)."""
+    ``decode_overrides`` (``--set decode.key=value``) change the saved [decode] settings,
+    and ``amp`` then replaces decode.amp; the weights are stored in that precision unless
+    ``cast_weights`` is off (for scoring as training does, in fp32 weights)."""
     run = RunDir(path).require()
     config = read_saved_config(run.config_file)
+    config.decode = with_decode_overrides(config.decode, list(decode_overrides))
     if config.task.type == "language_model":
         raise S2SError(
             f"{path}: a language model; use s2s generate, s2s score or s2s evaluate with it"

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from s2s.batching import Batch
-from s2s.config import DecodeConfig
+from s2s.config import DecodeConfig, Stopping
 from s2s.model import reorder
 from s2s.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -158,6 +158,7 @@ def beam_search(
     beam_size: int,
     alpha: float = 1.0,
     nbest: int = 1,
+    stopping: Stopping = "exact",
 ) -> list[list[Hypothesis]]:
     """Batched beam search: every sentence and beam advances in one decoder call per step.
 
@@ -165,7 +166,9 @@ def beam_search(
     are ranked by length-normalised score, so a finished hypothesis is displaced only by a
     better one. A sentence is done when all its beams are finished, or when its n best
     are and no running beam can still overtake them (`_settled`); its rows then leave
-    the batch.
+    the batch. With ``stopping="early"`` it is done as soon as its n best are finished
+    (`_leading`), as OpenNMT-py and Joey NMT stop: fewer steps, and with ``alpha`` above 0
+    a longer hypothesis that would have overtaken is sometimes missed.
 
     The length penalty is the same for every continuation of a row, so a row's best
     continuations are its ``beam_size`` most probable tokens: each step ranks those
@@ -189,6 +192,7 @@ def beam_search(
     history = torch.full((batch * k, 1), BOS_ID, dtype=torch.long, device=device)
     sentences = torch.arange(batch, device=device)  # original index of each running sentence
     beam_offsets = torch.arange(k, device=device)
+    is_done = _settled if stopping == "exact" else _leading
     done: dict[int, tuple[list[list[int]], list[float]]] = {}
 
     for t in range(int(limit.max()) + 1):
@@ -218,7 +222,7 @@ def beam_search(
         state = reorder(state, rows)
 
         reachable = (scores / length_penalty(limit + 1, alpha)).view(running, k)
-        complete = _settled(finished.view(running, k), ranked, reachable, min(nbest, k))
+        complete = is_done(finished.view(running, k), ranked, reachable, min(nbest, k))
         if bool(complete.any()):
             _collect(done, complete, sentences, history, ranked, k, nbest)
             keep = (~complete).nonzero().squeeze(1)
@@ -245,6 +249,14 @@ def _settled(finished: Tensor, ranked: Tensor, reachable: Tensor, nbest: int) ->
     best_running = reachable.masked_fill(finished, float("-inf")).amax(dim=1)
     top_finished = finished[:, :nbest].all(dim=1)
     return finished.all(dim=1) | (top_finished & (ranked[:, nbest - 1] >= best_running))
+
+
+def _leading(finished: Tensor, ranked: Tensor, reachable: Tensor, nbest: int) -> Tensor:
+    """Sentences whose first ``nbest`` beams (best first, by length-normalised score at
+    their current lengths) are finished, as `_settled` takes them: no running beam scores
+    better now, though one may once longer. With ``alpha`` 0 this is `_settled`'s answer,
+    since raw log-probabilities only fall."""
+    return finished[:, :nbest].all(dim=1)
 
 
 def _collect(
@@ -293,7 +305,9 @@ def search_batch(
     limits = max_output_lengths(src_lengths, decode.max_length_ratio, decode.max_length_offset)
     if beam_size == 1:
         return [[h] for h in greedy_search(model, src, src_lengths, limits)]
-    return beam_search(model, src, src_lengths, limits, beam_size, decode.length_penalty, nbest)
+    return beam_search(
+        model, src, src_lengths, limits, beam_size, decode.length_penalty, nbest, decode.stopping
+    )
 
 
 def search_batches(

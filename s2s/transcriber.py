@@ -13,7 +13,7 @@ import torch
 
 from s2s.audio import utterance_features
 from s2s.batching import token_batches
-from s2s.config import Config, DecodeConfig, read_saved_config
+from s2s.config import Config, DecodeConfig, read_saved_config, with_decode_overrides
 from s2s.ctc_prefix import JointCTCDecoder
 from s2s.errors import S2SError
 from s2s.metrics import Score, speech_scores
@@ -99,12 +99,15 @@ def load_speech_run(
     amp: str | None = None,
     *,
     cast_weights: bool = True,
+    decode_overrides: Sequence[str] = (),
 ) -> tuple[Config, Recognizer]:
     """A speech run's config and its recogniser (model in eval mode on ``device``).
-    ``amp`` replaces the config's decode.amp; the weights are stored in that precision
-    unless ``cast_weights`` is off, as `s2s.run_dir.load_run` does."""
+    ``decode_overrides`` and ``amp`` change the saved [decode] settings and the weights
+    are stored in the decoding precision unless ``cast_weights`` is off, as
+    `s2s.run_dir.load_run` does."""
     run = RunDir(path).require()
     config = read_saved_config(run.config_file)
+    config.decode = with_decode_overrides(config.decode, list(decode_overrides))
     if config.task.type != "speech":
         raise S2SError(f"{path}: a {config.task.type} run; transcribing needs a speech run")
     tokenizer = load_tokenizers(run.path, joint=True).tgt
@@ -123,12 +126,15 @@ def evaluate_speech_run(
     checkpoint: Path | None,
     device: str,
     amp: str | None = None,
+    decode_overrides: Sequence[str] = (),
 ) -> list[Score]:
     """Transcribe one split of the recipe and score it: WER, CER, exact-transcript accuracy;
-    ``amp`` overrides decode.amp."""
+    ``amp`` and ``decode_overrides`` change the saved [decode] settings."""
     from s2s.progress import TaskProgress
 
-    config, recognizer = load_speech_run(run_dir, checkpoint, device, amp)
+    config, recognizer = load_speech_run(
+        run_dir, checkpoint, device, amp, decode_overrides=decode_overrides
+    )
     if split not in config.data:
         known = ", ".join(sorted(config.data))
         raise S2SError(f"{run_dir}: the recipe has no split {split!r} (splits: {known})")
@@ -142,7 +148,7 @@ def evaluate_speech_run(
         output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     scores = speech_scores(hypotheses, manifest.transcripts)
     used = checkpoint or RunDir(run_dir).default_checkpoint()
-    record_evaluation(run_dir, split, used, beam, scores)
+    record_evaluation(run_dir, split, used, beam, scores, decode_overrides)
     return scores
 
 

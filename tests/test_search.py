@@ -3,6 +3,7 @@ for batch invariance with a real model."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -231,3 +232,52 @@ def test_stopping_once_the_nbest_are_settled_changes_no_output(
     for one, other in zip(settled, exhaustive, strict=True):
         assert [h.tokens for h in one] == [h.tokens for h in other]
         assert [h.score for h in one] == pytest.approx([h.score for h in other], abs=1e-5)
+
+
+def _search_rows(model: MarkovModel, alpha: float, nbest: int, stopping: str):
+    """Beam-4 search of 256 one-token sources under ``stopping``; with the decoder rows run."""
+    rows = []
+    step = model.decode_step
+
+    def counting_step(prev, state, encoded):
+        rows.append(prev.size(0))
+        return step(prev, state, encoded)
+
+    model.decode_step = counting_step
+    src = torch.full((256, 1), 7)
+    limits = torch.randint(3, 20, (256,), generator=torch.Generator().manual_seed(1))
+    found = beam_search(model, src, torch.ones(256), limits, 4, alpha, nbest, stopping)
+    model.decode_step = step
+    return found, sum(rows)
+
+
+@pytest.mark.parametrize("nbest", [1, 3])
+def test_early_stopping_is_exact_without_a_length_penalty(nbest: int) -> None:
+    """With raw log-probabilities (alpha 0) a running beam only falls, so stopping once the
+    n best are finished loses nothing: the same output from the same work."""
+    model = MarkovModel(256, seed=5 + nbest)
+    exact, exact_rows = _search_rows(model, 0.0, nbest, "exact")
+    early, early_rows = _search_rows(model, 0.0, nbest, "early")
+    assert early_rows == exact_rows
+    for one, other in zip(early, exact, strict=True):
+        assert [h.tokens for h in one] == [h.tokens for h in other]
+
+
+@pytest.mark.parametrize("nbest", [1, 3])
+def test_early_stopping_runs_fewer_rows_under_a_length_penalty(nbest: int) -> None:
+    """With alpha 1 a longer hypothesis can still overtake, so exact search runs on; early
+    stopping ends each sentence as soon as its n best are finished, and returns them."""
+    model = MarkovModel(256, seed=9 + nbest)
+    _, exact_rows = _search_rows(model, 1.0, nbest, "exact")
+    early, early_rows = _search_rows(model, 1.0, nbest, "early")
+    assert early_rows < exact_rows
+    for sentence, hypotheses in enumerate(early):
+        assert len(hypotheses) == nbest
+        scores = [h.score for h in hypotheses]
+        assert scores == sorted(scores, reverse=True)
+        for h in hypotheses:  # complete hypotheses, scored by their own tokens
+            path = [BOS_ID, *h.tokens, EOS_ID]
+            table = model.table[sentence]
+            total = sum(float(table[a, b]) for a, b in itertools.pairwise(path))
+            normalised = total / float(length_penalty(torch.tensor(len(path) - 1), 1.0))
+            assert h.score == pytest.approx(normalised, abs=1e-4)

@@ -250,6 +250,14 @@ def check_evaluate(run: Path, count: int) -> None:
     assert bf16.exit_code == 0 and f"of {count} transcripts" in bf16.output, bf16.output
     fp16 = CliRunner().invoke(app, ["evaluate", str(run), "--device", "cpu", "--amp", "fp16"])
     assert fp16.exit_code != 0 and "decode.amp = 'fp16' needs a CUDA device" in fp16.output
+    # --set decode.key=value reaches the recogniser, and the record says what was set
+    early = ["evaluate", str(run), "--split", "test", "--set", "decode.stopping=early"]
+    result = CliRunner().invoke(app, early)
+    assert result.exit_code == 0 and f"of {count} transcripts" in result.output, result.output
+    record = json.loads((run / "evaluations.jsonl").read_text().splitlines()[-1])
+    assert record["set"] == ["decode.stopping=early"]
+    refused = CliRunner().invoke(app, ["transcribe", str(run), "--set", "audio.sample_rate=1"])
+    assert refused.exit_code != 0 and "only decode.* keys" in refused.output
 
 
 def test_digits_recipe_trains_transcribes_flac_and_wav_files_and_evaluates(

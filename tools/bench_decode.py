@@ -7,7 +7,8 @@ Prints sentences/second (median of --repeats runs, after one warm-up) and sacreB
 beam size. By default sentences are batched as `s2s translate` batches them (the run's
 decode.batch_tokens source tokens per batch); --batch-sentences N instead decodes batches of
 N sentences (sorted by length), as OpenNMT-py and Joey NMT do with batch_type sents.
---amp bf16 decodes in bf16 whatever the run's decode.amp says.
+--amp bf16 decodes in bf16 whatever the run's decode.amp says; --set decode.KEY=VALUE changes
+another decoding setting (e.g. --set decode.stopping=early), as `s2s translate --set` does.
 Time it on a quiet machine: another job on a core slows 2-thread kernels a lot.
 `decode_speed` is the same measurement as a function (tools/bench.py calls it).
 """
@@ -151,6 +152,14 @@ def main() -> None:
     parser.add_argument(
         "--amp", choices=AMP_CHOICES, help="decoding precision (default: the run's decode.amp)"
     )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="decode.KEY=VALUE",
+        help="change a decoding setting of the run, as s2s translate --set (repeatable)",
+    )
     parser.add_argument("--json", type=json_path, help="also write the results here")
     args = parser.parse_args()
     for path in (args.src, args.ref):
@@ -160,8 +169,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     try:
-        config, tokenizers, model, device = load_run(args.run, device="cpu", amp=args.amp)
-    except S2SError as error:  # no run there, or a precision this device lacks
+        config, tokenizers, model, device = load_run(
+            args.run, device="cpu", amp=args.amp, decode_overrides=args.overrides
+        )
+    except S2SError as error:  # no run there, a bad --set, or a precision this device lacks
         parser.exit(error.exit_code, f"bench_decode: {error}\n")
     translator = Translator(model, tokenizers, config.decode, device)
     text = load_parallel(SplitConfig(src=args.src, tgt=args.ref), "bench")
@@ -170,6 +181,8 @@ def main() -> None:
         row = decode_speed(
             translator, text.src, text.tgt, beam, args.batch_sentences, args.repeats, args.tokenize
         )
+        row["stopping"] = config.decode.stopping
+        row["length_penalty"] = config.decode.length_penalty
         results.append(row)
         print(json.dumps(row))
     if args.json:

@@ -1,0 +1,73 @@
+"""`--set decode.key=value` on a trained run: decoding settings change, nothing else may."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from s2s.cli import app
+from s2s.config import DecodeConfig, with_decode_overrides
+from s2s.errors import ConfigError
+from s2s.run_dir import load_run
+
+
+def test_decode_keys_change_and_the_rest_stays() -> None:
+    saved = DecodeConfig(beam_size=4, batch_tokens=3000)
+    changed = with_decode_overrides(saved, ["decode.stopping=early", "decode.length_penalty=0.6"])
+    assert (changed.stopping, changed.length_penalty) == ("early", 0.6)
+    assert (changed.beam_size, changed.batch_tokens) == (4, 3000)
+    assert (saved.stopping, saved.length_penalty) == ("exact", 1.0)  # the saved copy is kept
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.hidden_size=8", "--set 'model.hidden_size=8': only decode.* keys can change"),
+        ("decode.beam=3", "--set: decode.beam: unknown key"),
+        ("decode.stopping=never", "--set: decode.stopping: Input should be 'exact' or 'early'"),
+        ("decode.length_penalty=-1", "--set: decode.length_penalty: Input should be greater"),
+        ("decode", "--set 'decode': expected section.key=value"),
+    ],
+)
+def test_a_bad_decode_override_is_a_one_line_error(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        with_decode_overrides(DecodeConfig(), [override])
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_load_run_decodes_with_the_overrides(trained_run: Path) -> None:
+    config, *_ = load_run(trained_run, device="cpu", decode_overrides=["decode.stopping=early"])
+    assert config.decode.stopping == "early"
+    assert load_run(trained_run, device="cpu")[0].decode.stopping == "exact"
+
+
+def test_translate_and_evaluate_take_decode_settings(trained_run: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    settings = ["--set", "decode.stopping=early", "--set", "decode.length_penalty=0"]
+    translated = runner.invoke(app, ["translate", str(trained_run), *settings], input="A.\nB.\n")
+    assert translated.exit_code == 0, translated.output
+    assert len(translated.stdout.splitlines()) == 2
+
+    src, ref = tmp_path / "src.txt", tmp_path / "ref.txt"
+    src.write_text("Ein Hund.\n", encoding="utf-8")
+    ref.write_text("A dog.\n", encoding="utf-8")
+    files = ["--src", str(src), "--ref", str(ref), "--beam", "2"]
+    evaluated = runner.invoke(app, ["evaluate", str(trained_run), *files, *settings])
+    assert evaluated.exit_code == 0, evaluated.output
+    records = (trained_run / "evaluations.jsonl").read_text(encoding="utf-8").splitlines()
+    record = json.loads(records[-1])
+    assert record["split"] == str(src)
+    assert record["set"] == ["decode.stopping=early", "decode.length_penalty=0"]
+    card = runner.invoke(app, ["info", str(trained_run)])
+    assert "decode.stopping=early" in card.stdout
+
+
+def test_translate_refuses_a_model_key(trained_run: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["translate", str(trained_run), "--set", "model.hidden_size=8"], input="A.\n"
+    )
+    assert result.exit_code != 0
+    assert "only decode.* keys can change after training" in result.output
