@@ -206,17 +206,33 @@ class Seq2Seq(nn.Module):
             attentional, weights, context = self._attend(h, encoded)
         return self._scores(attentional, weights, context, h, embedded, encoded)
 
+    @property
+    def scores_chosen_rows(self) -> bool:
+        """Whether decode_step takes ``rows``: not with copy, whose mixture reads them all."""
+        return self.copy_switch is None
+
     def decode_step(
-        self, prev_tokens: Tensor, state: DecoderState, encoded: EncoderOutput
+        self,
+        prev_tokens: Tensor,
+        state: DecoderState,
+        encoded: EncoderOutput,
+        rows: Tensor | None = None,
     ) -> tuple[Tensor, DecoderState, Tensor]:
-        """One search step: prev_tokens [B] -> (log-probs [B, V] in fp32, state, attn [B, S])."""
+        """One search step: prev_tokens [B] -> (log-probs [B, V] in fp32, state, attn [B, S]).
+        With ``rows`` (indices), log-probs of those rows only [R, V]: beam search needs none
+        for its finished hypotheses, and the output layer is the largest part of a step."""
         states, feed = state
         embedded = self.tgt_embed(prev_tokens)
         x_t = torch.cat([embedded, feed], dim=-1) if self.config.input_feeding else embedded
         h, states = self.decoder.step(x_t, states)
         h = h.unsqueeze(1)
         attentional, weights, context = self._attend(h, encoded)
-        scores = self._scores(attentional, weights, context, h, embedded.unsqueeze(1), encoded)
+        if rows is None:
+            scores = self._scores(attentional, weights, context, h, embedded.unsqueeze(1), encoded)
+        elif self.scores_chosen_rows:
+            scores = self._project(attentional.index_select(0, rows))
+        else:
+            raise ValueError("decode_step: a copy model scores every row")
         # log_softmax of the copy mixture's log-probs only rounds: it is already normalised
         log_probs = scores.squeeze(1).float().log_softmax(dim=-1)
         return log_probs, (states, attentional.squeeze(1)), weights.squeeze(1)

@@ -29,7 +29,10 @@ from s2s.tokenizer import BOS_ID, EOS_ID, PAD_ID
 class StepModel(Protocol):
     """A model may also set ``beams_share_encoder_rows``: its decode_step then takes the
     encoder output with one row per sentence for the k consecutive rows of the sentence's
-    beams, and beam search keeps it that way instead of copying it k times."""
+    beams, and beam search keeps it that way instead of copying it k times. A model that
+    sets ``scores_chosen_rows`` takes ``rows`` (indices) as decode_step's fourth argument
+    and returns log-probabilities for those rows only: beam search then skips its finished
+    hypotheses."""
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> Any: ...
     def initial_state(self, encoded: Any) -> Any: ...
@@ -140,6 +143,14 @@ def top_k_rows(values: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return top, columns.gather(1, where)
 
 
+def _spread(rows: Tensor, count: int, *values: Tensor) -> tuple[Tensor, ...]:
+    """``values`` of the given ``rows`` placed in tensors of ``count`` rows (zeros elsewhere:
+    those rows are finished, and their PAD continuation replaces them)."""
+    return tuple(
+        value.new_zeros(count, *value.shape[1:]).index_copy_(0, rows, value) for value in values
+    )
+
+
 def _only(token: int, width: int, log_prob: Tensor) -> tuple[Tensor, Tensor]:
     """Candidates [N, width] of rows that may continue with ``token`` alone, at ``log_prob``
     [N]: the other slots are -inf, so they are never chosen."""
@@ -193,13 +204,23 @@ def beam_search(
     sentences = torch.arange(batch, device=device)  # original index of each running sentence
     beam_offsets = torch.arange(k, device=device)
     is_done = _settled if stopping == "exact" else _leading
+    skips_finished = getattr(model, "scores_chosen_rows", False)
     done: dict[int, tuple[list[list[int]], list[float]]] = {}
 
     for t in range(int(limit.max()) + 1):
-        log_probs, state, _ = model.decode_step(history[:, -1], state, encoded)
-        width = min(k, log_probs.size(-1))
-        top_lp, top_tok = top_k_rows(log_probs, width)  # N x W
-        eos_lp, eos_tok = _only(EOS_ID, width, log_probs[:, EOS_ID])
+        if skips_finished and bool(finished.any()):
+            # a finished row only takes PAD: score the running rows alone
+            alive = (~finished).nonzero().squeeze(1)
+            log_probs, state, _ = model.decode_step(history[:, -1], state, encoded, alive)
+            width = min(k, log_probs.size(-1))
+            top_lp, top_tok = _spread(alive, finished.numel(), *top_k_rows(log_probs, width))
+            (eos,) = _spread(alive, finished.numel(), log_probs[:, EOS_ID])
+        else:
+            log_probs, state, _ = model.decode_step(history[:, -1], state, encoded)
+            width = min(k, log_probs.size(-1))
+            top_lp, top_tok = top_k_rows(log_probs, width)  # N x W
+            eos = log_probs[:, EOS_ID]
+        eos_lp, eos_tok = _only(EOS_ID, width, eos)
         at_limit = ((t >= limit) & ~finished).unsqueeze(1)
         top_lp, top_tok = top_lp.where(~at_limit, eos_lp), top_tok.where(~at_limit, eos_tok)
         pad_lp, pad_tok = _only(PAD_ID, width, torch.zeros_like(scores))

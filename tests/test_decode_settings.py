@@ -69,5 +69,5 @@ def test_translate_refuses_a_model_key(trained_run: Path) -> None:
     result = CliRunner().invoke(
         app, ["translate", str(trained_run), "--set", "model.hidden_size=8"], input="A.\n"
     )
-    assert result.exit_code != 0
+    assert result.exit_code == 2
     assert "only decode.* keys can change after training" in result.output

@@ -179,6 +179,54 @@ def test_beams_reading_one_encoder_row_per_sentence_find_the_same(
         assert [h.score for h in one] == pytest.approx([h.score for h in other], abs=1e-4)
 
 
+@pytest.mark.parametrize("amp", [None, torch.bfloat16])
+def test_scoring_only_running_rows_finds_the_same(amp, monkeypatch) -> None:
+    """Finished hypotheses take PAD whatever the model says, so beam search asks the output
+    layer for the running rows alone: fewer rows through it, the same n-best lists."""
+    model = make_model(tie_embeddings=False)
+    with torch.no_grad():
+        model.output.weight.mul_(30.0)  # peaked: float noise cannot reorder candidates
+        model.output.bias[EOS_ID] = 2.0  # hypotheses end at many different steps
+    generator = torch.Generator().manual_seed(5)
+    lengths = torch.randint(1, 20, (32,), generator=generator).tolist()
+    sentences = [torch.randint(4, VOCAB, (n,), generator=generator).tolist() for n in lengths]
+    batch = collate(list(range(32)), sentences)
+    limits = max_output_lengths(batch.src_lengths, 1.5, 3)
+    scored = []
+    project = model._project
+
+    def counting_project(attentional):
+        scored.append(attentional.numel() // attentional.size(-1))
+        return project(attentional)
+
+    model._project = counting_project
+
+    def search():
+        scored.clear()
+        with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+            found = beam_search(model, batch.src, batch.src_lengths, limits, 4, nbest=2)
+        return found, sum(scored)
+
+    assert model.scores_chosen_rows
+    running_only, running_rows = search()
+    monkeypatch.setattr(type(model), "scores_chosen_rows", False)  # every row, as with copy
+    every, every_rows = search()
+    assert running_rows < every_rows
+    for one, other in zip(running_only, every, strict=True):
+        assert [h.tokens for h in one] == [h.tokens for h in other]
+        assert [h.score for h in one] == pytest.approx([h.score for h in other], abs=1e-4)
+
+
+def test_a_copy_model_scores_every_row() -> None:
+    model = make_model(copy=True)
+    assert not model.scores_chosen_rows
+    batch = collate([0], [[5, 6, 7]])
+    encoded = model.encode(batch.src, batch.src_lengths)
+    state = model.initial_state(encoded)
+    with pytest.raises(ValueError, match="a copy model scores every row"):
+        model.decode_step(torch.tensor([BOS_ID]), state, encoded, torch.tensor([0]))
+
+
 class MarkovModel:
     """Next-token log-probabilities from a random table per sentence and previous token:
     hypotheses end at many different steps, as a trained model's do."""
