@@ -377,6 +377,7 @@ def align(
     beam: BeamOption = None,
     checkpoint: CheckpointOption = None,
     device: Device = "auto",
+    decode_overrides: DecodeOverrides = None,
     quiet: Quiet = False,
 ) -> None:
     """Translate one sentence and draw its attention as a heat map.
@@ -390,7 +391,9 @@ def align(
     from s2s.translator import Translator
 
     require_matplotlib()
-    config, tokenizers, model, torch_device = load_run(run_dir, checkpoint, device)
+    config, tokenizers, model, torch_device = load_run(
+        run_dir, checkpoint, device, decode_overrides=decode_overrides or []
+    )
     translator = Translator(model, tokenizers, config.decode, torch_device)
     alignment = align_sentence(translator, sentence, beam or config.decode.beam_size)
     print(alignment.translation)

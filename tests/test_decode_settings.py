@@ -65,9 +65,17 @@ def test_translate_and_evaluate_take_decode_settings(trained_run: Path, tmp_path
     assert "decode.stopping=early" in card.stdout
 
 
-def test_translate_refuses_a_model_key(trained_run: Path) -> None:
-    result = CliRunner().invoke(
-        app, ["translate", str(trained_run), "--set", "model.hidden_size=8"], input="A.\n"
-    )
+@pytest.mark.parametrize("command", ["translate", "evaluate", "align"])
+def test_decoding_commands_refuse_a_model_key(command: str, trained_run: Path) -> None:
+    args = [command, str(trained_run), *(["A dog."] if command == "align" else [])]
+    result = CliRunner().invoke(app, [*args, "--set", "model.hidden_size=8"], input="A.\n")
     assert result.exit_code == 2
     assert "only decode.* keys can change after training" in result.output
+
+
+def test_align_takes_decode_settings(trained_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "align.png"
+    args = ["align", str(trained_run), "A dog.", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--set", "decode.stopping=early"])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 0
