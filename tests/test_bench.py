@@ -124,3 +124,12 @@ def test_a_json_path_that_cannot_be_written_stops_before_measuring(tmp_path, cap
         assert stop.value.code != 0
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].endswith(f"error: argument --json: {message}")
+
+
+def test_decoding_a_run_takes_the_decode_keys_of_set(tmp_path, trained_run):
+    """--set decode.KEY=VALUE reaches a saved run's decoding, as s2s translate --set does,
+    and every decoding row says which stopping rule and length penalty it ran with."""
+    args = ["--only", "decode", "--run", str(trained_run), "--sentences", "5", "--repeats", "1"]
+    overrides = ["--set", "decode.stopping=early", "--set", "decode.length_penalty=0.5"]
+    rows = run_bench(tmp_path, *args, "--beams", "2", *overrides)["decode"]["rows"]
+    assert rows and all((r["stopping"], r["length_penalty"]) == ("early", 0.5) for r in rows)

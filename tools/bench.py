@@ -217,8 +217,12 @@ class Harness:
         device = torch.device(resolve_device_name(args.device))
         dtype = resolve_amp(amp, device, "--decode-amp")  # before loading or training
         if args.run:
-            # weights stored in the decoding precision, as s2s translate loads them
-            config, tokenizers, model, device = load_run(args.run, device=args.device, amp=amp)
+            # weights stored in the decoding precision, as s2s translate loads them; the
+            # run's [decode] settings, with the decode.* keys of --set, as translate --set
+            decode_overrides = [item for item in args.set if item.strip().startswith("decode.")]
+            config, tokenizers, model, device = load_run(
+                args.run, device=args.device, amp=amp, decode_overrides=decode_overrides
+            )
             origin = f"run {args.run}"
         else:
             trainer = self.trainer

@@ -134,6 +134,8 @@ def decode_speed(
         "first_run_sentences_per_second": round(len(lines) / times[0], 1),
         "bleu": round(corpus_bleu(hyps, list(references), tokenize), 2),
         "bleu_tokenize": tokenize,
+        "stopping": translator.decode.stopping,
+        "length_penalty": translator.decode.length_penalty,
         "repeats": repeats,
         "threads": torch.get_num_threads(),
     }
@@ -181,8 +183,6 @@ def main() -> None:
         row = decode_speed(
             translator, text.src, text.tgt, beam, args.batch_sentences, args.repeats, args.tokenize
         )
-        row["stopping"] = config.decode.stopping
-        row["length_penalty"] = config.decode.length_penalty
         results.append(row)
         print(json.dumps(row))
     if args.json:
