@@ -257,25 +257,9 @@ def test_stopping_once_the_nbest_are_settled_changes_no_output(
     """A sentence leaves the search when no running beam can overtake its n best; that
     saves decoder rows and returns exactly what running every beam to its end returns."""
     model = MarkovModel(256, seed=int(alpha * 10) + nbest)
-    src = torch.full((256, 1), 7)
-    limits = torch.randint(3, 20, (256,), generator=torch.Generator().manual_seed(1))
-    rows = []
-    step = model.decode_step
-
-    def counting_step(prev, state, encoded):
-        rows.append(prev.size(0))
-        return step(prev, state, encoded)
-
-    model.decode_step = counting_step
-
-    def search():
-        rows.clear()
-        found = beam_search(model, src, torch.ones(256), limits, 4, alpha, nbest)
-        return found, sum(rows)
-
-    settled, settled_rows = search()
+    settled, settled_rows = _search_rows(model, alpha, nbest, "exact")
     monkeypatch.setattr(search_module, "_settled", lambda finished, *_: finished.all(dim=1))
-    exhaustive, exhaustive_rows = search()
+    exhaustive, exhaustive_rows = _search_rows(model, alpha, nbest, "exact")
     assert settled_rows < exhaustive_rows
     for one, other in zip(settled, exhaustive, strict=True):
         assert [h.tokens for h in one] == [h.tokens for h in other]
