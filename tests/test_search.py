@@ -212,9 +212,11 @@ def test_scoring_only_running_rows_finds_the_same(amp, monkeypatch) -> None:
     monkeypatch.setattr(type(model), "scores_chosen_rows", False)  # every row, as with copy
     every, every_rows = search()
     assert running_rows < every_rows
+    # bf16 logits of a row may round differently when a matmul has fewer rows
+    tolerance = {"abs": 1e-4} if amp is None else {"rel": 1e-2}
     for one, other in zip(running_only, every, strict=True):
         assert [h.tokens for h in one] == [h.tokens for h in other]
-        assert [h.score for h in one] == pytest.approx([h.score for h in other], abs=1e-4)
+        assert [h.score for h in one] == pytest.approx([h.score for h in other], **tolerance)
 
 
 def test_a_copy_model_scores_every_row() -> None:
