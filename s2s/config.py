@@ -346,25 +346,22 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def with_decode_overrides(decode: DecodeConfig, overrides: list[str]) -> DecodeConfig:
-    """A trained run's [decode] settings with ``--set decode.key=value`` applied. Only
-    [decode] may change after training: the other sections built the model and its data."""
-    raw: dict[str, Any] = {"decode": decode.model_dump()}
+def with_decode_overrides(config: Config, overrides: list[str]) -> Config:
+    """A trained run's config with ``--set decode.key=value`` applied. Only [decode] may
+    change after training: the other sections built the model and its data. The whole
+    config is validated again, so checks across sections hold (decode.ctc_weight needs
+    the CTC head that train.ctc_weight builds)."""
+    if not overrides:
+        return config
     for text in overrides:
         path, _ = parse_override(text)
         if path[0] != "decode":
             raise ConfigError(f"--set {text!r}: only decode.* keys can change after training")
-    apply_overrides(raw, overrides)
+    raw = apply_overrides(config.model_dump(mode="json", exclude_none=True), overrides)
     try:
-        return _DecodeSection.model_validate(raw).decode
+        return Config.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(f"--set: {_format_validation_error(error)}") from None
-
-
-class _DecodeSection(Section):
-    """[decode] alone, so validation errors name their keys as decode.key."""
-
-    decode: DecodeConfig
 
 
 def _resolve_paths(config: Config, recipe: Path) -> None:

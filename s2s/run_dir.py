@@ -162,7 +162,7 @@ def load_run(
     ``cast_weights`` is off (for scoring as training does, in fp32 weights)."""
     run = RunDir(path).require()
     config = read_saved_config(run.config_file)
-    config.decode = with_decode_overrides(config.decode, list(decode_overrides))
+    config = with_decode_overrides(config, list(decode_overrides))
     if config.task.type == "language_model":
         raise S2SError(
             f"{path}: a language model; use s2s generate, s2s score or s2s evaluate with it"

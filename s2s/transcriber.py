@@ -107,7 +107,7 @@ def load_speech_run(
     `s2s.run_dir.load_run` does."""
     run = RunDir(path).require()
     config = read_saved_config(run.config_file)
-    config.decode = with_decode_overrides(config.decode, list(decode_overrides))
+    config = with_decode_overrides(config, list(decode_overrides))
     if config.task.type != "speech":
         raise S2SError(f"{path}: a {config.task.type} run; transcribing needs a speech run")
     tokenizer = load_tokenizers(run.path, joint=True).tgt

@@ -9,17 +9,18 @@ import pytest
 from typer.testing import CliRunner
 
 from s2s.cli import app
-from s2s.config import DecodeConfig, with_decode_overrides
+from s2s.config import read_saved_config, with_decode_overrides
 from s2s.errors import ConfigError
 from s2s.run_dir import load_run
 
 
-def test_decode_keys_change_and_the_rest_stays() -> None:
-    saved = DecodeConfig(beam_size=4, batch_tokens=3000)
+def test_decode_keys_change_and_the_rest_stays(trained_run: Path) -> None:
+    saved = read_saved_config(trained_run / "config.toml")
     changed = with_decode_overrides(saved, ["decode.stopping=early", "decode.length_penalty=0.6"])
-    assert (changed.stopping, changed.length_penalty) == ("early", 0.6)
-    assert (changed.beam_size, changed.batch_tokens) == (4, 3000)
-    assert (saved.stopping, saved.length_penalty) == ("exact", 1.0)  # the saved copy is kept
+    assert (changed.decode.stopping, changed.decode.length_penalty) == ("early", 0.6)
+    assert changed.decode.beam_size == saved.decode.beam_size
+    assert changed.model == saved.model and changed.data == saved.data
+    assert (saved.decode.stopping, saved.decode.length_penalty) == ("exact", 1.0)  # kept
 
 
 @pytest.mark.parametrize(
@@ -30,11 +31,16 @@ def test_decode_keys_change_and_the_rest_stays() -> None:
         ("decode.stopping=never", "--set: decode.stopping: Input should be 'exact' or 'early'"),
         ("decode.length_penalty=-1", "--set: decode.length_penalty: Input should be greater"),
         ("decode", "--set 'decode': expected section.key=value"),
+        # checks across sections still hold: joint CTC decoding needs a CTC head
+        ("decode.ctc_weight=0.5", "--set: (top level): decode.ctc_weight > 0 needs a CTC head"),
     ],
 )
-def test_a_bad_decode_override_is_a_one_line_error(override: str, message: str) -> None:
+def test_a_bad_decode_override_is_a_one_line_error(
+    override: str, message: str, trained_run: Path
+) -> None:
+    saved = read_saved_config(trained_run / "config.toml")
     with pytest.raises(ConfigError) as caught:
-        with_decode_overrides(DecodeConfig(), [override])
+        with_decode_overrides(saved, [override])
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
 
 
