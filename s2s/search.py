@@ -203,7 +203,9 @@ def beam_search(
     history = torch.full((batch * k, 1), BOS_ID, dtype=torch.long, device=device)
     sentences = torch.arange(batch, device=device)  # original index of each running sentence
     beam_offsets = torch.arange(k, device=device)
-    is_done = _settled if stopping == "exact" else _leading
+    if stopping not in STOPPING_RULES:
+        raise ValueError(f"beam_search: stopping={stopping!r}: use one of {list(STOPPING_RULES)}")
+    is_done = STOPPING_RULES[stopping]
     skips_finished = getattr(model, "scores_chosen_rows", False)
     done: dict[int, tuple[list[list[int]], list[float]]] = {}
 
@@ -278,6 +280,9 @@ def _leading(finished: Tensor, ranked: Tensor, reachable: Tensor, nbest: int) ->
     better now, though one may once longer. With ``alpha`` 0 this is `_settled`'s answer,
     since raw log-probabilities only fall."""
     return finished[:, :nbest].all(dim=1)
+
+
+STOPPING_RULES = {"exact": _settled, "early": _leading}  # decode.stopping -> when a sentence ends
 
 
 def _collect(

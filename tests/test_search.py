@@ -260,7 +260,9 @@ def test_stopping_once_the_nbest_are_settled_changes_no_output(
     saves decoder rows and returns exactly what running every beam to its end returns."""
     model = MarkovModel(256, seed=int(alpha * 10) + nbest)
     settled, settled_rows = _search_rows(model, alpha, nbest, "exact")
-    monkeypatch.setattr(search_module, "_settled", lambda finished, *_: finished.all(dim=1))
+    monkeypatch.setitem(
+        search_module.STOPPING_RULES, "exact", lambda finished, *_: finished.all(dim=1)
+    )
     exhaustive, exhaustive_rows = _search_rows(model, alpha, nbest, "exact")
     assert settled_rows < exhaustive_rows
     for one, other in zip(settled, exhaustive, strict=True):
