@@ -207,10 +207,11 @@ def beam_search(
         raise ValueError(f"beam_search: stopping={stopping!r}: use one of {list(STOPPING_RULES)}")
     is_done = STOPPING_RULES[stopping]
     skips_finished = getattr(model, "scores_chosen_rows", False)
+    any_finished = False  # read with the step's other flag: one host sync per step
     done: dict[int, tuple[list[list[int]], list[float]]] = {}
 
     for t in range(int(limit.max()) + 1):
-        if skips_finished and bool(finished.any()):
+        if skips_finished and any_finished:
             # a finished row only takes PAD: score the running rows alone
             alive = (~finished).nonzero().squeeze(1)
             log_probs, state, _ = model.decode_step(history[:, -1], state, encoded, alive)
@@ -246,7 +247,9 @@ def beam_search(
 
         reachable = (scores / length_penalty(limit + 1, alpha)).view(running, k)
         complete = is_done(finished.view(running, k), ranked, reachable, min(nbest, k))
-        if bool(complete.any()):
+        # any_finished may count rows compaction drops below: then every row is scored
+        any_complete, any_finished = torch.stack([complete.any(), finished.any()]).tolist()
+        if any_complete:
             _collect(done, complete, sentences, history, ranked, k, nbest)
             keep = (~complete).nonzero().squeeze(1)
             if keep.numel() == 0:
