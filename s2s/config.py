@@ -358,10 +358,7 @@ def with_decode_overrides(config: Config, overrides: list[str]) -> Config:
         if path[0] != "decode":
             raise ConfigError(f"--set {text!r}: only decode.* keys can change after training")
     raw = apply_overrides(config.model_dump(mode="json", exclude_none=True), overrides)
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as error:
-        raise ConfigError(f"--set: {_format_validation_error(error)}") from None
+    return config_from_dict(raw, "--set")
 
 
 def _resolve_paths(config: Config, recipe: Path) -> None:

@@ -28,6 +28,11 @@ def resolve_amp(amp: str, device: torch.device, key: str = "train.amp") -> torch
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The name of a `resolve_amp` result, as benchmarks report it: fp32, bf16 or fp16."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
 def autocast_factory(
     dtype: torch.dtype | None, device: torch.device
 ) -> Callable[[], AbstractContextManager]:

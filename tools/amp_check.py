@@ -34,14 +34,13 @@ from typing import Any
 import torch
 from bench_machine import machine_info
 from bench_output import json_path
+from bench_train import build_trainer
 
-from s2s.config import load_config
 from s2s.denormals import flush_denormals_in_script
 from s2s.errors import S2SError
 from s2s.metrics_log import read_metrics
-from s2s.precision import resolve_amp
-from s2s.run_dir import RunDir
-from s2s.training import Trainer
+from s2s.precision import precision_name, resolve_amp
+from s2s.run_dir import resolve_device
 
 SPEED_TARGET = 1.5  # AMP tokens/s over fp32's
 LOSS_TOLERANCE = 0.01  # |AMP - fp32| / fp32 of the last validation loss
@@ -64,30 +63,24 @@ def run_overrides(args: argparse.Namespace, amp: str) -> list[str]:
     ]
 
 
-PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
 def amp_precision(amp: str, device: torch.device) -> str:
     """What --amp means on ``device``: bf16 or fp16 (fp32 would compare fp32 with itself)."""
-    name = PRECISION_NAMES[resolve_amp(amp, device, "--amp")]
+    name = precision_name(resolve_amp(amp, device, "--amp"))
     if name == "fp32":
         raise S2SError(f"--amp {amp} is fp32 on {device.type}: use --amp bf16 there")
     return name
 
 
-def train_once(args: argparse.Namespace, amp: str, work_dir: Path) -> dict[str, Any]:
+def train_once(
+    args: argparse.Namespace, amp: str, device: torch.device, work_dir: Path
+) -> dict[str, Any]:
     """Train the recipe under ``amp`` in ``work_dir``; its validation records and peak memory."""
-    config = load_config(args.recipe, run_overrides(args, amp))
-    if config.task.type != "translation":
-        raise S2SError(f"{args.recipe}: amp_check trains translation recipes only")
-    run = RunDir(work_dir)
-    if run.last_checkpoint.is_file():
-        raise S2SError(f"{work_dir}: holds a training checkpoint; use an empty --work-dir")
-    cuda = torch.cuda.is_available() and args.device != "cpu"
+    trainer = build_trainer(args.recipe, run_overrides(args, amp), work_dir)
+    cuda = device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    Trainer(config, run, quiet=True).train()
-    records = read_metrics(run.metrics_log)
+    trainer.train()
+    records = read_metrics(trainer.run.metrics_log)
     return {
         "amp": amp,
         "run_dir": str(work_dir),
@@ -174,14 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if cuda else "cpu")
     with tempfile.TemporaryDirectory(prefix="s2s-amp-check-") as scratch:
         root = args.work_dir or Path(scratch)
         try:
+            device = resolve_device(args.device)
             precision = amp_precision(args.amp, device)
-            fp32 = train_once(args, "off", root / "fp32")
-            amp = train_once(args, args.amp, root / "amp")
+            fp32 = train_once(args, "off", device, root / "fp32")
+            amp = train_once(args, args.amp, device, root / "amp")
         except S2SError as error:
             print(f"amp_check: {error}", file=sys.stderr)
             return error.exit_code

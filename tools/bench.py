@@ -47,7 +47,7 @@ from s2s.config import Config, load_config
 from s2s.corpus import load_parallel
 from s2s.denormals import denormals_flushed, flush_denormals_in_script
 from s2s.errors import S2SError
-from s2s.precision import cast_for_decoding, limit_onednn_cache, resolve_amp
+from s2s.precision import cast_for_decoding, limit_onednn_cache, precision_name, resolve_amp
 from s2s.run_dir import load_run
 from s2s.translator import Translator
 
@@ -232,7 +232,7 @@ class Harness:
             # training is over: decode as s2s translate would load the saved model
             model = cast_for_decoding(model.eval(), amp, device)
             origin = f"trained here for {trainer.progress.step} steps"
-        precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+        precision = precision_name(dtype)
         decode = config.decode.model_copy(update={"amp": amp})
         return Translator(model, tokenizers, decode, device), bench_config, origin, precision
 
