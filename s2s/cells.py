@@ -14,6 +14,10 @@ The contract in full (docs/cells.md walks through it; `s2s.testing` checks it):
 - ``initial_state(batch_size, device=, dtype=, hidden=)``: the start state, a tuple of
   batch-first tensors; ``hidden`` [B, output_size] seeds it when given;
 - ``step(x_t, state) -> (h_t, state)``: one time step, used by decoding;
+- ``stepper()``: optional, the step function of one pass in training that must go step
+  by step (input feeding). The default is ``step``; a cell may return a function that
+  shares work between the pass's steps (the built-in LSTM computes its weight gradient
+  once for the pass), and must then stay numerically equal to ``step``;
 - ``forward(x, state, lengths) -> (y, state)``: a whole sequence. The default loops
   ``step``; a cell may override it (a fused kernel, a parallel scan) and must then stay
   numerically equal to the stepwise path, and keep the final state of every sequence at
@@ -22,6 +26,7 @@ The contract in full (docs/cells.md walks through it; `s2s.testing` checks it):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -74,6 +79,12 @@ class RecurrentCell(nn.Module):
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         """One time step: x_t [B, I] -> (h_t [B, output_size], new state)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement step()")
+
+    def stepper(self) -> Callable[[Tensor, State], tuple[Tensor, State]]:
+        """The step function for one pass over a sequence in training, called once per
+        step in order; a new pass asks again. A cell may share work between the steps of
+        a pass here (and stay equal to `step`); by default every step is `step`."""
+        return self.step
 
     def forward(
         self, x: Tensor, state: State | None = None, lengths: Tensor | None = None

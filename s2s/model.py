@@ -5,7 +5,9 @@ state -> decoder stack -> attention -> attentional vector tanh(W[context; h]) ->
 projection (tied to the target embedding when asked).
 
 Without input feeding, training runs the decoder over whole target sequences in one fused
-call and scores attention for all steps with one batched matmul.
+call and scores attention for all steps with one batched matmul. With it, the decoder goes
+step by step; on the CPU its cells and the combine layer then compute their weight
+gradients once per pass (s2s.time_batched_linear).
 
 With ``model.copy`` a pointer-generator switch (s2s.copy_attention) mixes the output
 distribution with copying source tokens; `forward` and `decode_step` then return the
@@ -15,6 +17,7 @@ the losses still hold).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -25,7 +28,8 @@ from s2s.config import ModelConfig
 from s2s.copy_attention import CopySwitch
 from s2s.dropout import Dropout
 from s2s.packed_linear import PackedWeight, can_pack
-from s2s.recurrent_stack import CellFactory, RecurrentStack
+from s2s.recurrent_stack import CellFactory, RecurrentStack, StepFunction
+from s2s.time_batched_linear import TimeBatchedLinear
 
 # On this project's CPU (AMX), the combine layer of the peer benchmark model (1 024 -> 512,
 # tanh) ran 20-35 % faster in bf16 as calls of at most 160 rows than in one call over
@@ -150,15 +154,20 @@ class Seq2Seq(nn.Module):
         feed = pooled.new_zeros(batch, self.combine.out_features)
         return self.decoder.initial_states(hidden.contiguous()), feed
 
-    def _attend(self, h: Tensor, encoded: EncoderOutput) -> tuple[Tensor, Tensor, Tensor]:
+    def _attend(
+        self, h: Tensor, encoded: EncoderOutput, combine: Callable[[Tensor], Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """h [B, T, H] -> attentional vectors [B, T, A], attention weights [B, T, S] and
-        context vectors [B, T, M]."""
+        context vectors [B, T, M]. ``combine`` replaces the combine layer's own call (a
+        `TimeBatchedLinear` of its weight in a step-by-step pass)."""
         context, weights = self.attention(h, encoded.keys, encoded.memory, encoded.src_mask)
-        both, combine = torch.cat([context, h], dim=-1), self.combine
-        if not self.training and can_pack(both, combine.weight):
-            attentional = self._packed_combine.linear(both, combine.weight, activation="tanh")
-        else:
+        both, weight = torch.cat([context, h], dim=-1), self.combine.weight
+        if combine is not None:
             attentional = torch.tanh(combine(both))
+        elif not self.training and can_pack(both, weight):
+            attentional = self._packed_combine.linear(both, weight, activation="tanh")
+        else:
+            attentional = torch.tanh(self.combine(both))
         return attentional, weights, context
 
     def _scores(
@@ -191,10 +200,11 @@ class Seq2Seq(nn.Module):
         states, feed = self.initial_state(encoded)
         embedded = self.dropout(self.tgt_embed(tgt_in))
         if self.config.input_feeding:
+            decoder_step, combine = self._pass_steps(embedded)
             outputs, vectors = [], []
             for x_t in embedded.unbind(1):
-                h_t, states = self.decoder.step(torch.cat([x_t, feed], dim=-1), states)
-                step = self._attend(h_t.unsqueeze(1), encoded)
+                h_t, states = decoder_step(torch.cat([x_t, feed], dim=-1), states)
+                step = self._attend(h_t.unsqueeze(1), encoded, combine)
                 feed = step[0].squeeze(1)
                 outputs.append(h_t)
                 vectors.append(step)
@@ -205,6 +215,14 @@ class Seq2Seq(nn.Module):
             h, _ = self.decoder(embedded, states=states)
             attentional, weights, context = self._attend(h, encoded)
         return self._scores(attentional, weights, context, h, embedded, encoded)
+
+    def _pass_steps(self, embedded: Tensor) -> tuple[StepFunction, Callable | None]:
+        """The decoder step and combine layer of one step-by-step pass. In CPU training
+        both compute their weight gradients once for the pass (s2s.time_batched_linear);
+        elsewhere they are the plain step and layer (on CUDA the gain is unmeasured)."""
+        if not (self.training and torch.is_grad_enabled() and embedded.device.type == "cpu"):
+            return self.decoder.step, None
+        return self.decoder.stepper(), TimeBatchedLinear(self.combine.weight)
 
     @property
     def scores_chosen_rows(self) -> bool:

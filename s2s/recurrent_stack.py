@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -11,6 +12,7 @@ from s2s.cells import RecurrentCell, State
 from s2s.dropout import Dropout
 
 CellFactory = Callable[[int, int], RecurrentCell]
+StepFunction = Callable[[Tensor, State], tuple[Tensor, State]]
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
@@ -102,10 +104,19 @@ class RecurrentStack(nn.Module):
 
     def step(self, x_t: Tensor, states: list[State]) -> tuple[Tensor, list[State]]:
         """One decoding step through every layer (unidirectional stacks only)."""
+        return self._step([layer[0].step for layer in self.layers], x_t, states)
+
+    def stepper(self) -> Callable[[Tensor, list[State]], tuple[Tensor, list[State]]]:
+        """`step` for one pass in training, on each cell's `stepper` (see s2s.cells)."""
+        return partial(self._step, [layer[0].stepper() for layer in self.layers])
+
+    def _step(
+        self, cell_steps: list[StepFunction], x_t: Tensor, states: list[State]
+    ) -> tuple[Tensor, list[State]]:
         new_states = []
-        for index, (layer, state) in enumerate(zip(self.layers, states, strict=True)):
+        for index, (cell_step, state) in enumerate(zip(cell_steps, states, strict=True)):
             layer_input = x_t if index == 0 else self.dropout(x_t)
-            h, state = layer[0].step(layer_input, state)
+            h, state = cell_step(layer_input, state)
             if self.residual and index > 0:
                 h = h + x_t
             x_t = h

@@ -36,6 +36,7 @@ CHECKS = (
     "batch_independence",
     "reorder",
     "gradients",
+    "stepper",
     "autocast",
     "checkpoint",
 )
@@ -305,6 +306,35 @@ def _check_gradients(case: _Case) -> None:
             raise _Failure(f"{name}: no finite, non-zero gradient for the input")
 
 
+def _check_stepper(case: _Case) -> None:
+    """A training pass on ``stepper()`` gives the outputs, final state and gradients of one
+    on ``step`` (the core steps the decoder with it when input feeding is on)."""
+    cell = case.build().train()
+    x = case.inputs()
+    with torch.no_grad():
+        start = case.warm_state(cell)
+    results = []
+    for name in ("stepper", "step"):
+        cell.zero_grad(set_to_none=True)
+        x_run = x.clone().requires_grad_()
+        step, state, outputs = cell.stepper() if name == "stepper" else cell.step, start, []
+        for x_t in x_run.unbind(1):
+            h, state = step(x_t, state)
+            outputs.append(h)
+        y = torch.stack(outputs, dim=1)
+        (y.square().mean() + _state_loss(state)).backward()
+        grads = {n: p.grad for n, p in cell.named_parameters() if p.grad is not None}
+        results.append((y.detach(), tuple(t.detach() for t in state), x_run.grad, grads))
+    (y, final, x_grad, grads), (y_ref, final_ref, x_grad_ref, grads_ref) = results
+    case.compare("stepper output vs step", y, y_ref)
+    case.compare_states("stepper final state vs step", final, final_ref)
+    case.compare("stepper input gradient vs step", x_grad, x_grad_ref)
+    if grads.keys() != grads_ref.keys():
+        raise _Failure(f"stepper gives gradients for {sorted(grads)}, step for {sorted(grads_ref)}")
+    for name, grad in grads.items():
+        case.compare(f"stepper gradient of {name} vs step", grad, grads_ref[name])
+
+
 def _autocast_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
@@ -380,6 +410,7 @@ _CHECK_FUNCTIONS: dict[str, Callable[[_Case], None]] = {
     "batch_independence": _check_batch_independence,
     "reorder": _check_reorder,
     "gradients": _check_gradients,
+    "stepper": _check_stepper,
     "autocast": _check_autocast,
     "checkpoint": _check_checkpoint,
 }

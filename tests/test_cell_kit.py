@@ -45,6 +45,13 @@ class DriftingSequence(Elman):
         return y + 1e-3, final
 
 
+class DriftingStepper(Elman):
+    """Its training stepper is off by 1e-3 from step."""
+
+    def stepper(self):
+        return lambda x_t, state: (lambda h, s: (h + 1e-3, s))(*self.step(x_t, state))
+
+
 class IgnoresLengths(Elman):
     def forward(self, x, state=None, lengths=None):
         return super().forward(x, state, None)
@@ -129,6 +136,11 @@ def contract_failures(cls: type[RecurrentCell], **kwargs: Any) -> dict[str, str]
 def test_a_correct_step_only_cell_passes_every_check() -> None:
     check_cell(Elman)
     check_cell(Elman, scale=0.5, input_size=3, hidden_size=9)
+
+
+def test_a_stepper_that_drifts_from_step_is_reported() -> None:
+    failures = contract_failures(DriftingStepper, checks=["stepper"])
+    assert re.search(r"stepper output vs step differs by 0\.001 ", failures["stepper"])
 
 
 def test_sequence_path_drift_is_reported_with_its_size() -> None:

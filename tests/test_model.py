@@ -88,3 +88,33 @@ def test_tied_embeddings_need_the_attentional_vector_as_wide_as_them() -> None:
     with pytest.raises(ValueError, match="attentional_size must equal embed_size"):
         ModelConfig(embed_size=16, attentional_size=20)
     assert ModelConfig(embed_size=16, attentional_size=16).tie_embeddings
+
+
+@pytest.mark.parametrize("amp", [None, torch.bfloat16])
+def test_input_feeding_training_gradients_are_those_of_plain_steps(monkeypatch, amp) -> None:
+    """In CPU training the input-feeding decoder computes its LSTM and combine weight
+    gradients once per pass (s2s.time_batched_linear): the same loss and gradients as
+    stepping with the plain cell and layer, in fp32 and under bf16 autocast."""
+    model = make_model(input_feeding=True, decoder_layers=2, residual=True).train()
+    batch = collate([0, 1, 2], [[5, 6, 7, 8], [9, 10], [11, 12, 13]], [[4, 5, 6], [7], [8, 9]])
+
+    def loss_and_gradients():
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+            logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+        loss = torch.nn.functional.cross_entropy(
+            logits.float().flatten(0, 1), batch.tgt_out.flatten(), ignore_index=0
+        )
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    loss, grads = loss_and_gradients()
+    cell = model.decoder.layers[0][0]
+    assert cell.stepper() != cell.step  # the LSTM's own, time-batched steps were used
+    monkeypatch.setattr(model, "_pass_steps", lambda embedded: (model.decoder.step, None))
+    plain_loss, plain_grads = loss_and_gradients()
+    tolerance = {"atol": 1e-6, "rtol": 1e-5} if amp is None else {"atol": 2e-2, "rtol": 5e-2}
+    torch.testing.assert_close(loss, plain_loss, **tolerance)
+    assert grads.keys() == plain_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, plain_grads[name], **tolerance, msg=name)

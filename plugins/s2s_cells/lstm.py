@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -10,6 +11,7 @@ from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State, run_fused
 from s2s.packed_linear import PackedWeight, can_pack, in_place_version
+from s2s.time_batched_linear import TimeBatchedLinear
 
 # Below this many rows a single `lstm_cell` call beats the fixed overhead of a oneDNN call
 # when decoding without packed weights (GPU, autocast's fp32 weights). In training (input
@@ -77,6 +79,27 @@ class LSTMCell(RecurrentCell):
             x_t, (h, c), rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0
         )
         return h, (h, c)
+
+    def stepper(self) -> Callable[[Tensor, State], tuple[Tensor, State]]:
+        """In CPU training, steps whose gate matmul computes its weight gradient once for
+        the pass (s2s.time_batched_linear); with a projection, or elsewhere, `step`."""
+        rnn = self.rnn
+        if rnn.proj_size or not (self.training and torch.is_grad_enabled()):
+            return self.step
+        if rnn.weight_ih_l0.device.type != "cpu":
+            return self.step  # CUDA's lstm_cell is one fused kernel; the gain is unmeasured
+        weight = torch.cat([rnn.weight_ih_l0, rnn.weight_hh_l0], dim=1)
+        gates_of = TimeBatchedLinear(weight, rnn.bias_ih_l0 + rnn.bias_hh_l0)
+
+        def step(x_t: Tensor, state: State) -> tuple[Tensor, State]:
+            h, c = state
+            gates = gates_of(torch.cat([x_t, h.to(x_t.dtype)], dim=1))
+            i, f, g, o = gates.chunk(4, dim=1)  # nn.LSTM's gate order
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            return h, (h, c)
+
+        return step
 
     def _packed_step(self, x_t: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
         """CPU inference: one matmul on packed weights, then the gates in fp32 (in bf16,
