@@ -28,7 +28,7 @@ from s2s.config import ModelConfig
 from s2s.copy_attention import CopySwitch
 from s2s.dropout import Dropout
 from s2s.packed_linear import PackedWeight, can_pack
-from s2s.recurrent_stack import CellFactory, RecurrentStack, StepFunction
+from s2s.recurrent_stack import CellFactory, RecurrentStack
 from s2s.time_batched_linear import TimeBatchedLinear
 
 # On this project's CPU (AMX), the combine layer of the peer benchmark model (1 024 -> 512,
@@ -216,7 +216,7 @@ class Seq2Seq(nn.Module):
             attentional, weights, context = self._attend(h, encoded)
         return self._scores(attentional, weights, context, h, embedded, encoded)
 
-    def _pass_steps(self, embedded: Tensor) -> tuple[StepFunction, Callable | None]:
+    def _pass_steps(self, embedded: Tensor) -> tuple[Callable, Callable | None]:
         """The decoder step and combine layer of one step-by-step pass. In CPU training
         both compute their weight gradients once for the pass (s2s.time_batched_linear);
         elsewhere they are the plain step and layer (on CUDA the gain is unmeasured)."""
