@@ -29,7 +29,7 @@ from s2s.copy_attention import CopySwitch
 from s2s.dropout import Dropout
 from s2s.packed_linear import PackedWeight, can_pack
 from s2s.recurrent_stack import CellFactory, RecurrentStack
-from s2s.time_batched_linear import TimeBatchedLinear
+from s2s.time_batched_linear import TimeBatchedLinear, time_batching_applies
 
 # On this project's CPU (AMX), the combine layer of the peer benchmark model (1 024 -> 512,
 # tanh) ran 20-35 % faster in bf16 as calls of at most 160 rows than in one call over
@@ -200,7 +200,7 @@ class Seq2Seq(nn.Module):
         states, feed = self.initial_state(encoded)
         embedded = self.dropout(self.tgt_embed(tgt_in))
         if self.config.input_feeding:
-            decoder_step, combine = self._pass_steps(embedded)
+            decoder_step, combine = self._pass_steps()
             outputs, vectors = [], []
             for x_t in embedded.unbind(1):
                 h_t, states = decoder_step(torch.cat([x_t, feed], dim=-1), states)
@@ -216,13 +216,14 @@ class Seq2Seq(nn.Module):
             attentional, weights, context = self._attend(h, encoded)
         return self._scores(attentional, weights, context, h, embedded, encoded)
 
-    def _pass_steps(self, embedded: Tensor) -> tuple[Callable, Callable | None]:
+    def _pass_steps(self) -> tuple[Callable, Callable | None]:
         """The decoder step and combine layer of one step-by-step pass. In CPU training
         both compute their weight gradients once for the pass (s2s.time_batched_linear);
-        elsewhere they are the plain step and layer (on CUDA the gain is unmeasured)."""
-        if not (self.training and torch.is_grad_enabled() and embedded.device.type == "cpu"):
-            return self.decoder.step, None
-        return self.decoder.stepper(), TimeBatchedLinear(self.combine.weight)
+        elsewhere they are the plain step and layer."""
+        weight = self.combine.weight
+        if not time_batching_applies(weight, self.training):
+            return self.decoder.stepper(), None
+        return self.decoder.stepper(), TimeBatchedLinear(weight)
 
     @property
     def scores_chosen_rows(self) -> bool:

@@ -17,6 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def time_batching_applies(weight: Tensor, training: bool) -> bool:
+    """Whether a step-by-step pass over ``weight`` should use `TimeBatchedLinear`: in
+    training with gradients, on the CPU, where the gain was measured (on CUDA the plain
+    path's fused `lstm_cell` is kept and the gain is unmeasured)."""
+    return training and torch.is_grad_enabled() and weight.device.type == "cpu"
+
+
 class _Pass:
     """What one pass's steps share: each step's input and, in backward, its gradient."""
 

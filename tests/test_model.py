@@ -111,7 +111,7 @@ def test_input_feeding_training_gradients_are_those_of_plain_steps(monkeypatch, 
     loss, grads = loss_and_gradients()
     cell = model.decoder.layers[0][0]
     assert cell.stepper() != cell.step  # the LSTM's own, time-batched steps were used
-    monkeypatch.setattr(model, "_pass_steps", lambda embedded: (model.decoder.step, None))
+    monkeypatch.setattr(model, "_pass_steps", lambda: (model.decoder.step, None))
     plain_loss, plain_grads = loss_and_gradients()
     tolerance = {"atol": 1e-6, "rtol": 1e-5} if amp is None else {"atol": 2e-2, "rtol": 5e-2}
     torch.testing.assert_close(loss, plain_loss, **tolerance)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State, run_fused
 from s2s.packed_linear import PackedWeight, can_pack, in_place_version
-from s2s.time_batched_linear import TimeBatchedLinear
+from s2s.time_batched_linear import TimeBatchedLinear, time_batching_applies
 
 # Below this many rows a single `lstm_cell` call beats the fixed overhead of a oneDNN call
 # when decoding without packed weights (GPU, autocast's fp32 weights). In training (input
@@ -84,19 +84,14 @@ class LSTMCell(RecurrentCell):
         """In CPU training, steps whose gate matmul computes its weight gradient once for
         the pass (s2s.time_batched_linear); with a projection, or elsewhere, `step`."""
         rnn = self.rnn
-        if rnn.proj_size or not (self.training and torch.is_grad_enabled()):
+        if rnn.proj_size or not time_batching_applies(rnn.weight_ih_l0, self.training):
             return self.step
-        if rnn.weight_ih_l0.device.type != "cpu":
-            return self.step  # CUDA's lstm_cell is one fused kernel; the gain is unmeasured
         weight = torch.cat([rnn.weight_ih_l0, rnn.weight_hh_l0], dim=1)
         gates_of = TimeBatchedLinear(weight, rnn.bias_ih_l0 + rnn.bias_hh_l0)
 
         def step(x_t: Tensor, state: State) -> tuple[Tensor, State]:
             h, c = state
-            gates = gates_of(torch.cat([x_t, h.to(x_t.dtype)], dim=1))
-            i, f, g, o = gates.chunk(4, dim=1)  # nn.LSTM's gate order
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
+            h, c = _gate_update(gates_of(torch.cat([x_t, h.to(x_t.dtype)], dim=1)), c)
             return h, (h, c)
 
         return step
@@ -117,9 +112,8 @@ class LSTMCell(RecurrentCell):
         rnn = self.rnn
         gates = F.linear(x_t, rnn.weight_ih_l0, rnn.bias_ih_l0)
         gates = gates + F.linear(h, rnn.weight_hh_l0, rnn.bias_hh_l0)
-        i, f, g, o = gates.chunk(4, dim=-1)  # nn.LSTM's gate order
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = F.linear(torch.sigmoid(o) * torch.tanh(c), rnn.weight_hr_l0)
+        h, c = _gate_update(gates, c)
+        h = F.linear(h, rnn.weight_hr_l0)
         return h, (h, c)
 
     def forward(
@@ -128,6 +122,14 @@ class LSTMCell(RecurrentCell):
         hx = None if state is None else (state[0].unsqueeze(0), state[1].unsqueeze(0))
         y, (h, c) = run_fused(self.rnn, x, hx, lengths)
         return y, (h.squeeze(0), c.squeeze(0))
+
+
+def _gate_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """The LSTM update from pre-activations [B, 4H] in nn.LSTM's gate order (i, f, g, o):
+    the new (h, c), h before any projection."""
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
 
 
 class _DecodingWeights:
