@@ -43,7 +43,7 @@ from bench_output import json_path
 from bench_train import StepSource, build_trainer, measure_training, train_until
 
 from s2s.cli import AMP_CHOICES
-from s2s.config import Config, load_config
+from s2s.config import Config, load_config, parse_override
 from s2s.corpus import load_parallel
 from s2s.denormals import denormals_flushed, flush_denormals_in_script
 from s2s.errors import S2SError
@@ -219,7 +219,7 @@ class Harness:
         if args.run:
             # weights stored in the decoding precision, as s2s translate loads them; the
             # run's [decode] settings, with the decode.* keys of --set, as translate --set
-            decode_overrides = [item for item in args.set if item.strip().startswith("decode.")]
+            decode_overrides = [item for item in args.set if parse_override(item)[0][0] == "decode"]
             config, tokenizers, model, device = load_run(
                 args.run, device=args.device, amp=amp, decode_overrides=decode_overrides
             )
