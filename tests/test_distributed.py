@@ -35,8 +35,10 @@ def environment() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def train_two_processes(recipe: Path, out: Path, steps: int) -> subprocess.CompletedProcess:
-    sets = [f"--set={item}" for item in [*SETTINGS, f"train.max_steps={steps}"]]
+def train_two_processes(
+    recipe: Path, out: Path, steps: int, settings: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    sets = [f"--set={item}" for item in [*SETTINGS, *settings, f"train.max_steps={steps}"]]
     command = [sys.executable, "-m", "s2s", "train", str(recipe), "--out", str(out)]
     return subprocess.run(
         [*command, *sets, "--devices", "2"],
@@ -99,6 +101,23 @@ def test_a_stopped_two_process_run_resumes_where_it_stopped(runs) -> None:
     assert "resuming from step 6 (epoch 2)" in runs["logs"][1].stderr
     resumed = records(runs["double"])[:6]
     assert resumed == runs["stopped"]  # the first session's records are kept as they were
+
+
+def test_input_feeding_two_processes_follow_one_with_doubled_accumulation(tmp_path) -> None:
+    """Input feeding trains the decoder step by step, and on the CPU its LSTM and combine
+    layer produce their weight gradients only once the whole pass is back-propagated
+    (s2s.time_batched_linear): DDP must still average those across processes."""
+    steps, feeding = 4, ("model.input_feeding=true",)
+    recipe = tiny_recipe(tmp_path, pairs=120, steps=steps)
+    config = load_config(recipe, [*SETTINGS, *feeding, "train.accum_steps=2"])
+    Trainer(config, RunDir(tmp_path / "single"), quiet=True).train()
+    run = train_two_processes(recipe, tmp_path / "double", steps, feeding)
+    assert run.returncode == 0, run.stderr[-3000:]
+    single, double = records(tmp_path / "single"), records(tmp_path / "double")
+    assert [r["step"] for r in double] == list(range(1, steps + 1))
+    for one, two in zip(single, double, strict=True):
+        assert two["train_loss"] == pytest.approx(one["train_loss"], abs=5e-4), one["step"]
+        assert two["valid_loss"] == pytest.approx(one["valid_loss"], abs=5e-4), one["step"]
 
 
 def test_outside_torchrun_training_is_one_process(monkeypatch) -> None:
