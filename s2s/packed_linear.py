@@ -17,6 +17,7 @@ changes mode (`train()` / `eval()`), and use it only in eval mode.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -102,8 +103,14 @@ class PackedWeight:
     def get(self, weight: Tensor) -> Tensor:
         """The packed copy of ``weight`` [out, in]."""
         key = (weight.data_ptr(), in_place_version(weight), weight.dtype, tuple(weight.shape))
+        return self.get_built(key, lambda: weight)
+
+    def get_built(self, key: tuple, build: Callable[[], Tensor]) -> Tensor:
+        """The packed copy of the weight ``build()`` returns, built again only when ``key``
+        changes. For a weight assembled from others (the LSTM's ``[W_ih | W_hh]``): the
+        assembled plain copy is not kept, only the key of its sources."""
         if self._packed is None or key != self._key:
-            self._packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(build().detach())
             self._key = key
         return self._packed
 
@@ -112,12 +119,17 @@ class PackedWeight:
     ) -> Tensor:
         """``activation(F.linear(x, weight, bias))`` for x [..., in], on the packed weight;
         the rows are padded as `padded_rows` says and the padding cut off again."""
+        return self.linear_packed(x, self.get(weight), bias, activation)
+
+    def linear_packed(
+        self, x: Tensor, packed: Tensor, bias: Tensor | None = None, activation: str = "none"
+    ) -> Tensor:
+        """`linear` on a weight this object already packed (`get` or `get_built`)."""
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, not {activation!r}")
         bias = None if bias is None else bias.detach()
-        packed = self.get(weight)
         rows = x.reshape(-1, x.size(-1))
-        limit = self.bf16_max_rows if weight.dtype == torch.bfloat16 else None
+        limit = self.bf16_max_rows if packed.dtype == torch.bfloat16 else None
         if limit is None or rows.size(0) <= limit:
             y = _padded_linear(rows, packed, bias, activation)
         else:

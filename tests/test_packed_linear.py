@@ -103,7 +103,7 @@ def decode_log_probs(model: Seq2Seq, packed: bool) -> torch.Tensor:
 
 def packed_layers_ran(model: Seq2Seq) -> bool:
     cell = model.decoder.layers[0][0]
-    return model._packed_output._packed is not None and cell._decoding._weight is not None
+    return model._packed_output._packed is not None and cell._decoding._packed._packed is not None
 
 
 @pytest.mark.parametrize("input_feeding", [False, True])

@@ -135,15 +135,16 @@ def _gate_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
 class _DecodingWeights:
     """``[W_ih | W_hh]`` with the gates reordered to (i, f, o, g), packed for oneDNN
     (s2s.packed_linear): one matmul per step instead of oneDNN's LSTM primitive, which
-    repacks both weights at every call (a quarter of its time on this project's CPU)."""
+    repacks both weights at every call (a quarter of its time on this project's CPU). Only
+    the packed copy is kept, not the plain one it is packed from."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
-        self._weight = self._bias = None
+        self._bias: Tensor | None = None
         self._packed = PackedWeight()
 
     def clear(self) -> None:
-        self._key = self._weight = self._bias = None
+        self._key = self._bias = None
         self._packed.clear()
 
     def __getstate__(self) -> dict:
@@ -152,11 +153,15 @@ class _DecodingWeights:
     def gates(self, rnn: nn.LSTM, x_and_h: Tensor) -> Tensor:
         """Pre-activations [B, 4H] in the order (i, f, o, g) for x_and_h = [x_t, h]."""
         params = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
-        key = tuple((p.data_ptr(), in_place_version(p)) for p in params)
-        if self._weight is None or key != self._key:
-            i, f, g, o = torch.cat(params[:2], dim=1).detach().chunk(4)  # nn.LSTM's order
-            self._weight = torch.cat([i, f, o, g])
-            i, f, g, o = (params[2] + params[3]).detach().chunk(4)
-            self._bias = torch.cat([i, f, o, g])
+        key = tuple((p.data_ptr(), in_place_version(p), p.dtype) for p in params)
+        if self._bias is None or key != self._key:
+            self._bias = _in_ifog_order(params[2] + params[3])
             self._key = key
-        return self._packed.linear(x_and_h, self._weight, self._bias)
+        packed = self._packed.get_built(key, lambda: _in_ifog_order(torch.cat(params[:2], dim=1)))
+        return self._packed.linear_packed(x_and_h, packed, self._bias)
+
+
+def _in_ifog_order(gate_rows: Tensor) -> Tensor:
+    """nn.LSTM's gate rows (i, f, g, o) reordered to (i, f, o, g), detached."""
+    i, f, g, o = gate_rows.detach().chunk(4)
+    return torch.cat([i, f, o, g])
