@@ -82,12 +82,16 @@ class PackedWeight:
     ``bf16_max_rows`` has a bf16 layer compute at most that many rows per oneDNN call. On
     this project's CPU (AMX) oneDNN's bf16 kernels take longer to build the more rows they
     take (0.2 ms for 20 rows, 5-12 ms for 600), and for some layers run slower over many
-    rows than over a few calls of fewer (`tools/bench_packed.py --max-rows`)."""
+    rows than over a few calls of fewer (`tools/bench_packed.py --max-rows`).
+    ``pad_rows`` False computes exactly the rows given: for training, whose batches keep
+    one row count for a whole pass, so the padding would buy no fewer kernel builds."""
 
     bf16_max_rows: int | None = None  # also for copies pickled before it existed
+    pad_rows = True
 
-    def __init__(self, bf16_max_rows: int | None = None) -> None:
+    def __init__(self, bf16_max_rows: int | None = None, pad_rows: bool = True) -> None:
         self.bf16_max_rows = bf16_max_rows
+        self.pad_rows = pad_rows
         self._key: tuple | None = None
         self._packed: Tensor | None = None
 
@@ -130,17 +134,21 @@ class PackedWeight:
         bias = None if bias is None else bias.detach()
         rows = x.reshape(-1, x.size(-1))
         limit = self.bf16_max_rows if packed.dtype == torch.bfloat16 else None
+        pad = self.pad_rows
         if limit is None or rows.size(0) <= limit:
-            y = _padded_linear(rows, packed, bias, activation)
+            y = _padded_linear(rows, packed, bias, activation, pad)
         else:
             pieces = rows.split(limit)
-            y = torch.cat([_padded_linear(piece, packed, bias, activation) for piece in pieces])
+            y = torch.cat([_padded_linear(p, packed, bias, activation, pad) for p in pieces])
         return y.view(*x.shape[:-1], y.size(-1))
 
 
-def _padded_linear(rows: Tensor, packed: Tensor, bias: Tensor | None, activation: str) -> Tensor:
-    """One oneDNN call on ``rows`` padded to `padded_rows`, the padding cut off again."""
-    padding = padded_rows(rows.size(0)) - rows.size(0)
+def _padded_linear(
+    rows: Tensor, packed: Tensor, bias: Tensor | None, activation: str, pad: bool = True
+) -> Tensor:
+    """One oneDNN call on ``rows``, with ``pad`` padded to `padded_rows` and the padding
+    cut off again."""
+    padding = padded_rows(rows.size(0)) - rows.size(0) if pad else 0
     if padding:
         rows = F.pad(rows, (0, 0, 0, padding))
     y = torch.ops.mkldnn._linear_pointwise(rows, packed, bias, activation, [], "")

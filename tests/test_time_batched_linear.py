@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from s2s.time_batched_linear import TimeBatchedLinear
+from s2s.time_batched_linear import TimeBatchedLinear, packs_in_training
 
 
 def recurrence(linear, x, h):
@@ -29,9 +29,17 @@ def gradients(run, *tensors):
     return [t.grad.clone() for t in tensors]
 
 
+@pytest.mark.parametrize("onednn", [True, False])  # packed weights (fp32 CPU), F.linear
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("extra_dim", [False, True])
-def test_gradients_equal_a_linear_per_step(bias: bool, extra_dim: bool) -> None:
+def test_gradients_equal_a_linear_per_step(bias: bool, extra_dim: bool, onednn: bool) -> None:
+    if onednn and not packs_in_training(torch.zeros(1)):
+        pytest.skip("this torch build cannot pack fp32 weights for oneDNN")
+    with torch.backends.mkldnn.flags(enabled=onednn):
+        check_gradients_equal_a_linear_per_step(bias, extra_dim)
+
+
+def check_gradients_equal_a_linear_per_step(bias: bool, extra_dim: bool) -> None:
     torch.manual_seed(0)
     shape = (3, 6, 1, 4) if extra_dim else (3, 6, 4)
     x = torch.randn(*shape, requires_grad=True)
