@@ -133,3 +133,27 @@ def test_decoding_a_run_takes_the_decode_keys_of_set(tmp_path, trained_run):
     overrides = ["--set", "decode.stopping=early", "--set", "decode.length_penalty=0.5"]
     rows = run_bench(tmp_path, *args, "--beams", "2", *overrides)["decode"]["rows"]
     assert rows and all((r["stopping"], r["length_penalty"]) == ("early", 0.5) for r in rows)
+
+
+def test_layer_flops_count_the_packed_layers_of_a_decoding_pass(trained_run):
+    """tools/bench_decode.py --layer-flops: every packed layer of the model's search step
+    is counted, whole rows at a time, and the counting is undone after the pass."""
+    import bench_decode
+
+    from s2s import packed_linear
+    from s2s.run_dir import load_run
+    from s2s.translator import Translator
+
+    config, tokenizers, model, device = load_run(trained_run, device="cpu")
+    translator = Translator(model, tokenizers, config.decode, device)
+    lines = ["a man is riding a bicycle .", "two dogs play in the snow ."]
+    original = packed_linear._padded_linear
+    counted = bench_decode.packed_layer_flops(translator, lines, beam=2)
+    assert packed_linear._padded_linear is original
+    output = f"{model.output.in_features}x{model.output.out_features}"
+    assert output in counted["layers"]
+    for name, layer in counted["layers"].items():
+        size_in, size_out = (int(n) for n in name.split("x"))
+        rows, partial = divmod(layer["flop"], 2 * size_in * size_out)
+        assert rows >= 1 and partial == 0 and layer["seconds"] > 0, name
+    assert counted["pass_seconds"] >= sum(layer["seconds"] for layer in counted["layers"].values())

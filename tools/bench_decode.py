@@ -9,6 +9,9 @@ decode.batch_tokens source tokens per batch); --batch-sentences N instead decode
 N sentences (sorted by length), as OpenNMT-py and Joey NMT do with batch_type sents.
 --amp bf16 decodes in bf16 whatever the run's decode.amp says; --set decode.KEY=VALUE changes
 another decoding setting (e.g. --set decode.stopping=early), as `s2s translate --set` does.
+--layer-flops adds one more pass that counts the arithmetic of every packed layer
+(s2s.packed_linear: CPU decoding) and the time spent in it, to tell how near the CPU's peak
+the layers run and what share of a pass they take.
 Time it on a quiet machine: another job on a core slows 2-thread kernels a lot.
 `decode_speed` is the same measurement as a function (tools/bench.py calls it).
 """
@@ -25,7 +28,9 @@ from typing import Any
 
 import torch
 from bench_output import json_path
+from torch import Tensor
 
+from s2s import packed_linear
 from s2s.batching import collate
 from s2s.cli import AMP_CHOICES
 from s2s.config import SplitConfig
@@ -141,6 +146,44 @@ def decode_speed(
     }
 
 
+def packed_layer_flops(
+    translator: Translator, lines: Sequence[str], beam: int, batch_sentences: int = 0
+) -> dict[str, Any]:
+    """One pass over ``lines`` with every packed-layer call counted: per layer (in x out),
+    GFLOP computed (padded rows included), seconds and GFLOP/s, and the pass's seconds."""
+    totals: dict[str, list[float]] = {}  # layer: [FLOP, seconds]
+    original = packed_linear._padded_linear
+
+    def counted(rows: Tensor, packed: Tensor, *args: Any) -> Tensor:
+        start = time.perf_counter()
+        y = original(rows, packed, *args)
+        seconds = time.perf_counter() - start
+        size_out, size_in = packed.shape
+        flops = 2 * y.size(0) * size_in * size_out
+        entry = totals.setdefault(f"{size_in}x{size_out}", [0.0, 0.0])
+        entry[0] += flops
+        entry[1] += seconds
+        return y
+
+    packed_linear._padded_linear = counted
+    try:
+        start = time.perf_counter()
+        translate_lines(translator, lines, beam, batch_sentences)
+        seconds = time.perf_counter() - start
+    finally:
+        packed_linear._padded_linear = original
+    layers = {
+        name: {
+            "flop": int(flop),
+            "gflop": round(flop / 1e9, 1),
+            "seconds": round(spent, 3),
+            "gflops": round(flop / 1e9 / spent) if spent else None,
+        }
+        for name, (flop, spent) in totals.items()
+    }
+    return {"beam": beam, "pass_seconds": round(seconds, 3), "layers": layers}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -161,6 +204,11 @@ def main() -> None:
         default=[],
         metavar="decode.KEY=VALUE",
         help="change a decoding setting of the run, as s2s translate --set (repeatable)",
+    )
+    parser.add_argument(
+        "--layer-flops",
+        action="store_true",
+        help="one more pass per beam counting the packed layers' GFLOP and GFLOP/s",
     )
     parser.add_argument("--json", type=json_path, help="also write the results here")
     args = parser.parse_args()
@@ -183,6 +231,10 @@ def main() -> None:
         row = decode_speed(
             translator, text.src, text.tgt, beam, args.batch_sentences, args.repeats, args.tokenize
         )
+        if args.layer_flops:
+            row["packed_layers"] = packed_layer_flops(
+                translator, text.src, beam, args.batch_sentences
+            )
         results.append(row)
         print(json.dumps(row))
     if args.json:

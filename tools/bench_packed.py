@@ -4,6 +4,7 @@
     python tools/bench_packed.py --dtype bf16 --layers 512x8000 1280x2048 --rows 40 160 320
     python tools/bench_packed.py --threads 2 --json packed.json
     python tools/bench_packed.py --layers 1024x512 --activation tanh --max-rows 160
+    python tools/bench_packed.py --dtype fp32 --rows 64 --unpadded   # as training packs
 
 For each layer (in x out) and row count: the median time of `F.linear` on PyTorch's plain
 weight, which oneDNN repacks at every call, and of `PackedWeight.linear` on a weight packed
@@ -14,7 +15,7 @@ for it (the median over 5 row counts above those timed, each padded to a row cou
 own, so that the packed layer meets a new shape too). The default layers are those of the
 peer benchmark model's search step: the LSTM step ([x_t, h] 1 280 -> 4 x 512 gates) and the
 output layer (512 -> 8 000); its combine layer is 1024x512 with tanh. Time on a quiet
-machine.
+machine. ``--unpadded`` packs as training does (`TimeBatchedLinear`: rows not padded).
 """
 
 from __future__ import annotations
@@ -65,13 +66,15 @@ def bench_layer(
     repeats: int,
     activation: str = "none",
     max_rows: int | None = None,
+    unpadded: bool = False,
 ):
     """One result per row count: plain, packed and chunked time (at most ``max_rows`` rows
     per call), and (the same for every row count of the layer) the median extra time of a
     first call over 5 new row counts."""
     weight = torch.randn(size_out, size_in, dtype=dtype) / size_in**0.5
     bias = torch.randn(size_out, dtype=dtype)
-    packed, chunked = PackedWeight(), PackedWeight(bf16_max_rows=max_rows)
+    packed = PackedWeight(pad_rows=not unpadded)
+    chunked = PackedWeight(bf16_max_rows=max_rows)
     chunks = max_rows is not None and dtype == torch.bfloat16
 
     def plain_linear(x: Tensor) -> Tensor:
@@ -110,6 +113,9 @@ def bench_layer(
             "plain_ms": round(plain_ms, 3),
             "packed_ms": round(packed_ms, 3),
             "speedup": round(plain_ms / packed_ms, 2),
+            "unpadded": unpadded,
+            "plain_gflops": round(2 * count * size_in * size_out / plain_ms / 1e6),
+            "packed_gflops": round(2 * count * size_in * size_out / packed_ms / 1e6),
             "max_rows": max_rows if chunks else None,
             "chunked_ms": None if chunked_ms is None else round(chunked_ms, 3),
             "plain_first_call_extra_ms": round(plain_first, 2),
@@ -151,6 +157,9 @@ def main() -> None:
     parser.add_argument(
         "--max-rows", type=positive, help="also time at most this many rows per call"
     )
+    parser.add_argument(
+        "--unpadded", action="store_true", help="pack as training does: rows not padded"
+    )
     parser.add_argument("--repeats", type=positive, default=50)
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
     parser.add_argument("--json", type=json_path, help="also write the results here")
@@ -173,15 +182,18 @@ def main() -> None:
                     args.repeats,
                     args.activation,
                     args.max_rows,
+                    args.unpadded,
                 )
     chunked = f"{'<=' + str(args.max_rows) + ' rows ms':>14}" if args.max_rows else ""
     header = f"{'layer':>10} {'dtype':>8} {'rows':>5} {'plain ms':>9} {'packed ms':>10} {'x':>5}"
+    header += f" {'GFLOP/s plain / packed':>22}"
     print(header + chunked + f" {'1st call +ms plain / packed':>28}")
     for r in results:
         chunked = "" if not args.max_rows else f"{r['chunked_ms'] or '-':>14}"
         print(
             f"{r['layer']:>10} {r['dtype']:>8} {r['rows']:>5} {r['plain_ms']:>9.3f} "
-            f"{r['packed_ms']:>10.3f} {r['speedup']:>5.2f}{chunked} "
+            f"{r['packed_ms']:>10.3f} {r['speedup']:>5.2f}"
+            f" {r['plain_gflops']:>13} / {r['packed_gflops']:<6}{chunked} "
             f"{r['plain_first_call_extra_ms']:>16.2f} / {r['packed_first_call_extra_ms']:.2f}"
         )
     if args.json:
