@@ -122,7 +122,8 @@ class PackedWeight:
         self, x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str = "none"
     ) -> Tensor:
         """``activation(F.linear(x, weight, bias))`` for x [..., in], on the packed weight;
-        the rows are padded as `padded_rows` says and the padding cut off again."""
+        with ``pad_rows`` the rows are padded as `padded_rows` says and the padding cut off
+        again."""
         return self.linear_packed(x, self.get(weight), bias, activation)
 
     def linear_packed(

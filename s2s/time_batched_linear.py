@@ -29,8 +29,8 @@ def time_batching_applies(weight: Tensor, training: bool) -> bool:
 def packs_in_training(weight: Tensor) -> bool:
     """Whether a pass runs its steps on a copy of ``weight`` packed for oneDNN once per
     pass (s2s.packed_linear): fp32 on the CPU. For the 64-row steps of the peer benchmark
-    model that made fp32 training 10 % faster on an AMD EPYC (Zen 4), where MKL's small
-    products run at 130-155 GFLOP/s and oneDNN's on a packed weight at 200-220
+    model that made fp32 training 12 % faster on an AMD EPYC (Zen 4), where MKL ran the
+    LSTM step's 64-row product at 108-160 GFLOP/s and oneDNN on a packed weight at 218
     (docs/performance.md). bf16 (autocast) already runs on oneDNN and gained nothing
     clear, so it keeps ``F.linear``."""
     return (
