@@ -7,7 +7,9 @@ below the CPU's matmul peak) and an accumulation into ``.grad`` after it. Here e
 keeps its input and the gradient of its output, and the first step, whose backward runs
 last because every later step depends on it, computes the weight gradient of the whole
 pass as one matmul over all steps' rows. On this project's CPU that made fp32 training of
-the peer benchmark model 4-5 % faster, and bf16 7-9 % (docs/performance.md).
+the peer benchmark model 4-5 % faster, and bf16 7-9 % (docs/performance.md). In fp32 the
+steps' own products also run on the weight packed for oneDNN once per pass
+(`packs_in_training`).
 """
 
 from __future__ import annotations
