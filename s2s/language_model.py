@@ -18,6 +18,7 @@ from s2s.cell_registry import cell_factory
 from s2s.cells import State
 from s2s.config import Config, ModelConfig
 from s2s.dropout import Dropout
+from s2s.packed_linear import PackedWeight, can_pack
 from s2s.recurrent_stack import CellFactory, RecurrentStack
 from s2s.tokenizer import BOS_ID, PAD_ID, Tokenizer
 
@@ -57,14 +58,21 @@ class LanguageModel(nn.Module):
         if tied:
             self.output.weight = self.embed.weight
         self.dropout = Dropout(config.dropout)
-        never = torch.zeros(vocab_size, dtype=torch.bool)
-        never[list(NEVER_PREDICTED)] = True
+        never = torch.tensor(sorted(NEVER_PREDICTED), dtype=torch.long)
         self.register_buffer("never_predicted", never, persistent=False)
+        # The output layer packed once for CPU inference (s2s.packed_linear): scoring
+        # multiplies 256-row chunks by it, generation single rows.
+        self._packed_output = PackedWeight()
         # Small uniform embeddings (Zaremba et al.): with tied weights, N(0, 1) rows would
         # make the first logits so large that early training only fights the softmax.
         with torch.no_grad():
             self.embed.weight.uniform_(-0.1, 0.1)
             self.output.bias.zero_()
+
+    def train(self, mode: bool = True) -> LanguageModel:
+        # Weights may change before the next eval(): fused optimisers do not bump versions.
+        self._packed_output.clear()
+        return super().train(mode)
 
     def initial_states(self, batch_size: int, device: torch.device) -> LayerStates:
         """Zero states for ``batch_size`` streams."""
@@ -74,8 +82,13 @@ class LanguageModel(nn.Module):
         h = self.dropout(h)
         if self.bottleneck is not None:
             h = self.bottleneck(h)
-        logits = self.output(h)
-        return logits.masked_fill(self.never_predicted, float("-inf"))
+        output = self.output
+        if not self.training and can_pack(h, output.weight):
+            logits = self._packed_output.linear(h, output.weight, output.bias)
+        else:
+            logits = output(h)
+        # in place on the fresh logits, a few columns: masked_fill copied all of them
+        return logits.index_fill_(-1, self.never_predicted, float("-inf"))
 
     def forward(
         self, tokens: Tensor, states: LayerStates | None = None

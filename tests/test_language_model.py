@@ -119,6 +119,33 @@ def test_scores_of_a_uniform_model_are_hand_computable(lm_run: Path) -> None:
     assert corpus.tokens == 2 * (stream.tokens // 2 - 1)
 
 
+def test_inference_on_the_packed_output_layer_matches_the_plain_layer_after_updates() -> None:
+    """CPU inference multiplies by the output layer packed once (s2s.packed_linear): the same
+    logits as the plain layer of training mode, never-predicted ids at -inf, and weights a
+    fused optimiser changed (without bumping their versions) are packed again."""
+    from s2s.language_model import NEVER_PREDICTED
+    from s2s.packed_linear import packs
+
+    config = load_config(RECIPE, ["model.embed_size=8", "model.hidden_size=8", "model.dropout=0"])
+    torch.manual_seed(0)
+    model = build_language_model(config, 50)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    tokens = torch.randint(3, 50, (2, 7))
+    for _ in range(2):
+        with torch.no_grad():
+            plain, _ = model.train()(tokens)
+        with torch.inference_mode():
+            packed, _ = model.eval()(tokens)
+        assert (model._packed_output._packed is not None) == packs(torch.float32)
+        torch.testing.assert_close(packed, plain, atol=1e-5, rtol=1e-5)
+        assert torch.isneginf(packed[..., list(NEVER_PREDICTED)]).all()
+        model.train()
+        logits, _ = model(tokens)
+        logits[..., 3:].logsumexp(-1).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
 # -- TBPTT -------------------------------------------------------------------------------
 def test_streams_are_contiguous_and_windows_continue_each_other() -> None:
     ids = torch.arange(103)
