@@ -34,6 +34,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 State = tuple[Tensor, ...]
+# One time step of a cell: (x_t, state) -> (h_t, new state).
+StepFunction = Callable[[Tensor, State], tuple[Tensor, State]]
 
 
 class RecurrentCell(nn.Module):
@@ -80,7 +82,7 @@ class RecurrentCell(nn.Module):
         """One time step: x_t [B, I] -> (h_t [B, output_size], new state)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement step()")
 
-    def stepper(self) -> Callable[[Tensor, State], tuple[Tensor, State]]:
+    def stepper(self) -> StepFunction:
         """The step function for one pass over a sequence in training, called once per
         step in order; a new pass asks again. A cell may share work between the steps of
         a pass here (and stay equal to `step`); by default every step is `step`."""

@@ -8,11 +8,10 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from s2s.cells import RecurrentCell, State
+from s2s.cells import RecurrentCell, State, StepFunction
 from s2s.dropout import Dropout
 
 CellFactory = Callable[[int, int], RecurrentCell]
-StepFunction = Callable[[Tensor, State], tuple[Tensor, State]]
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s2s.cells import RecurrentCell, State, run_fused
+from s2s.cells import RecurrentCell, State, StepFunction, run_fused
 from s2s.packed_linear import PackedWeight, can_pack, in_place_version
 from s2s.time_batched_linear import TimeBatchedLinear, time_batching_applies
 
@@ -80,7 +79,7 @@ class LSTMCell(RecurrentCell):
         )
         return h, (h, c)
 
-    def stepper(self) -> Callable[[Tensor, State], tuple[Tensor, State]]:
+    def stepper(self) -> StepFunction:
         """In CPU training, steps whose gate matmul computes its weight gradient once for
         the pass (s2s.time_batched_linear); with a projection, or elsewhere, `step`."""
         rnn = self.rnn
