@@ -18,7 +18,7 @@ from s2s.cell_registry import cell_factory
 from s2s.cells import State
 from s2s.config import Config, ModelConfig
 from s2s.dropout import Dropout
-from s2s.packed_linear import PackedWeight, can_pack
+from s2s.packed_linear import PackedWeight
 from s2s.recurrent_stack import CellFactory, RecurrentStack
 from s2s.tokenizer import BOS_ID, PAD_ID, Tokenizer
 
@@ -82,11 +82,7 @@ class LanguageModel(nn.Module):
         h = self.dropout(h)
         if self.bottleneck is not None:
             h = self.bottleneck(h)
-        output = self.output
-        if not self.training and can_pack(h, output.weight):
-            logits = self._packed_output.linear(h, output.weight, output.bias)
-        else:
-            logits = output(h)
+        logits = self._packed_output.layer(self.output, h)
         # in place on the fresh logits, a few columns: masked_fill copied all of them
         return logits.index_fill_(-1, self.never_predicted, float("-inf"))
 

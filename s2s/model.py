@@ -188,10 +188,7 @@ class Seq2Seq(nn.Module):
 
     def _project(self, attentional: Tensor) -> Tensor:
         """The output layer; in CPU inference on a weight packed once (s2s.packed_linear)."""
-        output = self.output
-        if not self.training and can_pack(attentional, output.weight):
-            return self._packed_output.linear(attentional, output.weight, output.bias)
-        return output(attentional)
+        return self._packed_output.layer(self.output, attentional)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher-forced logits [B, T, V] for targets tgt_in [B, T] (BOS-prefixed); with

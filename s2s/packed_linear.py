@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 ACTIVATIONS = ("none", "tanh")
 
@@ -125,6 +125,13 @@ class PackedWeight:
         with ``pad_rows`` the rows are padded as `padded_rows` says and the padding cut off
         again."""
         return self.linear_packed(x, self.get(weight), bias, activation)
+
+    def layer(self, layer: nn.Linear, x: Tensor) -> Tensor:
+        """``layer(x)``, on this packed copy of its weight where that may run: the layer
+        in eval mode and `can_pack` true (CPU inference); elsewhere the layer itself."""
+        if not layer.training and can_pack(x, layer.weight):
+            return self.linear(x, layer.weight, layer.bias)
+        return layer(x)
 
     def linear_packed(
         self, x: Tensor, packed: Tensor, bias: Tensor | None = None, activation: str = "none"
