@@ -34,6 +34,7 @@ from s2s.faults import (
     BatchPlace,
     PendingStep,
     StepChecks,
+    clip_divisor,
     grad_norm,
     nonfinite,
     out_of_memory_hint,
@@ -456,10 +457,13 @@ class Trainer:
             total += loss.detach()
         total = self.dist.sum_tensor(total)  # every rank judges the same loss: same skips
         self.scaler.unscale_(self.optimizer)
-        self.last_grad_norm = grad_norm(self.model.parameters(), cfg.clip_norm)
+        clip_in_step = self.skip_on_device and cfg.clip_norm > 0  # fused: clips as it steps
+        clip_first = 0.0 if clip_in_step else cfg.clip_norm
+        self.last_grad_norm = grad_norm(self.model.parameters(), clip_first)
         bad = nonfinite(total, self.last_grad_norm)
         if self.skip_on_device:
-            step_unless(self.optimizer, bad)
+            divisor = clip_divisor(self.last_grad_norm, cfg.clip_norm) if clip_in_step else None
+            step_unless(self.optimizer, bad, divisor)
         elif not bad or self.scaler.is_enabled():  # one sync; fp16's scaler skips by itself
             self.scaler.step(self.optimizer)
         self.scaler.update()

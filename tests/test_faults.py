@@ -16,7 +16,7 @@ from s2s import training
 from s2s.checkpoint import load_checkpoint
 from s2s.config import TrainConfig, load_config
 from s2s.errors import S2SError
-from s2s.faults import step_unless, supports_skip_flag
+from s2s.faults import clip_divisor, step_unless, supports_skip_flag
 from s2s.run_dir import RunDir
 from s2s.training import Trainer
 from tests.conftest import tiny_recipe
@@ -89,6 +89,43 @@ def test_a_skipped_step_leaves_weights_and_optimizer_state_unchanged() -> None:
     assert torch.equal(weight.detach(), before)
     assert all(torch.equal(saved[k], optimizer.state[weight][k]) for k in saved)
     assert int(optimizer.state[weight]["step"]) == 1
+
+
+@pytest.mark.parametrize("optimizer_name", ["adamw", "sgd"])
+def test_the_fused_step_clips_as_clip_grad_norm_does(optimizer_name: str) -> None:
+    """Clipping folded into the fused step (a gradient divisor) moves the weights exactly as
+    clip_grad_norm_ followed by the step does, and leaves gradients under the norm alone."""
+    config = TrainConfig(optimizer=optimizer_name, lr=0.1)
+    layers = [torch.nn.Linear(6, 5) for _ in range(2)]
+    layers[1].load_state_dict(layers[0].state_dict())
+    optimizers = [training.make_optimizer(layer, config) for layer in layers]
+    assert all(supports_skip_flag(optimizer) for optimizer in optimizers)
+    for scale in (30.0, 0.01, 30.0):  # clipped, under the norm, clipped with moments in play
+        grads = [torch.randn(5, 6) * scale, torch.randn(5) * scale]
+        for layer in layers:
+            layer.weight.grad, layer.bias.grad = (g.clone() for g in grads)
+        norm = torch.nn.utils.clip_grad_norm_(layers[0].parameters(), 1.0)
+        optimizers[0].step()
+        step_unless(optimizers[1], torch.tensor(False), clip_divisor(norm, 1.0))
+        for mine, theirs in zip(layers[1].parameters(), layers[0].parameters(), strict=True):
+            torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-7)
+
+
+def test_training_clips_the_same_in_the_fused_step_and_before_it(tmp_path: Path) -> None:
+    """A trainer with a fused optimiser clips inside its step; the weights it reaches are
+    those of clipping first (the path other optimisers take), and clipping did bite."""
+    settings = ("train.max_steps=3", "train.clip_norm=0.05", "train.save_every=1000")
+    fused = make_trainer(tmp_path / "fused", *settings)
+    assert fused.skip_on_device
+    first = make_trainer(tmp_path / "first", *settings)
+    first.skip_on_device = False  # clip_grad_norm_, then the step
+    unclipped = make_trainer(tmp_path / "unclipped", *settings[:1], "train.clip_norm=0")
+    for trainer in (fused, first, unclipped):
+        trainer.train()
+    weights = [dict(t.model.named_parameters()) for t in (fused, first, unclipped)]
+    for name, weight in weights[0].items():
+        torch.testing.assert_close(weight, weights[1][name], rtol=1e-4, atol=1e-6)
+    assert any(not torch.allclose(w, weights[2][n]) for n, w in weights[0].items())
 
 
 def test_too_many_bad_steps_stop_naming_the_batch(tmp_path: Path, monkeypatch) -> None:
