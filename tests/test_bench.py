@@ -157,3 +157,20 @@ def test_layer_flops_count_the_packed_layers_of_a_decoding_pass(trained_run):
         rows, partial = divmod(layer["flop"], 2 * size_in * size_out)
         assert rows >= 1 and partial == 0 and layer["seconds"] > 0, name
     assert counted["pass_seconds"] >= sum(layer["seconds"] for layer in counted["layers"].values())
+
+
+def test_clip_benchmark_times_both_ways_on_the_peer_model(tmp_path, capsys):
+    """tools/bench_clip.py builds the peer model without data and times clipping before
+    the fused step and inside it."""
+    import bench_clip
+
+    model, train = bench_clip.peer_model_and_training()
+    assert (model.output.in_features, model.output.out_features) == (512, 8000)
+    assert model.config.input_feeding and train.clip_norm == 5.0
+    out = tmp_path / "clip.json"
+    bench_clip.main(["--rounds", "1", "--steps", "1", "--threads", "1", "--json", str(out)])
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["parameters"] == sum(p.numel() for p in model.parameters())
+    for way in ("clip first", "clip in step"):
+        assert 0 < result[way]["min_ms"] <= result[way]["median_ms"]
+    assert "clip in step" in capsys.readouterr().out

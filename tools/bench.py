@@ -63,13 +63,41 @@ PEER_DATA_HELP = (
 )
 
 
+PEER_MODEL = [
+    "tokenizer.model_type=word",
+    "tokenizer.joint=false",
+    "tokenizer.vocab_size=8000",
+    "model.cell=lstm",
+    "model.embed_size=256",
+    "model.hidden_size=512",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+    "model.bidirectional=true",
+    "model.attention=general",
+    "model.input_feeding=true",
+    "model.dropout=0.2",
+    "model.tie_embeddings=false",
+    "model.attentional_size=512",  # OpenNMT-py's and Joey NMT's attentional vector: 512
+    "train.optimizer=adamw",
+    "train.weight_decay=0.0",  # AdamW without weight decay is Adam
+    "train.betas=[0.9, 0.999]",
+    "train.lr=0.001",
+    "train.schedule=constant",
+    "train.warmup_steps=0",
+    "train.clip_norm=5.0",
+    "train.label_smoothing=0.0",
+    "train.max_length=100",
+]
+"""The OpenNMT-py / Joey NMT benchmark model and its training, as `--set` overrides (their
+configs: 1-layer bidirectional LSTM encoder 256 per direction, 1-layer LSTM decoder 512
+with input feeding and Luong general attention, a 512-wide attentional vector, embeddings
+256, dropout 0.2, no label smoothing, Adam 1e-3 at a constant rate, clipping at 5, separate
+8 000-word vocabularies)."""
+
+
 def peer_overrides(data: Path) -> list[str]:
-    """`--set` overrides that turn recipes/mt.toml into the OpenNMT-py / Joey NMT benchmark
-    model (their configs: 1-layer bidirectional LSTM encoder 256 per direction, 1-layer
-    LSTM decoder 512 with input feeding and Luong general attention, a 512-wide attentional
-    vector, embeddings 256, dropout 0.2, no label smoothing, Adam 1e-3 at a constant rate,
-    clipping at 5, separate 8 000-word vocabularies); batches of 64 sentences are built by
-    the harness."""
+    """`--set` overrides that turn recipes/mt.toml into the peer benchmark model
+    (`PEER_MODEL`) on the peers' data; batches of 64 sentences are built by the harness."""
     for split in ("train", "val", "test"):
         for side in ("src", "tgt"):
             if not (data / f"{split}.{side}").is_file():
@@ -86,29 +114,7 @@ def peer_overrides(data: Path) -> list[str]:
         "task.name=bench-peers",
         "task.src_lang=de",
         "task.tgt_lang=en",
-        "tokenizer.model_type=word",
-        "tokenizer.joint=false",
-        "tokenizer.vocab_size=8000",
-        "model.cell=lstm",
-        "model.embed_size=256",
-        "model.hidden_size=512",
-        "model.encoder_layers=1",
-        "model.decoder_layers=1",
-        "model.bidirectional=true",
-        "model.attention=general",
-        "model.input_feeding=true",
-        "model.dropout=0.2",
-        "model.tie_embeddings=false",
-        "model.attentional_size=512",  # OpenNMT-py's and Joey NMT's attentional vector: 512
-        "train.optimizer=adamw",
-        "train.weight_decay=0.0",  # AdamW without weight decay is Adam
-        "train.betas=[0.9, 0.999]",
-        "train.lr=0.001",
-        "train.schedule=constant",
-        "train.warmup_steps=0",
-        "train.clip_norm=5.0",
-        "train.label_smoothing=0.0",
-        "train.max_length=100",
+        *PEER_MODEL,
     ]
 
 
