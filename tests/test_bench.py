@@ -174,3 +174,31 @@ def test_clip_benchmark_times_both_ways_on_the_peer_model(tmp_path, capsys):
     for way in ("clip first", "clip in step"):
         assert 0 < result[way]["min_ms"] <= result[way]["median_ms"]
     assert "clip in step" in capsys.readouterr().out
+
+
+def test_gate_benchmark_checks_the_cells_update_against_tanh(tmp_path):
+    """tools/bench_gates.py times the built-in LSTM's decoding gate update against the
+    same update with PyTorch's tanh, and reports how far apart their results are."""
+    import bench_gates
+
+    out = tmp_path / "gates.json"
+    bench_gates.main(
+        [
+            "--rows",
+            "3",
+            "17",
+            "--hidden-size",
+            "8",
+            "--repeats",
+            "2",
+            "--rounds",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
+    rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
+    assert [r["rows"] for r in rows] == [3, 17]
+    for r in rows:
+        assert r["max_abs_difference"] < 1e-6
+        assert all(r[f"{way}_us"] > 0 for way in ("tanh_alone", "update_sigmoid"))
