@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from bench_output import json_path
+from bench_packed import median_ms
 from torch import Tensor
 
 from s2s.cell_registry import cell_factory
@@ -36,16 +36,6 @@ def update_with_tanh(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     i, f, o = torch.sigmoid(sigmoids).chunk(3, dim=1)
     c = torch.addcmul(f * c, i, torch.tanh(g))
     return o * torch.tanh(c), c
-
-
-def median_us(run: Callable[[], object], repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
 
 
 def bench_rows(rows: int, hidden: int, repeats: int, rounds: int) -> dict[str, float]:
@@ -67,7 +57,7 @@ def bench_rows(rows: int, hidden: int, repeats: int, rounds: int) -> dict[str, f
     times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(rounds):
         for name, way in ways.items():
-            times[name].append(median_us(way, repeats))
+            times[name].append(median_ms(way, repeats) * 1e3)
     result = {f"{name}_us": statistics.median(values) for name, values in times.items()}
     return {"rows": rows, "hidden_size": hidden, **result, "max_abs_difference": error}
 

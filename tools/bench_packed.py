@@ -37,7 +37,7 @@ from s2s.packed_linear import ACTIVATIONS, PackedWeight, packs, padded_rows
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def median_ms(run: Callable[[], Tensor], repeats: int) -> float:
+def median_ms(run: Callable[[], object], repeats: int) -> float:
     """Median of ``repeats`` calls after two warm-up calls, in milliseconds."""
     run(), run()
     times = []
