@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import s2s_cells.gru
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +26,12 @@ VOCAB = 40
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _gru_packs_any_rows(monkeypatch) -> None:
+    """These tests decode two sentences; the GRU packs from 12 rows, here from 1."""
+    monkeypatch.setattr(s2s_cells.gru, "_PACKED_STEP_MIN_ROWS", 1)
 
 
 @pytest.mark.parametrize("shape", [(7, 12), (3, 1, 12), (20, 12)])
@@ -89,9 +96,9 @@ def test_an_unknown_activation_is_refused() -> None:
         PackedWeight().linear(torch.randn(2, 3), torch.randn(4, 3), activation="relu")
 
 
-def make_model(**options) -> Seq2Seq:
-    config = ModelConfig(embed_size=16, hidden_size=24, dropout=0.0, **options)
-    return Seq2Seq(config, cell_factory("lstm", {}), VOCAB, VOCAB, 0, share_vocab=True)
+def make_model(cell: str = "lstm", **options) -> Seq2Seq:
+    config = ModelConfig(cell=cell, embed_size=16, hidden_size=24, dropout=0.0, **options)
+    return Seq2Seq(config, cell_factory(cell, {}), VOCAB, VOCAB, 0, share_vocab=True)
 
 
 def decode_log_probs(model: Seq2Seq, packed: bool) -> torch.Tensor:
@@ -103,27 +110,37 @@ def decode_log_probs(model: Seq2Seq, packed: bool) -> torch.Tensor:
 
 def packed_layers_ran(model: Seq2Seq) -> bool:
     cell = model.decoder.layers[0][0]
-    return model._packed_output._packed is not None and cell._decoding._packed._packed is not None
+    if model.config.cell == "gru":
+        cell_packed = [cell._packed_ih, cell._packed_hh]
+    else:
+        cell_packed = [cell._decoding._packed]
+    packed = [model._packed_output, *cell_packed]
+    return all(weight._packed is not None for weight in packed)
 
 
+CELLS = pytest.mark.parametrize("cell", ["lstm", "gru"])
+
+
+@CELLS
 @pytest.mark.parametrize("input_feeding", [False, True])
 @pytest.mark.parametrize(
     ("dtype", "tolerance"), [(torch.float32, 1e-5), pytest.param(torch.bfloat16, 5e-2, marks=BF16)]
 )
 def test_search_steps_on_packed_weights_match_the_plain_layers(
-    input_feeding: bool, dtype: torch.dtype, tolerance: float
+    cell: str, input_feeding: bool, dtype: torch.dtype, tolerance: float
 ) -> None:
-    model = make_model(input_feeding=input_feeding).to(dtype).eval()
+    model = make_model(cell, input_feeding=input_feeding).to(dtype).eval()
     plain = decode_log_probs(model, packed=False)
     packed = decode_log_probs(model, packed=True)
     assert packed_layers_ran(model)
     torch.testing.assert_close(packed, plain, atol=tolerance, rtol=tolerance)
 
 
-def test_decoding_after_training_steps_reads_the_new_weights() -> None:
+@CELLS
+def test_decoding_after_training_steps_reads_the_new_weights(cell: str) -> None:
     """Fused optimisers change weights in place without bumping their versions: switching
     modes must drop the packed copies, or validation would decode the old weights."""
-    model = make_model(input_feeding=True).eval()
+    model = make_model(cell, input_feeding=True).eval()
     before = decode_log_probs(model, packed=True)
     assert packed_layers_ran(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, fused=True)
@@ -140,9 +157,10 @@ def test_decoding_after_training_steps_reads_the_new_weights() -> None:
     torch.testing.assert_close(after, decode_log_probs(model, packed=False), atol=1e-5, rtol=1e-5)
 
 
-def test_a_model_that_decoded_can_be_copied_and_saved(tmp_path) -> None:
+@CELLS
+def test_a_model_that_decoded_can_be_copied_and_saved(tmp_path, cell: str) -> None:
     """oneDNN's packed tensors cannot be copied or pickled: copies start without them."""
-    model = make_model(input_feeding=True).eval()
+    model = make_model(cell, input_feeding=True).eval()
     expected = decode_log_probs(model, packed=True)
     assert packed_layers_ran(model)
     copied = copy.deepcopy(model)
@@ -168,3 +186,17 @@ def test_only_bf16_layers_split_their_rows(monkeypatch, dtype: torch.dtype) -> N
         y = PackedWeight(bf16_max_rows=20).linear(x, weight)
     assert y.shape == (50, 9)
     assert calls == ([20, 20, 10] if dtype == torch.bfloat16 else [50])
+
+
+def test_a_gru_step_of_few_rows_keeps_gru_cell(monkeypatch) -> None:
+    """Below _PACKED_STEP_MIN_ROWS one `gru_cell` call is faster than the packed step."""
+    monkeypatch.setattr(s2s_cells.gru, "_PACKED_STEP_MIN_ROWS", 12)
+    cell = cell_factory("gru", {})(6, 8).eval()
+    rnn = cell.rnn
+    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+    with torch.no_grad():
+        for rows, packed in ((11, False), (12, True)):
+            x, h = torch.randn(rows, 6), torch.randn(rows, 8)
+            y, _ = cell.step(x, (h,))
+            assert (cell._packed_ih._packed is not None) == packed
+            torch.testing.assert_close(y, torch.gru_cell(x, h, *weights), atol=1e-5, rtol=1e-5)
