@@ -110,15 +110,16 @@ def decode_log_probs(model: Seq2Seq, packed: bool) -> torch.Tensor:
 
 def packed_layers_ran(model: Seq2Seq) -> bool:
     cell = model.decoder.layers[0][0]
-    if model.config.cell == "gru":
-        cell_packed = [cell._packed_ih, cell._packed_hh]
-    else:
-        cell_packed = [cell._decoding._packed]
+    cell_packed = {
+        "lstm": lambda: [cell._decoding._packed],
+        "gru": lambda: [cell._packed_ih, cell._packed_hh],
+        "crnn": lambda: [cell._packed_window, cell._packed_hh],
+    }[model.config.cell]()
     packed = [model._packed_output, *cell_packed]
     return all(weight._packed is not None for weight in packed)
 
 
-CELLS = pytest.mark.parametrize("cell", ["lstm", "gru"])
+CELLS = pytest.mark.parametrize("cell", ["lstm", "gru", "crnn"])
 
 
 @CELLS
