@@ -18,7 +18,7 @@ from s2s.cell_registry import cell_factory
 from s2s.cells import State
 from s2s.config import Config, ModelConfig
 from s2s.dropout import Dropout
-from s2s.packed_linear import PackedWeight
+from s2s.packed_linear import DropsPackedCopies, PackedWeight
 from s2s.recurrent_stack import CellFactory, RecurrentStack
 from s2s.tokenizer import BOS_ID, PAD_ID, Tokenizer
 
@@ -34,7 +34,7 @@ def detach_states(states: LayerStates) -> LayerStates:
     return [tuple(t.detach() for t in state) for state in states]
 
 
-class LanguageModel(nn.Module):
+class LanguageModel(DropsPackedCopies, nn.Module):
     """A recurrent language model over one vocabulary; layers = ``model.decoder_layers``."""
 
     def __init__(self, config: ModelConfig, make_cell: CellFactory, vocab_size: int) -> None:
@@ -68,11 +68,6 @@ class LanguageModel(nn.Module):
         with torch.no_grad():
             self.embed.weight.uniform_(-0.1, 0.1)
             self.output.bias.zero_()
-
-    def train(self, mode: bool = True) -> LanguageModel:
-        # Weights may change before the next eval(): fused optimisers do not bump versions.
-        self._packed_output.clear()
-        return super().train(mode)
 
     def initial_states(self, batch_size: int, device: torch.device) -> LayerStates:
         """Zero states for ``batch_size`` streams."""

@@ -27,7 +27,7 @@ from s2s.attention import build_attention
 from s2s.config import ModelConfig
 from s2s.copy_attention import CopySwitch
 from s2s.dropout import Dropout
-from s2s.packed_linear import PackedWeight, can_pack
+from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack
 from s2s.recurrent_stack import CellFactory, RecurrentStack
 from s2s.time_batched_linear import TimeBatchedLinear, time_batching_applies
 
@@ -60,7 +60,7 @@ def reorder(value, index: Tensor):
     return type(value)(reorder(v, index) for v in value)
 
 
-class Seq2Seq(nn.Module):
+class Seq2Seq(DropsPackedCopies, nn.Module):
     """Attentional recurrent encoder-decoder."""
 
     # decode_step reads one encoder row for the consecutive rows of a sentence's beams
@@ -124,12 +124,6 @@ class Seq2Seq(nn.Module):
         # Embeddings keep nn.Embedding's N(0, 1) init. The Transformer-style std of
         # embed**-0.5 starves the recurrent layers of input: on recipes/mt.toml it left
         # validation BLEU at 8.9 after 1 000 steps, where N(0, 1) reaches 10 after 300.
-
-    def train(self, mode: bool = True) -> Seq2Seq:
-        # Weights may change before the next eval(): fused optimisers do not bump versions.
-        self._packed_combine.clear()
-        self._packed_output.clear()
-        return super().train(mode)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
         """src [B, S] token ids (padded) -> encoder output; only the first

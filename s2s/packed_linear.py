@@ -10,8 +10,8 @@ as the matmul.
 
 Only inference uses this: the packed copy has no gradient, and it is packed again when the
 weight's storage or in-place version changes. Fused optimisers update weights without
-bumping the version, so the owners of a `PackedWeight` also drop it whenever their module
-changes mode (`train()` / `eval()`), and use it only in eval mode.
+bumping the version, so the modules that own `PackedWeight`s drop them whenever they change
+mode (`train()` / `eval()`, through `DropsPackedCopies`), and use them only in eval mode.
 """
 
 from __future__ import annotations
@@ -149,6 +149,18 @@ class PackedWeight:
             pieces = rows.split(limit)
             y = torch.cat([_padded_linear(p, packed, bias, activation, pad) for p in pieces])
         return y.view(*x.shape[:-1], y.size(-1))
+
+
+class DropsPackedCopies:
+    """For an `nn.Module` that keeps `PackedWeight`s in its attributes: ``train()`` and
+    ``eval()`` drop them all. Fused optimisers change weights in place without bumping
+    their versions, so a copy packed before a training step would go on being used."""
+
+    def train(self, mode: bool = True):
+        for value in vars(self).values():
+            if isinstance(value, PackedWeight):
+                value.clear()
+        return super().train(mode)  # type: ignore[misc]
 
 
 def _padded_linear(

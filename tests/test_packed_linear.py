@@ -111,7 +111,7 @@ def decode_log_probs(model: Seq2Seq, packed: bool) -> torch.Tensor:
 def packed_layers_ran(model: Seq2Seq) -> bool:
     cell = model.decoder.layers[0][0]
     cell_packed = {
-        "lstm": lambda: [cell._decoding._packed],
+        "lstm": lambda: [cell._decoding],
         "gru": lambda: [cell._packed_ih, cell._packed_hh],
         "crnn": lambda: [cell._packed_window, cell._packed_hh],
     }[model.config.cell]()

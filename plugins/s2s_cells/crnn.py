@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State
-from s2s.packed_linear import PackedWeight, can_pack, in_place_version
+from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack, in_place_version
 
 
-class CRNNCell(RecurrentCell):
+class CRNNCell(DropsPackedCopies, RecurrentCell):
     """Causal convolution (width ``kernel_size``) in place of a GRU's input projection.
 
     h_t = GRU-update(conv(x_{t-k+1..t}), h_{t-1}) with reset and update gates as in Cho et
@@ -42,12 +42,6 @@ class CRNNCell(RecurrentCell):
         nn.init.uniform_(self.bias_hh, -bound, bound)
         self._packed_window = PackedWeight()
         self._packed_hh = PackedWeight()
-
-    def train(self, mode: bool = True) -> CRNNCell:
-        # Weights may change before the next eval(): fused optimisers do not bump versions.
-        self._packed_window.clear()
-        self._packed_hh.clear()
-        return super().train(mode)
 
     def initial_state(
         self,

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State, run_fused
-from s2s.packed_linear import PackedWeight, can_pack
+from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack
 
 # From this many rows a decoding step runs on packed weights (`GRUCell._packed_step`).
 # Below it `gru_cell`'s one call wins: the packed step pads its rows to 20 and spells the
@@ -18,7 +18,7 @@ from s2s.packed_linear import PackedWeight, can_pack
 _PACKED_STEP_MIN_ROWS = 12
 
 
-class GRUCell(RecurrentCell):
+class GRUCell(DropsPackedCopies, RecurrentCell):
     """Gated recurrent unit (Cho et al. 2014). State: (h,)."""
 
     options: ClassVar[dict[str, Any]] = {}
@@ -28,12 +28,6 @@ class GRUCell(RecurrentCell):
         self.rnn = nn.GRU(input_size, hidden_size, batch_first=True)
         self._packed_ih = PackedWeight()
         self._packed_hh = PackedWeight()
-
-    def train(self, mode: bool = True) -> GRUCell:
-        # Weights may change before the next eval(): fused optimisers do not bump versions.
-        self._packed_ih.clear()
-        self._packed_hh.clear()
-        return super().train(mode)
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         rnn = self.rnn

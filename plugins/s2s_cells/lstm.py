@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State, StepFunction, run_fused
-from s2s.packed_linear import PackedWeight, can_pack, in_place_version
+from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack, in_place_version
 from s2s.time_batched_linear import TimeBatchedLinear, time_batching_applies
 
 # Below this many rows a single `lstm_cell` call beats the fixed overhead of a oneDNN call
@@ -20,7 +20,7 @@ from s2s.time_batched_linear import TimeBatchedLinear, time_batching_applies
 _FUSED_STEP_MIN_ROWS = 32
 
 
-class LSTMCell(RecurrentCell):
+class LSTMCell(DropsPackedCopies, RecurrentCell):
     """Long short-term memory (Hochreiter & Schmidhuber 1997). State: (h, c).
 
     ``proj_size`` > 0 projects h to that width (Sak et al. 2014): a cheaper recurrence and a
@@ -43,11 +43,6 @@ class LSTMCell(RecurrentCell):
             self.rnn.bias_ih_l0[hidden_size : 2 * hidden_size].fill_(forget_bias)
             self.rnn.bias_hh_l0[hidden_size : 2 * hidden_size].zero_()
         self._decoding = _DecodingWeights()
-
-    def train(self, mode: bool = True) -> LSTMCell:
-        # Weights may change before the next eval(): fused optimisers do not bump versions.
-        self._decoding.clear()
-        return super().train(mode)
 
     def initial_state(
         self,
@@ -144,33 +139,32 @@ def _gate_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
-class _DecodingWeights:
+class _DecodingWeights(PackedWeight):
     """``[W_ih | W_hh]`` with the gates reordered to (i, f, o, 2g), packed for oneDNN
-    (s2s.packed_linear): one matmul per step instead of oneDNN's LSTM primitive, which
-    repacks both weights at every call (a quarter of its time on this project's CPU). Only
-    the packed copy is kept, not the plain one it is packed from."""
+    (s2s.packed_linear), and the summed bias in the same order: one matmul per step instead
+    of oneDNN's LSTM primitive, which repacks both weights at every call (a quarter of its
+    time on this project's CPU). Only the packed copy is kept, not the plain one it is
+    packed from."""
 
     def __init__(self) -> None:
-        self._key: tuple | None = None
+        super().__init__()
         self._bias: Tensor | None = None
-        self._packed = PackedWeight()
 
     def clear(self) -> None:
-        self._key = self._bias = None
-        self._packed.clear()
+        super().clear()
+        self._bias = None
 
     def __getstate__(self) -> dict:
-        return vars(type(self)())  # copies and pickles rebuild it when first needed
+        return {**super().__getstate__(), "_bias": None}
 
     def gates(self, rnn: nn.LSTM, x_and_h: Tensor) -> Tensor:
         """Pre-activations [B, 4H] in the order (i, f, o, 2g) for x_and_h = [x_t, h]."""
         params = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
         key = tuple((p.data_ptr(), in_place_version(p), p.dtype) for p in params)
-        if self._bias is None or key != self._key:
+        if self._bias is None or key != self._key:  # before get_built, which sets the key
             self._bias = _in_ifog_order(params[2] + params[3])
-            self._key = key
-        packed = self._packed.get_built(key, lambda: _in_ifog_order(torch.cat(params[:2], dim=1)))
-        return self._packed.linear_packed(x_and_h, packed, self._bias)
+        packed = self.get_built(key, lambda: _in_ifog_order(torch.cat(params[:2], dim=1)))
+        return self.linear_packed(x_and_h, packed, self._bias)
 
 
 def _in_ifog_order(gate_rows: Tensor) -> Tensor:
