@@ -108,15 +108,16 @@ def decode_log_probs(model: Seq2Seq, packed: bool) -> torch.Tensor:
         return search_step_log_probs(model, batch)
 
 
-def packed_layers_ran(model: Seq2Seq) -> bool:
+def packed_layers_ran(model: Seq2Seq, cell_too: bool = True) -> bool:
+    """Whether the output layer ran packed, and the first decoder cell did ``cell_too``."""
     cell = model.decoder.layers[0][0]
     cell_packed = {
         "lstm": lambda: [cell._decoding],
         "gru": lambda: [cell._packed_ih, cell._packed_hh],
         "crnn": lambda: [cell._packed_window, cell._packed_hh],
     }[model.config.cell]()
-    packed = [model._packed_output, *cell_packed]
-    return all(weight._packed is not None for weight in packed)
+    cell_ran = [weight._packed is not None for weight in cell_packed]
+    return model._packed_output._packed is not None and all(ran == cell_too for ran in cell_ran)
 
 
 CELLS = pytest.mark.parametrize("cell", ["lstm", "gru", "crnn"])
@@ -133,7 +134,8 @@ def test_search_steps_on_packed_weights_match_the_plain_layers(
     model = make_model(cell, input_feeding=input_feeding).to(dtype).eval()
     plain = decode_log_probs(model, packed=False)
     packed = decode_log_probs(model, packed=True)
-    assert packed_layers_ran(model)
+    gru_cell_kept = cell == "gru" and dtype == torch.bfloat16  # no faster packed in bf16
+    assert packed_layers_ran(model, cell_too=not gru_cell_kept)
     torch.testing.assert_close(packed, plain, atol=tolerance, rtol=tolerance)
 
 

@@ -10,11 +10,12 @@ from torch import Tensor, nn
 from s2s.cells import RecurrentCell, State, run_fused
 from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack
 
-# From this many rows a decoding step runs on packed weights (`GRUCell._packed_step`).
+# From this many rows an fp32 decoding step runs on packed weights (`GRUCell._packed_step`).
 # Below it `gru_cell`'s one call wins: the packed step pads its rows to 20 and spells the
 # gates out. On an AMD EPYC (Zen 4), 2 threads, 768 -> 512, packed against `gru_cell`:
 # 1.13-1.16x the time at 8 rows, 0.89-0.94x at 12, 0.86-0.87x at 16, 0.84-0.88x at 320
-# (tools/bench_cells.py --step-batch).
+# (tools/bench_cells.py --step-batch). In bf16 `gru_cell` already multiplies on oneDNN, and
+# the packed step was no faster (0.95-1.03x at 20-320 rows) and slower below (1.4x at 12).
 _PACKED_STEP_MIN_ROWS = 12
 
 
@@ -31,8 +32,8 @@ class GRUCell(DropsPackedCopies, RecurrentCell):
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         rnn = self.rnn
-        packs = x_t.size(0) >= _PACKED_STEP_MIN_ROWS and can_pack(x_t, rnn.weight_ih_l0)
-        if packs and not self.training:
+        fits = x_t.dtype == torch.float32 and x_t.size(0) >= _PACKED_STEP_MIN_ROWS
+        if fits and not self.training and can_pack(x_t, rnn.weight_ih_l0):
             return self._packed_step(x_t, state[0])
         h = torch.gru_cell(
             x_t, state[0], rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0
@@ -40,20 +41,20 @@ class GRUCell(DropsPackedCopies, RecurrentCell):
         return h, (h,)
 
     def _packed_step(self, x_t: Tensor, h: Tensor) -> tuple[Tensor, State]:
-        """CPU inference: both products on weights packed once for oneDNN (`gru_cell` hands
-        MKL the plain weights at every step), then the gates in fp32, with tanh computed
+        """CPU inference in fp32: both products on weights packed once for oneDNN (`gru_cell`
+        hands MKL the plain weights at every step), then the gates, with tanh computed
         as 2 sigmoid(2x) - 1 (PyTorch's fp32 tanh costs several times its sigmoid on the
         CPU; see `LSTMCell.gate_update`). A 320-row step of 768 -> 512 in fp32 took
         6.6-7.2 ms against 7.5-8.6 with `gru_cell` on an AMD EPYC (Zen 4), 2 threads,
         and a 40-row step 1.01-1.05 ms against 1.74-1.82."""
         rnn = self.rnn
-        from_x = self._packed_ih.linear(x_t, rnn.weight_ih_l0, rnn.bias_ih_l0).float()
-        from_h = self._packed_hh.linear(h, rnn.weight_hh_l0, rnn.bias_hh_l0).float()
+        from_x = self._packed_ih.linear(x_t, rnn.weight_ih_l0, rnn.bias_ih_l0)
+        from_h = self._packed_hh.linear(h, rnn.weight_hh_l0, rnn.bias_hh_l0)
         x_rz, x_n = from_x.split([2 * self.hidden_size, self.hidden_size], dim=1)
         h_rz, h_n = from_h.split([2 * self.hidden_size, self.hidden_size], dim=1)
         r, z = torch.sigmoid(x_rz + h_rz).chunk(2, dim=1)
         n = torch.sigmoid(torch.addcmul(x_n, r, h_n).mul_(2.0)).mul_(2.0).sub_(1.0)  # tanh
-        h = torch.addcmul(n, z, h.float() - n).to(x_t.dtype)  # (1 - z) n + z h
+        h = torch.addcmul(n, z, h - n)  # (1 - z) n + z h
         return h, (h,)
 
     def forward(
