@@ -61,14 +61,23 @@ def can_pack(x: Tensor, weight: Tensor) -> bool:
     input and weight in the precision the layer would compute in. Under autocast that is
     autocast's: its fp32 weights are cast at every call, and the packed layer, which
     autocast does not see, would compute in fp32 instead. ``torch.backends.mkldnn.flags(
-    enabled=False)`` turns it off, as it turns off PyTorch's own use of oneDNN."""
+    enabled=False)`` turns it off, as it turns off PyTorch's own use of oneDNN, and so does
+    torch.compile: code it compiles keeps the plain layers."""
     if torch.is_grad_enabled() or x.device.type != "cpu" or weight.dim() != 2:
+        return False
+    if _compiling():  # inductor cannot lower oneDNN's packed tensors; it packs on its own
         return False
     if not torch.backends.mkldnn.enabled:
         return False
     if torch.is_autocast_enabled("cpu") and weight.dtype != torch.get_autocast_dtype("cpu"):
         return False
     return x.dtype == weight.dtype and packs(weight.dtype)
+
+
+def _compiling() -> bool:
+    """Whether torch.compile is tracing the caller (torch >= 2.3 can tell)."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return bool(is_compiling is not None and is_compiling())
 
 
 def in_place_version(tensor: Tensor) -> int:

@@ -1,5 +1,6 @@
 """train.compile: a step-only cell's compiled step trains the same model as the eager
-one; fused cells are left alone; a step torch cannot compile stops training at once."""
+one; fused cells are left alone; a step torch cannot compile stops training at once. A
+built-in cell's decoding step compiles too (tools/bench_cells.py --compile)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import copy
 import pytest
 import torch
 
+from s2s.cell_registry import cell_factory
 from s2s.compiling import compile_step_cells
 from s2s.config import ModelConfig
 from s2s.errors import S2SError
@@ -66,3 +68,18 @@ def test_a_step_that_cannot_compile_is_a_one_line_error(monkeypatch) -> None:
     assert "\n" not in message
     assert message.startswith("train.compile: cannot compile the step of cell encoder.")
     assert "no working C++ compiler found" in message and "train.compile = false" in message
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "crnn"])
+def test_a_built_in_decoding_step_compiles(name: str) -> None:
+    """In CPU inference these steps run on oneDNN's packed weights, which inductor cannot
+    lower: compiled, they keep the plain layers and give the eager step's result."""
+    torch.manual_seed(0)
+    cell = cell_factory(name, {})(6, 8).eval()
+    state = cell.initial_state(16)  # GRU packs from 12 rows
+    state = tuple(torch.randn_like(part) for part in state)
+    x_t = torch.randn(16, 6)
+    with torch.no_grad():
+        expected, _ = cell.step(x_t, state)
+        got, _ = torch.compile(cell.step, dynamic=False)(x_t, state)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
