@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State
 from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack, in_place_version
+from s2s_cells.gru import gru_update
 
 
 class CRNNCell(DropsPackedCopies, RecurrentCell):
@@ -74,16 +75,10 @@ class CRNNCell(DropsPackedCopies, RecurrentCell):
 
     def _packed_recur(self, gates_x: Tensor, h: Tensor) -> Tensor:
         """`_recur` in CPU inference: the recurrent product on ``weight_hh`` packed once for
-        oneDNN (s2s.packed_linear), the gates in fp32, and tanh as 2 sigmoid(2x) - 1
-        (PyTorch's fp32 tanh costs several times its sigmoid on the CPU; see
-        `LSTMCell.gate_update`)."""
+        oneDNN (s2s.packed_linear), then the GRU's update in fp32 with tanh as a sigmoid
+        (`gru_update`)."""
         gates_h = self._packed_hh.linear(h, self.weight_hh, self.bias_hh).float()
-        gates_x = gates_x.float()
-        width = 2 * self.hidden_size
-        reset, update = torch.sigmoid(gates_x[:, :width] + gates_h[:, :width]).chunk(2, dim=1)
-        pre_new = torch.addcmul(gates_x[:, width:], reset, gates_h[:, width:])
-        new = torch.sigmoid(pre_new.mul_(2.0)).mul_(2.0).sub_(1.0)  # tanh(pre_new)
-        return torch.addcmul(new, update, h.float() - new).to(h.dtype)
+        return gru_update(gates_x.float(), gates_h, h.float()).to(h.dtype)
 
     def _window_weight(self) -> Tensor:
         """The convolution at one position as a linear map of the flattened window:

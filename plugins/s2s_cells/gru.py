@@ -50,11 +50,7 @@ class GRUCell(DropsPackedCopies, RecurrentCell):
         rnn = self.rnn
         from_x = self._packed_ih.linear(x_t, rnn.weight_ih_l0, rnn.bias_ih_l0)
         from_h = self._packed_hh.linear(h, rnn.weight_hh_l0, rnn.bias_hh_l0)
-        x_rz, x_n = from_x.split([2 * self.hidden_size, self.hidden_size], dim=1)
-        h_rz, h_n = from_h.split([2 * self.hidden_size, self.hidden_size], dim=1)
-        r, z = torch.sigmoid(x_rz + h_rz).chunk(2, dim=1)
-        n = torch.sigmoid(torch.addcmul(x_n, r, h_n).mul_(2.0)).mul_(2.0).sub_(1.0)  # tanh
-        h = torch.addcmul(n, z, h - n)  # (1 - z) n + z h
+        h = gru_update(from_x, from_h, h)
         return h, (h,)
 
     def forward(
@@ -63,3 +59,16 @@ class GRUCell(DropsPackedCopies, RecurrentCell):
         hx = None if state is None else state[0].unsqueeze(0)
         y, h = run_fused(self.rnn, x, hx, lengths)
         return y, (h.squeeze(0),)
+
+
+def gru_update(from_x: Tensor, from_h: Tensor, h: Tensor) -> Tensor:
+    """The new h from the input's and the previous h's pre-activations [B, 3H], each in
+    nn.GRU's order (reset, update, new), with tanh computed as 2 sigmoid(2x) - 1 (for the
+    packed steps of CPU inference: PyTorch's fp32 tanh costs several times its sigmoid;
+    see `LSTMCell.gate_update`)."""
+    hidden = h.size(1)
+    x_rz, x_n = from_x.split([2 * hidden, hidden], dim=1)
+    h_rz, h_n = from_h.split([2 * hidden, hidden], dim=1)
+    r, z = torch.sigmoid(x_rz + h_rz).chunk(2, dim=1)
+    n = torch.sigmoid(torch.addcmul(x_n, r, h_n).mul_(2.0)).mul_(2.0).sub_(1.0)  # tanh
+    return torch.addcmul(n, z, h - n)  # (1 - z) n + z h
