@@ -85,6 +85,12 @@ def in_place_version(tensor: Tensor) -> int:
     return 0 if tensor.is_inference() else tensor._version
 
 
+def source_key(*tensors: Tensor) -> tuple:
+    """What a packed copy of (something built from) ``tensors`` depends on: their storage,
+    in-place version, dtype and shape. A new key means the copy must be packed again."""
+    return tuple((t.data_ptr(), in_place_version(t), t.dtype, tuple(t.shape)) for t in tensors)
+
+
 class PackedWeight:
     """A weight packed once for oneDNN, and packed again when the weight changes.
 
@@ -115,8 +121,7 @@ class PackedWeight:
 
     def get(self, weight: Tensor) -> Tensor:
         """The packed copy of ``weight`` [out, in]."""
-        key = (weight.data_ptr(), in_place_version(weight), weight.dtype, tuple(weight.shape))
-        return self.get_built(key, lambda: weight)
+        return self.get_built(source_key(weight), lambda: weight)
 
     def get_built(self, key: tuple, build: Callable[[], Tensor]) -> Tensor:
         """The packed copy of the weight ``build()`` returns, built again only when ``key``

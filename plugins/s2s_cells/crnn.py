@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State
-from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack, in_place_version
+from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack, source_key
 from s2s_cells.gru import gru_update
 
 
@@ -96,9 +96,8 @@ class CRNNCell(DropsPackedCopies, RecurrentCell):
         h, window = state
         frame = torch.cat([window.to(x_t.dtype), x_t.unsqueeze(1)], dim=1)  # B x k x I
         flat = frame.reshape(frame.size(0), -1)
-        weight = self.conv.weight
         if not self.training and can_pack(flat, self.weight_hh):  # conv.weight is 3-D
-            key = (weight.data_ptr(), in_place_version(weight), weight.dtype)
+            key = source_key(self.conv.weight)
             packed = self._packed_window.get_built(key, self._window_weight)
             gates_x = self._packed_window.linear_packed(flat, packed, self.conv.bias)
         else:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State, StepFunction, run_fused
-from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack, in_place_version
+from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack, source_key
 from s2s.time_batched_linear import TimeBatchedLinear, time_batching_applies
 
 # Below this many rows a single `lstm_cell` call beats the fixed overhead of a oneDNN call
@@ -160,7 +160,7 @@ class _DecodingWeights(PackedWeight):
     def gates(self, rnn: nn.LSTM, x_and_h: Tensor) -> Tensor:
         """Pre-activations [B, 4H] in the order (i, f, o, 2g) for x_and_h = [x_t, h]."""
         params = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
-        key = tuple((p.data_ptr(), in_place_version(p), p.dtype) for p in params)
+        key = source_key(*params)
         if self._bias is None or key != self._key:  # before get_built, which sets the key
             self._bias = _in_ifog_order(params[2] + params[3])
         packed = self.get_built(key, lambda: _in_ifog_order(torch.cat(params[:2], dim=1)))
