@@ -8,7 +8,7 @@ pre-activations into the new (h, c). It computes tanh(x) as 2 sigmoid(2x) - 1, w
 weights of the g gate doubled so that one sigmoid covers all four gates; PyTorch's fp32
 tanh on the CPU can cost several times its sigmoid. This times, at each row count, `tanh`
 and `sigmoid` alone on [rows, H], and the whole update both ways: with two `tanh`
-(``tanh``) and as the cell runs it (``sigmoid``, `LSTMCell.gate_update`). The two ways
+(``tanh``) and as the cell runs it (``sigmoid``, `LSTMCell.decoding_gate_update`). The two ways
 alternate within one process (a shared machine's noise hits both alike); medians of
 --repeats calls, in microseconds. A CPU where ``tanh`` is the faster way would want the
 cell changed back.
@@ -46,13 +46,13 @@ def bench_rows(rows: int, hidden: int, repeats: int, rounds: int) -> dict[str, f
     doubled[:, 3 * hidden :] *= 2  # (i, f, o, 2g), as the packed weights give them
     c = torch.randn(rows, hidden)
     expected = update_with_tanh(gates, c)
-    got = cell.gate_update(doubled, c)
+    got = cell.decoding_gate_update(doubled, c)
     error = max(float((a - b).abs().max()) for a, b in zip(got, expected, strict=True))
     ways: dict[str, Callable[[], object]] = {
         "tanh_alone": lambda: torch.tanh(c),
         "sigmoid_alone": lambda: torch.sigmoid(c),
         "update_tanh": lambda: update_with_tanh(gates, c),
-        "update_sigmoid": lambda: cell.gate_update(doubled, c),
+        "update_sigmoid": lambda: cell.decoding_gate_update(doubled, c),
     }
     times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(rounds):

@@ -44,7 +44,7 @@ class GRUCell(DropsPackedCopies, RecurrentCell):
         """CPU inference in fp32: both products on weights packed once for oneDNN (`gru_cell`
         hands MKL the plain weights at every step), then the gates, with tanh computed
         as 2 sigmoid(2x) - 1 (PyTorch's fp32 tanh costs several times its sigmoid on the
-        CPU; see `LSTMCell.gate_update`). A 320-row step of 768 -> 512 in fp32 took
+        CPU; see `LSTMCell.decoding_gate_update`). A 320-row step of 768 -> 512 in fp32 took
         6.6-7.2 ms against 7.5-8.6 with `gru_cell` on an AMD EPYC (Zen 4), 2 threads,
         and a 40-row step 1.01-1.05 ms against 1.74-1.82."""
         rnn = self.rnn
@@ -65,7 +65,7 @@ def gru_update(from_x: Tensor, from_h: Tensor, h: Tensor) -> Tensor:
     """The new h from the input's and the previous h's pre-activations [B, 3H], each in
     nn.GRU's order (reset, update, new), with tanh computed as 2 sigmoid(2x) - 1 (for the
     packed steps of CPU inference: PyTorch's fp32 tanh costs several times its sigmoid;
-    see `LSTMCell.gate_update`)."""
+    see `LSTMCell.decoding_gate_update`)."""
     hidden = h.size(1)
     x_rz, x_n = from_x.split([2 * hidden, hidden], dim=1)
     h_rz, h_n = from_h.split([2 * hidden, hidden], dim=1)

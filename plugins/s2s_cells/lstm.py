@@ -95,12 +95,12 @@ class LSTMCell(DropsPackedCopies, RecurrentCell):
         PyTorch's tanh alone costs a third of the matmul). The cell state c stays in fp32
         from step to step; h, the next layer's input, is in x_t's precision."""
         gates = self._decoding.gates(self.rnn, torch.cat([x_t, h], dim=1)).float()
-        h, c = self.gate_update(gates, c)
+        h, c = self.decoding_gate_update(gates, c)
         h = h.to(x_t.dtype)
         return h, (h, c)
 
     @staticmethod
-    def gate_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    def decoding_gate_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """The new (h, c) from pre-activations in the order (i, f, o, 2g), as the packed
         weights give them.
 
