@@ -74,17 +74,20 @@ Verbose = Annotated[
     bool, typer.Option("--verbose", "-v", help="More detail, progress lines more often.")
 ]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
-AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")  # train.amp
+DECODE_AMP_CHOICES = (*AMP_CHOICES, "int8")  # decode.amp: int8 matmuls on the CPU
 AmpOption = Annotated[
     Optional[str],  # noqa: UP045
-    typer.Option(help="Decoding precision: auto, bf16, fp16 or off (default: decode.amp)."),
+    typer.Option(
+        help="Decoding precision: auto, bf16, fp16, off or int8 (CPU) (default: decode.amp)."
+    ),
 ]
 
 
 def checked_amp(amp: str | None) -> str | None:
-    """``--amp`` after checking it is one of AMP_CHOICES (None: keep decode.amp)."""
-    if amp is not None and amp not in AMP_CHOICES:
-        raise S2SError(f"--amp {amp!r}: use one of {', '.join(AMP_CHOICES)}")
+    """``--amp`` after checking it is one of DECODE_AMP_CHOICES (None: keep decode.amp)."""
+    if amp is not None and amp not in DECODE_AMP_CHOICES:
+        raise S2SError(f"--amp {amp!r}: use one of {', '.join(DECODE_AMP_CHOICES)}")
     return amp
 
 

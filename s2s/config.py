@@ -234,8 +234,10 @@ class DecodeConfig(Section):
     max_length_ratio: float = Field(2.0, gt=0.0)
     max_length_offset: int = Field(10, ge=0)
     batch_tokens: int = Field(6000, ge=1, description="source tokens per decoding batch")
-    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
-        "auto", description="decoding precision, as train.amp: bf16 is faster on CPUs with AMX"
+    amp: Literal["auto", "bf16", "fp16", "off", "int8"] = Field(
+        "auto",
+        description="decoding precision, as train.amp: bf16 is faster on CPUs with AMX; "
+        "int8 (CPU only) runs the decoder's matmuls in int8, fastest on CPUs with VNNI",
     )
     nbest: int = Field(1, ge=1)
     ctc_weight: float = Field(

@@ -1,5 +1,6 @@
 """Mixed precision: bf16 autocast where the device supports it, fp16 with a gradient
-scaler otherwise on CUDA; fp32 on CPU unless bf16 is asked for."""
+scaler otherwise on CUDA; fp32 on CPU unless bf16 is asked for. Decoding on the CPU may also
+run its matmuls in int8 (``decode.amp = "int8"``, s2s.packed_linear), the rest in fp32."""
 
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ import torch
 from torch import nn
 
 from s2s.errors import S2SError
+from s2s.packed_linear import int8_supported, quantize_packed_weights
 
 
 def resolve_amp(amp: str, device: torch.device, key: str = "train.amp") -> torch.dtype | None:
     """The autocast dtype for an ``amp`` setting (``train.amp``, ``decode.amp``), or None
     for fp32."""
     if amp == "off":
+        return None
+    if amp == "int8":  # decoding only (the config allows it nowhere else): fp32 around it
+        _check_int8(device, key)
         return None
     if amp == "auto":
         if device.type != "cuda":
@@ -28,8 +33,21 @@ def resolve_amp(amp: str, device: torch.device, key: str = "train.amp") -> torch
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
-def precision_name(dtype: torch.dtype | None) -> str:
-    """The name of a `resolve_amp` result, as benchmarks report it: fp32, bf16 or fp16."""
+def _check_int8(device: torch.device, key: str) -> None:
+    if device.type != "cpu":
+        raise S2SError(f"{key} = 'int8' runs on the CPU only (use 'bf16' or 'fp16' on CUDA)")
+    if not int8_supported():
+        raise S2SError(
+            f"{key} = 'int8' needs PyTorch's oneDNN int8 kernels, which this build of torch "
+            "lacks (x86 builds have them); use 'bf16' or 'off'"
+        )
+
+
+def precision_name(dtype: torch.dtype | None, amp: str | None = None) -> str:
+    """The name of a `resolve_amp` result, as benchmarks report it: fp32, bf16 or fp16, or
+    int8 for ``amp`` "int8" (whose activations are fp32)."""
+    if amp == "int8":
+        return "int8"
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
@@ -51,8 +69,13 @@ def cast_for_decoding(model: nn.Module, amp: str, device: torch.device) -> nn.Mo
     """Store the weights of a model loaded only to decode in ``amp``'s precision
     (decode.amp's values). Autocast casts each weight of every matmul and LSTM again at
     every decoder step; on this project's CPU those casts took a fifth of bf16 beam
-    search. Autocast still runs softmax and log_softmax in fp32 over the cast weights."""
+    search. Autocast still runs softmax and log_softmax in fp32 over the cast weights.
+    For int8 the weights stay fp32 and the layers that pack their weights for CPU decoding
+    pack int8 copies (s2s.packed_linear)."""
     dtype = resolve_amp(amp, device, "decode.amp")
+    if amp == "int8":
+        quantize_packed_weights(model)
+        return model
     return model if dtype is None else model.to(dtype)
 
 

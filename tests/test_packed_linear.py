@@ -15,11 +15,19 @@ from s2s.batching import collate
 from s2s.cell_registry import cell_factory
 from s2s.config import ModelConfig
 from s2s.model import Seq2Seq
-from s2s.packed_linear import PackedWeight, can_pack, packs, padded_rows
+from s2s.packed_linear import (
+    PackedWeight,
+    can_pack,
+    int8_supported,
+    packs,
+    padded_rows,
+    quantize_packed_weights,
+)
 from tests.conftest import search_step_log_probs
 
 pytestmark = pytest.mark.skipif(not packs(torch.float32), reason="needs PyTorch with oneDNN")
 BF16 = pytest.mark.skipif(not packs(torch.bfloat16), reason="this CPU has no oneDNN bf16")
+INT8 = pytest.mark.skipif(not int8_supported(), reason="needs PyTorch's oneDNN int8 kernels")
 VOCAB = 40
 
 
@@ -55,6 +63,49 @@ def test_packed_linear_computes_the_plain_layer(
         packed = PackedWeight(bf16_max_rows).linear(x, weight, bias, activation)
     assert packed.dtype == dtype and packed.shape == expected.shape
     torch.testing.assert_close(packed.float(), expected, atol=tolerance, rtol=tolerance)
+
+
+def int8_weight() -> PackedWeight:
+    packed = PackedWeight()
+    packed.int8 = True
+    return packed
+
+
+def relative_error(y: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((y - expected).norm() / expected.norm())
+
+
+@INT8
+@pytest.mark.parametrize("shape", [(7, 12), (3, 1, 12), (45, 12)])
+@pytest.mark.parametrize("activation", ["none", "tanh"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_int8_linear_is_near_the_plain_layer(
+    shape: tuple[int, ...], activation: str, with_bias: bool
+) -> None:
+    x, weight = torch.randn(shape), torch.randn(9, 12)
+    bias = torch.randn(9) if with_bias else None
+    expected = F.linear(x, weight, bias)
+    expected = torch.tanh(expected) if activation == "tanh" else expected
+    packed = int8_weight()
+    with torch.no_grad():
+        y = packed.linear(x, weight, bias, activation)
+    assert not isinstance(packed._packed, torch.Tensor)  # an int8 copy, not oneDNN's fp32
+    assert y.dtype == torch.float32 and y.shape == expected.shape
+    assert relative_error(y, expected) < 0.02  # 8-bit inputs and weights
+
+
+@INT8
+def test_int8_copy_is_packed_again_when_the_weight_or_bias_changes() -> None:
+    x, weight, bias = torch.randn(6, 12), torch.randn(9, 12), torch.randn(9)
+    packed = int8_weight()
+    with torch.no_grad():
+        before = packed.linear(x, weight, bias)
+        bias = bias + 10.0  # another bias: the int8 copy holds the bias too
+        moved = packed.linear(x, weight, bias)
+        weight.mul_(-2)  # same storage, new version
+        after = packed.linear(x, weight, bias)
+    torch.testing.assert_close(moved, before + 10.0, atol=1e-4, rtol=1e-4)
+    assert relative_error(after, F.linear(x, weight, bias)) < 0.02
 
 
 def test_rows_are_padded_a_little_to_few_row_counts() -> None:
@@ -139,6 +190,23 @@ def test_search_steps_on_packed_weights_match_the_plain_layers(
     torch.testing.assert_close(packed, plain, atol=tolerance, rtol=tolerance)
 
 
+@INT8
+@CELLS
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_int8_search_steps_are_near_the_plain_layers(cell: str, input_feeding: bool) -> None:
+    """decode.amp = "int8": every packed layer (output, combine, the cell's step) runs on
+    int8 copies, and the next-token log-probs stay near fp32's."""
+    model = make_model(cell, input_feeding=input_feeding).eval()
+    plain = decode_log_probs(model, packed=False)
+    assert quantize_packed_weights(model) >= 3
+    int8 = decode_log_probs(model, packed=True)
+    assert packed_layers_ran(model)
+    assert not isinstance(model._packed_output._packed, torch.Tensor)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert (int8 - plain).abs().max() < 0.1
+    assert (int8 - plain).abs().max() > 0  # quantized, not the fp32 layers
+
+
 @CELLS
 def test_decoding_after_training_steps_reads_the_new_weights(cell: str) -> None:
     """Fused optimisers change weights in place without bumping their versions: switching
@@ -161,9 +229,13 @@ def test_decoding_after_training_steps_reads_the_new_weights(cell: str) -> None:
 
 
 @CELLS
-def test_a_model_that_decoded_can_be_copied_and_saved(tmp_path, cell: str) -> None:
-    """oneDNN's packed tensors cannot be copied or pickled: copies start without them."""
+@pytest.mark.parametrize("int8", [False, pytest.param(True, marks=INT8)])
+def test_a_model_that_decoded_can_be_copied_and_saved(tmp_path, cell: str, int8: bool) -> None:
+    """oneDNN's packed tensors cannot be copied or pickled: copies start without them (and
+    an int8 model's copies pack int8 ones again)."""
     model = make_model(cell, input_feeding=True).eval()
+    if int8:
+        quantize_packed_weights(model)
     expected = decode_log_probs(model, packed=True)
     assert packed_layers_ran(model)
     copied = copy.deepcopy(model)

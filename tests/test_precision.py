@@ -1,5 +1,5 @@
-"""Decoding precision (decode.amp / --amp): bf16 autocast on the CPU decodes the same
-sentences as fp32, and an impossible choice is a one-line error."""
+"""Decoding precision (decode.amp / --amp): bf16 autocast and int8 matmuls on the CPU
+decode the same sentences as fp32, and an impossible choice is a one-line error."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from s2s.batching import collate
-from s2s.errors import S2SError
+from s2s.config import load_config
+from s2s.errors import ConfigError, S2SError
+from s2s.packed_linear import int8_supported
 from s2s.precision import decode_autocast, resolve_amp
 from s2s.run_dir import load_run
 from s2s.tokenizer import PAD_ID
@@ -43,29 +45,57 @@ def test_auto_is_fp32_on_cpu_and_fp16_needs_cuda() -> None:
         resolve_amp("fp16", cpu, "decode.amp")
 
 
-def test_bf16_decoding_finds_the_fp32_hypotheses(trained_run: Path) -> None:
-    config, tokenizers, model, device = load_run(trained_run, None, "cpu")
+INT8 = pytest.mark.skipif(not int8_supported(), reason="needs PyTorch's oneDNN int8 kernels")
+
+
+def test_int8_is_for_decoding_on_the_cpu_only(tmp_path: Path) -> None:
+    assert resolve_amp("int8", torch.device("cpu"), "decode.amp") is None  # fp32 around it
+    with pytest.raises(S2SError, match=r"^decode\.amp = 'int8' runs on the CPU only"):
+        resolve_amp("int8", torch.device("cuda"), "decode.amp")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[train]\namp = "int8"\n')
+    with pytest.raises(ConfigError, match=r"train\.amp"):
+        load_config(recipe)
+
+
+@pytest.mark.parametrize("amp", ["bf16", pytest.param("int8", marks=INT8)])
+def test_cpu_precisions_find_the_fp32_hypotheses(trained_run: Path, amp: str) -> None:
     results = {}
-    for amp in ("off", "bf16"):
-        config.decode.amp = amp
+    for choice in ("off", amp):
+        config, tokenizers, model, device = load_run(trained_run, None, "cpu", choice)
         translator = Translator(model, tokenizers, config.decode, device)
-        results[amp] = translator.hypotheses(translator.encode(SOURCES), beam_size=3)
-    for fp32, bf16 in zip(results["off"], results["bf16"], strict=True):
-        assert bf16[0].tokens  # decoded, not an empty fallback
-        # same search, scores rounded to bf16's 8 bits of mantissa on the way
-        assert bf16[0].score == pytest.approx(fp32[0].score, rel=0.05, abs=0.05)
-    same = sum(a[0].tokens == b[0].tokens for a, b in zip(*results.values(), strict=True))
+        results[choice] = translator.hypotheses(translator.encode(SOURCES), beam_size=3)
+    same = 0
+    for fp32, other in zip(results["off"], results[amp], strict=True):
+        assert other[0].tokens  # decoded, not an empty fallback
+        if other[0].tokens == fp32[0].tokens:
+            same += 1
+            # the same tokens, scored in 8 bits of mantissa (bf16) or of integer (int8)
+            assert other[0].score == pytest.approx(fp32[0].score, rel=0.05, abs=0.05)
     assert same >= len(SOURCES) // 2  # a tiny model's beams are near ties: some flip
+
+
+@INT8
+def test_a_run_loaded_to_decode_in_int8_keeps_fp32_weights_and_int8_copies(
+    trained_run: Path,
+) -> None:
+    config, tokenizers, model, device = load_run(trained_run, None, "cpu", "int8")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    translator = Translator(model, tokenizers, config.decode, device)
+    translator.hypotheses(translator.encode(SOURCES[:2]), beam_size=2)
+    copy = model._packed_output._packed
+    assert copy is not None and not isinstance(copy, torch.Tensor)  # int8, not fp32 oneDNN
 
 
 def test_translate_amp_option(trained_run: Path) -> None:
     stdin = ("\n".join(SOURCES) + "\n").encode()
-    result = s2s("translate", str(trained_run), "--amp", "bf16", stdin=stdin)
-    assert result.returncode == 0, result.stderr.decode()
-    assert len(result.stdout.decode().splitlines()) == len(SOURCES)
+    for amp in ("bf16", "int8") if int8_supported() else ("bf16",):
+        result = s2s("translate", str(trained_run), "--amp", amp, stdin=stdin)
+        assert result.returncode == 0, result.stderr.decode()
+        assert len(result.stdout.decode().splitlines()) == len(SOURCES)
     for bad, message in (
         ("fp16", "decode.amp = 'fp16' needs a CUDA device (use 'bf16' or 'off' on CPU)"),
-        ("fp8", "--amp 'fp8': use one of auto, bf16, fp16, off"),
+        ("fp8", "--amp 'fp8': use one of auto, bf16, fp16, off, int8"),
     ):
         result = s2s("translate", str(trained_run), "--amp", bad, "--device", "cpu", stdin=stdin)
         assert result.returncode != 0

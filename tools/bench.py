@@ -42,7 +42,7 @@ from bench_machine import OtherLoad, machine_info, wait_quiet
 from bench_output import json_path
 from bench_train import StepSource, build_trainer, measure_training, train_until
 
-from s2s.cli import AMP_CHOICES
+from s2s.cli import AMP_CHOICES, DECODE_AMP_CHOICES
 from s2s.config import Config, load_config, parse_override
 from s2s.corpus import load_parallel
 from s2s.denormals import denormals_flushed, flush_denormals_in_script
@@ -238,7 +238,7 @@ class Harness:
             # training is over: decode as s2s translate would load the saved model
             model = cast_for_decoding(model.eval(), amp, device)
             origin = f"trained here for {trainer.progress.step} steps"
-        precision = precision_name(dtype)
+        precision = precision_name(dtype, amp)
         decode = config.decode.model_copy(update={"amp": amp})
         return Translator(model, tokenizers, decode, device), bench_config, origin, precision
 
@@ -417,7 +417,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--amp", choices=AMP_CHOICES, help="default: the recipe's train.amp")
     add(
         "--decode-amp",
-        choices=AMP_CHOICES,
+        choices=DECODE_AMP_CHOICES,
         help="decoding precision (default: the recipe's decode.amp)",
     )
     add("--steps", type=int, default=150, help="timed training steps")

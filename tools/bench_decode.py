@@ -32,7 +32,7 @@ from torch import Tensor
 
 from s2s import packed_linear
 from s2s.batching import collate
-from s2s.cli import AMP_CHOICES
+from s2s.cli import DECODE_AMP_CHOICES
 from s2s.config import SplitConfig
 from s2s.corpus import load_parallel
 from s2s.denormals import flush_denormals_in_script
@@ -149,29 +149,35 @@ def decode_speed(
 def packed_layer_flops(
     translator: Translator, lines: Sequence[str], beam: int, batch_sentences: int = 0
 ) -> dict[str, Any]:
-    """One pass over ``lines`` with every packed-layer call counted: per layer (in x out),
-    GFLOP computed (padded rows included), seconds and GFLOP/s, and the pass's seconds."""
+    """One pass over ``lines`` with every packed-layer call counted (oneDNN's fp32 and bf16
+    copies, and int8 ones): per layer (in x out), GFLOP (int8: GOP) of the rows asked for
+    (the padding to `padded_rows` not counted), seconds and GFLOP/s, and the pass's seconds."""
     totals: dict[str, list[float]] = {}  # layer: [FLOP, seconds]
-    original = packed_linear._padded_linear
+    originals = {name: getattr(packed_linear, name) for name in ("_padded_linear", "_int8_linear")}
 
-    def counted(rows: Tensor, packed: Tensor, *args: Any) -> Tensor:
-        start = time.perf_counter()
-        y = original(rows, packed, *args)
-        seconds = time.perf_counter() - start
-        size_out, size_in = packed.shape
-        flops = 2 * y.size(0) * size_in * size_out
-        entry = totals.setdefault(f"{size_in}x{size_out}", [0.0, 0.0])
-        entry[0] += flops
-        entry[1] += seconds
-        return y
+    def counting(original: Any) -> Any:
+        def counted(rows: Tensor, packed: Any, *args: Any) -> Tensor:
+            start = time.perf_counter()
+            y = original(rows, packed, *args)
+            seconds = time.perf_counter() - start
+            size_in, size_out = rows.size(-1), y.size(-1)
+            flops = 2 * y.size(0) * size_in * size_out
+            entry = totals.setdefault(f"{size_in}x{size_out}", [0.0, 0.0])
+            entry[0] += flops
+            entry[1] += seconds
+            return y
 
-    packed_linear._padded_linear = counted
+        return counted
+
+    for name, original in originals.items():
+        setattr(packed_linear, name, counting(original))
     try:
         start = time.perf_counter()
         translate_lines(translator, lines, beam, batch_sentences)
         seconds = time.perf_counter() - start
     finally:
-        packed_linear._padded_linear = original
+        for name, original in originals.items():
+            setattr(packed_linear, name, original)
     layers = {
         name: {
             "flop": int(flop),
@@ -195,7 +201,9 @@ def main() -> None:
     parser.add_argument("--tokenize", default="13a", help="sacreBLEU tokenizer (none: words)")
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
     parser.add_argument(
-        "--amp", choices=AMP_CHOICES, help="decoding precision (default: the run's decode.amp)"
+        "--amp",
+        choices=DECODE_AMP_CHOICES,
+        help="decoding precision (default: the run's decode.amp)",
     )
     parser.add_argument(
         "--set",

@@ -5,6 +5,7 @@
     python tools/bench_packed.py --threads 2 --json packed.json
     python tools/bench_packed.py --layers 1024x512 --activation tanh --max-rows 160
     python tools/bench_packed.py --dtype fp32 --rows 64 --unpadded   # as training packs
+    python tools/bench_packed.py --dtype int8 --rows 40 320 1000     # decode.amp = "int8"
 
 For each layer (in x out) and row count: the median time of `F.linear` on PyTorch's plain
 weight, which oneDNN repacks at every call, and of `PackedWeight.linear` on a weight packed
@@ -16,6 +17,9 @@ own, so that the packed layer meets a new shape too). The default layers are tho
 peer benchmark model's search step: the LSTM step ([x_t, h] 1 280 -> 4 x 512 gates) and the
 output layer (512 -> 8 000); its combine layer is 1024x512 with tanh. Time on a quiet
 machine. ``--unpadded`` packs as training does (`TimeBatchedLinear`: rows not padded).
+``--dtype int8`` times fp32 layers against their int8 copies (``decode.amp = "int8"``: int8
+weights, fp32 inputs quantized at each call). ``error`` is the packed result's distance from
+fp32's, relative to fp32's norm, at the first row count.
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ from bench_output import json_path
 from torch import Tensor
 
 from s2s.denormals import flush_denormals_in_script
-from s2s.packed_linear import ACTIVATIONS, PackedWeight, packs, padded_rows
+from s2s.packed_linear import ACTIVATIONS, PackedWeight, int8_supported, packs, padded_rows
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+INT8 = "int8"  # fp32 layers on int8 copies (--dtype int8)
 
 
 def median_ms(run: Callable[[], object], repeats: int) -> float:
@@ -67,13 +72,15 @@ def bench_layer(
     activation: str = "none",
     max_rows: int | None = None,
     unpadded: bool = False,
+    int8: bool = False,
 ):
     """One result per row count: plain, packed and chunked time (at most ``max_rows`` rows
     per call), and (the same for every row count of the layer) the median extra time of a
-    first call over 5 new row counts."""
+    first call over 5 new row counts. ``int8``: the packed copy is int8 (``dtype`` fp32)."""
     weight = torch.randn(size_out, size_in, dtype=dtype) / size_in**0.5
     bias = torch.randn(size_out, dtype=dtype)
     packed = PackedWeight(pad_rows=not unpadded)
+    packed.int8 = int8
     chunked = PackedWeight(bf16_max_rows=max_rows)
     chunks = max_rows is not None and dtype == torch.bfloat16
 
@@ -87,6 +94,11 @@ def bench_layer(
     def chunked_linear(x: Tensor) -> Tensor:
         return chunked.linear(x, weight, bias, activation)
 
+    x = torch.randn(rows[0], size_in, dtype=dtype)
+    with torch.no_grad():
+        exact = F.linear(x.float(), weight.float(), bias.float())
+        exact = torch.tanh(exact) if activation == "tanh" else exact
+        error = float((packed_linear(x).float() - exact).norm() / exact.norm())
     steady = []
     for count in rows:
         x = torch.randn(count, size_in, dtype=dtype)
@@ -108,7 +120,7 @@ def bench_layer(
         {
             "layer": f"{size_in}x{size_out}",
             "activation": activation,
-            "dtype": str(dtype).removeprefix("torch."),
+            "dtype": INT8 if int8 else str(dtype).removeprefix("torch."),
             "rows": count,
             "plain_ms": round(plain_ms, 3),
             "packed_ms": round(packed_ms, 3),
@@ -116,6 +128,7 @@ def bench_layer(
             "unpadded": unpadded,
             "plain_gflops": round(2 * count * size_in * size_out / plain_ms / 1e6),
             "packed_gflops": round(2 * count * size_in * size_out / packed_ms / 1e6),
+            "error": round(error, 4),
             "max_rows": max_rows if chunks else None,
             "chunked_ms": None if chunked_ms is None else round(chunked_ms, 3),
             "plain_first_call_extra_ms": round(plain_first, 2),
@@ -152,7 +165,7 @@ def main() -> None:
         "--layers", nargs="+", type=parse_layer, default=[(1280, 2048), (512, 8000)]
     )
     parser.add_argument("--rows", nargs="+", type=positive, default=[40, 160, 320])
-    parser.add_argument("--dtype", choices=[*DTYPES, "both"], default="both")
+    parser.add_argument("--dtype", choices=[*DTYPES, INT8, "both"], default="both")
     parser.add_argument("--activation", choices=ACTIVATIONS, default="none")
     parser.add_argument(
         "--max-rows", type=positive, help="also time at most this many rows per call"
@@ -166,12 +179,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtypes = list(DTYPES.values()) if args.dtype == "both" else [DTYPES[args.dtype]]
+    names = list(DTYPES) if args.dtype == "both" else [args.dtype]
     results = []
     with torch.inference_mode():
-        for dtype in dtypes:
-            if not packs(dtype):
-                print(f"skipped {dtype}: this build or CPU does not pack it")
+        for name in names:
+            int8 = name == INT8
+            dtype = torch.float32 if int8 else DTYPES[name]
+            if not (int8_supported() if int8 else packs(dtype)):
+                print(f"skipped {name}: this build or CPU does not pack it")
                 continue
             for size_in, size_out in args.layers:
                 results += bench_layer(
@@ -183,18 +198,20 @@ def main() -> None:
                     args.activation,
                     args.max_rows,
                     args.unpadded,
+                    int8,
                 )
     chunked = f"{'<=' + str(args.max_rows) + ' rows ms':>14}" if args.max_rows else ""
     header = f"{'layer':>10} {'dtype':>8} {'rows':>5} {'plain ms':>9} {'packed ms':>10} {'x':>5}"
     header += f" {'GFLOP/s plain / packed':>22}"
-    print(header + chunked + f" {'1st call +ms plain / packed':>28}")
+    print(header + chunked + f" {'1st call +ms plain / packed':>28} {'error':>7}")
     for r in results:
         chunked = "" if not args.max_rows else f"{r['chunked_ms'] or '-':>14}"
         print(
             f"{r['layer']:>10} {r['dtype']:>8} {r['rows']:>5} {r['plain_ms']:>9.3f} "
             f"{r['packed_ms']:>10.3f} {r['speedup']:>5.2f}"
             f" {r['plain_gflops']:>13} / {r['packed_gflops']:<6}{chunked} "
-            f"{r['plain_first_call_extra_ms']:>16.2f} / {r['packed_first_call_extra_ms']:.2f}"
+            f"{r['plain_first_call_extra_ms']:>16.2f} / {r['packed_first_call_extra_ms']:<6.2f}"
+            f" {r['error']:>7.4f}"
         )
     if args.json:
         conditions = {"threads": torch.get_num_threads(), "torch": torch.__version__}
