@@ -20,6 +20,7 @@ from torch import Tensor
 
 from s2s.batching import collate, token_batches
 from s2s.errors import S2SError
+from s2s.packed_linear import ensure_eval_mode
 from s2s.search import Hypothesis
 from s2s.translator import Translator
 
@@ -54,7 +55,7 @@ def forced_attention(
     """Attention [len(tgt) + 1, len(src) + 1] for each (source, target) pair (EOS included),
     stepping the decoder along the given targets in length-bucketed batches."""
     model, device = translator.model, translator.device
-    model.eval()
+    ensure_eval_mode(model)
     results: list[Tensor] = [torch.empty(0) for _ in src_ids]
     if not src_ids:
         return results

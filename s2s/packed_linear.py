@@ -232,6 +232,16 @@ class DropsPackedCopies:
         return super().train(mode)  # type: ignore[misc]
 
 
+def ensure_eval_mode(model: nn.Module) -> None:
+    """Put ``model`` in eval mode unless it is there already: `DropsPackedCopies` drops
+    the packed copies at every ``eval()``, and decoding calls that come one after another
+    (`s2s translate` fed a line at a time) would pack them again for each. On the peer
+    benchmark model (2-core AMD EPYC) that cost 79 ms instead of 22 a line in int8, and
+    57 instead of 47 in fp32 (beam 5)."""
+    if model.training:
+        model.eval()
+
+
 def quantize_packed_weights(model: nn.Module) -> int:
     """Have every `PackedWeight` of ``model``'s modules pack int8 copies from now on (for
     ``decode.amp = "int8"``); returns how many there are. Layers without one stay fp32."""

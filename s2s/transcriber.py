@@ -18,6 +18,7 @@ from s2s.ctc_prefix import JointCTCDecoder
 from s2s.errors import S2SError
 from s2s.metrics import Score, speech_scores
 from s2s.model_card import record_evaluation
+from s2s.packed_linear import ensure_eval_mode
 from s2s.precision import decode_autocast
 from s2s.run_dir import RunDir, load_model_weights, ready_to_decode, resolve_device
 from s2s.search import Hypothesis, batch_budget, search_batches
@@ -46,7 +47,7 @@ class Recognizer:
     ) -> list[Hypothesis]:
         """The best hypothesis for each utterance's features, in input order. Output
         length is limited to ``max_length_ratio`` x frames + ``max_length_offset``."""
-        self.model.eval()
+        ensure_eval_mode(self.model)
         results: list[Hypothesis] = [Hypothesis([], 0.0) for _ in features]
         if not features:
             return results

@@ -11,6 +11,7 @@ import torch
 from s2s.batching import collate, token_batches
 from s2s.config import DecodeConfig
 from s2s.model import Seq2Seq
+from s2s.packed_linear import ensure_eval_mode
 from s2s.precision import decode_autocast
 from s2s.search import Hypothesis, batch_budget, search_batches
 from s2s.tokenizer import TokenizerPair
@@ -35,7 +36,7 @@ class Translator:
     ) -> list[list[Hypothesis]]:
         """n-best hypotheses for each tokenised source, in input order; ``on_batch`` hears
         how many sentences each finished batch held (for progress bars)."""
-        self.model.eval()
+        ensure_eval_mode(self.model)
         results: list[list[Hypothesis]] = [[] for _ in src_ids]
         if not src_ids:
             return results

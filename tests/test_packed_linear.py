@@ -275,3 +275,22 @@ def test_a_gru_step_of_few_rows_keeps_gru_cell(monkeypatch) -> None:
             y, _ = cell.step(x, (h,))
             assert (cell._packed_ih._packed is not None) == packed
             torch.testing.assert_close(y, torch.gru_cell(x, h, *weights), atol=1e-5, rtol=1e-5)
+
+
+def test_decoding_calls_in_a_row_keep_the_packed_copies(trained_run) -> None:
+    """`s2s translate` fed a line at a time calls the translator per line: packing the
+    weights again each time cost more than the line's search (s2s.packed_linear)."""
+    from s2s.run_dir import load_run
+    from s2s.translator import Translator
+
+    config, tokenizers, model, device = load_run(trained_run, None, "cpu")
+    translator = Translator(model, tokenizers, config.decode, device)
+    ids = translator.encode(["A man is riding a bicycle.", "Two dogs play."])
+    first = translator.hypotheses(ids, beam_size=2)
+    packed = model._packed_output._packed
+    assert packed is not None
+    assert translator.hypotheses(ids, beam_size=2) == first
+    assert model._packed_output._packed is packed
+    model.train()  # as training does between validations: its steps may change the weights
+    translator.hypotheses(ids, beam_size=2)
+    assert not model.training and model._packed_output._packed is not packed
