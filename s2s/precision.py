@@ -35,7 +35,10 @@ def resolve_amp(amp: str, device: torch.device, key: str = "train.amp") -> torch
 
 def _check_int8(device: torch.device, key: str) -> None:
     if device.type != "cpu":
-        raise S2SError(f"{key} = 'int8' runs on the CPU only (use 'bf16' or 'fp16' on CUDA)")
+        raise S2SError(
+            f"{key} = 'int8' runs on the CPU only: decode with --device cpu, or use 'bf16' "
+            "or 'fp16' on CUDA"
+        )
     if not int8_supported():
         raise S2SError(
             f"{key} = 'int8' needs PyTorch's oneDNN int8 kernels, which this build of torch "
