@@ -22,6 +22,7 @@ from s2s.batching import Batch
 from s2s.cli import app
 from s2s.config import AudioConfig, ModelConfig
 from s2s.errors import S2SError
+from s2s.packed_linear import int8_supported
 from s2s.specaugment import spec_augment
 from s2s.speech_data import speech_collate
 from s2s.speech_model import SpeechSeq2Seq, subsampled_lengths
@@ -245,9 +246,10 @@ def check_evaluate(run: Path, count: int) -> None:
     assert f"of {count} transcripts" in result.output
     record = json.loads((run / "evaluations.jsonl").read_text().splitlines()[-1])
     assert set(record["scores"]) == {"WER", "CER", "accuracy"} and record["split"] == "test"
-    # --amp reaches the recogniser: bf16 decodes, fp16 is refused on a CPU
-    bf16 = CliRunner().invoke(app, ["evaluate", str(run), "--split", "test", "--amp", "bf16"])
-    assert bf16.exit_code == 0 and f"of {count} transcripts" in bf16.output, bf16.output
+    # --amp reaches the recogniser: bf16 (and int8) decode, fp16 is refused on a CPU
+    for amp in ("bf16", "int8") if int8_supported() else ("bf16",):
+        result = CliRunner().invoke(app, ["evaluate", str(run), "--split", "test", "--amp", amp])
+        assert result.exit_code == 0 and f"of {count} transcripts" in result.output, result.output
     fp16 = CliRunner().invoke(app, ["evaluate", str(run), "--device", "cpu", "--amp", "fp16"])
     assert fp16.exit_code != 0 and "decode.amp = 'fp16' needs a CUDA device" in fp16.output
     # --set decode.key=value reaches the recogniser, and the record says what was set
