@@ -12,6 +12,7 @@ from s2s.corpus import load_parallel
 from s2s.errors import S2SError
 from s2s.metrics import Score, bleu_and_chrf
 from s2s.model_card import record_evaluation
+from s2s.precision import decoding_precision
 from s2s.progress import TaskProgress
 from s2s.run_dir import RunDir, load_run
 from s2s.translator import Translator
@@ -79,5 +80,6 @@ def evaluate_run(
     else:
         scores = bleu_and_chrf(hypotheses, text.tgt)
     used = checkpoint or RunDir(run_dir).default_checkpoint()
-    record_evaluation(run_dir, label, used, beam, scores, decode_overrides)
+    precision = decoding_precision(config.decode.amp, torch_device)
+    record_evaluation(run_dir, label, used, beam, scores, decode_overrides, precision)
     return scores

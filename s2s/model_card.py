@@ -108,13 +108,16 @@ def record_evaluation(
     beam: int | None,
     scores: list[Score],
     decode_overrides: Sequence[str] = (),
+    precision: str | None = None,
 ) -> None:
     """Append one `s2s evaluate` result to ``evaluations.jsonl`` (for the model card),
-    with the ``--set decode.key=value`` it was decoded under, if any."""
+    with the ``--set decode.key=value`` it was decoded under, if any, and the precision it
+    decoded in (`s2s.precision.decoding_precision`), which can move scores a little."""
     record = {
         "split": split,
         "checkpoint": checkpoint.name,
         "beam": beam,
+        **({"precision": precision} if precision else {}),
         **({"set": list(decode_overrides)} if decode_overrides else {}),
         "scores": {score.name: round(score.score, 2) for score in scores},
         "signatures": {score.name: score.signature for score in scores},
@@ -271,6 +274,8 @@ def format_card(card: dict[str, Any]) -> str:
     for split, result in sorted(card["test"].items()):
         scores = ", ".join(f"{name} {value}" for name, value in result["scores"].items())
         beam = f"beam {result['beam']}, " if result.get("beam") is not None else ""
+        if result.get("precision", "fp32") != "fp32":
+            beam += f"{result['precision']}, "
         beam += "".join(f"{setting}, " for setting in result.get("set", []))
         rows.append((f"eval {split}", f"{scores} ({beam}{result['checkpoint']})"))
     if not card["test"]:

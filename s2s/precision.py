@@ -54,6 +54,12 @@ def precision_name(dtype: torch.dtype | None, amp: str | None = None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
+def decoding_precision(amp: str, device: torch.device, key: str = "decode.amp") -> str:
+    """What decode.amp ``amp`` decodes in on ``device``: fp32, bf16, fp16 or int8 (an
+    impossible choice is an error naming ``key``)."""
+    return precision_name(resolve_amp(amp, device, key), amp)
+
+
 def autocast_factory(
     dtype: torch.dtype | None, device: torch.device
 ) -> Callable[[], AbstractContextManager]:

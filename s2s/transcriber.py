@@ -19,7 +19,7 @@ from s2s.errors import S2SError
 from s2s.metrics import Score, speech_scores
 from s2s.model_card import record_evaluation
 from s2s.packed_linear import ensure_eval_mode
-from s2s.precision import decode_autocast
+from s2s.precision import decode_autocast, decoding_precision
 from s2s.run_dir import RunDir, load_model_weights, ready_to_decode, resolve_device
 from s2s.search import Hypothesis, batch_budget, search_batches
 from s2s.speech_data import speech_collate, split_features
@@ -149,7 +149,8 @@ def evaluate_speech_run(
         output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     scores = speech_scores(hypotheses, manifest.transcripts)
     used = checkpoint or RunDir(run_dir).default_checkpoint()
-    record_evaluation(run_dir, split, used, beam, scores, decode_overrides)
+    precision = decoding_precision(config.decode.amp, recognizer.device)
+    record_evaluation(run_dir, split, used, beam, scores, decode_overrides, precision)
     return scores
 
 

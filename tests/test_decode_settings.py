@@ -67,8 +67,15 @@ def test_translate_and_evaluate_take_decode_settings(trained_run: Path, tmp_path
     record = json.loads(records[-1])
     assert record["split"] == str(src)
     assert record["set"] == ["decode.stopping=early", "decode.length_penalty=0"]
+    assert record["precision"] == "fp32"
     card = runner.invoke(app, ["info", str(trained_run)])
     assert "decode.stopping=early" in card.stdout
+    in_bf16 = runner.invoke(app, ["evaluate", str(trained_run), *files, "--amp", "bf16"])
+    assert in_bf16.exit_code == 0, in_bf16.output
+    records = (trained_run / "evaluations.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(records[-1])["precision"] == "bf16"
+    card = runner.invoke(app, ["info", str(trained_run)])
+    assert "(beam 2, bf16, " in card.stdout  # scores say what precision they came from
 
 
 @pytest.mark.parametrize("command", ["translate", "evaluate", "align"])

@@ -47,7 +47,7 @@ from s2s.config import Config, load_config, parse_override
 from s2s.corpus import load_parallel
 from s2s.denormals import denormals_flushed, flush_denormals_in_script
 from s2s.errors import S2SError
-from s2s.precision import cast_for_decoding, limit_onednn_cache, precision_name, resolve_amp
+from s2s.precision import cast_for_decoding, decoding_precision, limit_onednn_cache
 from s2s.run_dir import load_run
 from s2s.translator import Translator
 
@@ -221,7 +221,7 @@ class Harness:
             bench_config = self.trainer.config  # built from the same recipe and overrides
         amp = args.decode_amp or bench_config.decode.amp
         device = torch.device(resolve_device_name(args.device))
-        dtype = resolve_amp(amp, device, "--decode-amp")  # before loading or training
+        precision = decoding_precision(amp, device, "--decode-amp")  # checked first
         if args.run:
             # weights stored in the decoding precision, as s2s translate loads them; the
             # run's [decode] settings, with the decode.* keys of --set, as translate --set
@@ -238,7 +238,6 @@ class Harness:
             # training is over: decode as s2s translate would load the saved model
             model = cast_for_decoding(model.eval(), amp, device)
             origin = f"trained here for {trainer.progress.step} steps"
-        precision = precision_name(dtype, amp)
         decode = config.decode.model_copy(update={"amp": amp})
         return Translator(model, tokenizers, decode, device), bench_config, origin, precision
 
