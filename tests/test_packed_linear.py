@@ -294,3 +294,6 @@ def test_decoding_calls_in_a_row_keep_the_packed_copies(trained_run) -> None:
     model.train()  # as training does between validations: its steps may change the weights
     translator.hypotheses(ids, beam_size=2)
     assert not model.training and model._packed_output._packed is not packed
+    model.decoder.train()  # a part left training would decode with dropout
+    translator.hypotheses(ids, beam_size=2)
+    assert not any(module.training for module in model.modules())
