@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State, run_fused
-from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack
+from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack, tanh_in_place
 
 # From this many rows an fp32 decoding step runs on packed weights (`GRUCell._packed_step`).
 # Below it `gru_cell`'s one call wins: the packed step pads its rows to 20 and spells the
@@ -70,5 +70,5 @@ def gru_update(from_x: Tensor, from_h: Tensor, h: Tensor) -> Tensor:
     x_rz, x_n = from_x.split([2 * hidden, hidden], dim=1)
     h_rz, h_n = from_h.split([2 * hidden, hidden], dim=1)
     r, z = torch.sigmoid(x_rz + h_rz).chunk(2, dim=1)
-    n = torch.sigmoid(torch.addcmul(x_n, r, h_n).mul_(2.0)).mul_(2.0).sub_(1.0)  # tanh
+    n = tanh_in_place(torch.addcmul(x_n, r, h_n))
     return torch.addcmul(n, z, h - n)  # (1 - z) n + z h
