@@ -110,6 +110,12 @@ class ModelConfig(Section):
     max_source_length: int = Field(
         0, ge=0, description="the encoder reads only the first N source tokens; 0: all of them"
     )
+    init: Literal["pytorch", "uniform"] = Field(
+        "pytorch",
+        description="how a new model's parameters start: each layer's PyTorch default, or "
+        "every parameter uniform in ±init_range (OpenNMT-py's param_init, fairseq's LSTMs)",
+    )
+    init_range: float = Field(0.1, gt=0.0, description="the bound of init = 'uniform'")
 
     @model_validator(mode="after")
     def _even_width_when_bidirectional(self) -> ModelConfig:

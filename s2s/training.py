@@ -41,6 +41,7 @@ from s2s.faults import (
     step_unless,
     supports_skip_flag,
 )
+from s2s.initialisation import initialise
 from s2s.metrics import bleu
 from s2s.model_card import record_session
 from s2s.precision import autocast_factory, make_grad_scaler, resolve_amp
@@ -211,7 +212,7 @@ class Trainer:
             if self.dist.is_main:
                 atomic_write_bytes(run.config_file, config_to_toml(config).encode("utf-8"))
 
-        self.model = self._build_model().to(self.device)
+        self.model = initialise(self._build_model(), config.model).to(self.device)
         if cfg.compile:
             compile_step_cells(self.model)
         self.optimizer = make_optimizer(self.model, cfg)

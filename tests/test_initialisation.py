@@ -1,0 +1,72 @@
+"""model.init: how a new model's parameters start, and that only new models get it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2s.config import load_config
+from s2s.errors import S2SError
+from s2s.initialisation import initialise
+from s2s.language_model import build_language_model
+from s2s.run_dir import RunDir
+from s2s.training import Trainer
+from tests.conftest import tiny_recipe
+from tests.test_model import make_model
+
+
+def test_uniform_draws_every_parameter_within_the_range_and_keeps_padding_zero() -> None:
+    model = make_model(init="uniform", init_range=0.05, tie_embeddings=False)
+    initialise(model, model.config)
+    for name, parameter in model.named_parameters():
+        assert parameter.abs().max() <= 0.05, name
+        if parameter.numel() >= 64:  # a real draw, not a constant or a rescaled default
+            assert parameter.abs().max() > 0.04, name
+            assert parameter.std().item() == pytest.approx(0.05 / 3**0.5, rel=0.25), name
+    for embedding in (model.src_embed, model.tgt_embed):
+        assert torch.count_nonzero(embedding.weight[embedding.padding_idx]) == 0
+
+
+def test_uniform_reaches_a_language_models_parameters(tmp_path: Path) -> None:
+    config = load_config(tiny_recipe(tmp_path), ["model.init=uniform", "model.init_range=0.02"])
+    model = initialise(build_language_model(config, 50), config.model)
+    assert all(p.abs().max() <= 0.02 for p in model.parameters())
+    assert torch.count_nonzero(model.embed.weight[model.embed.padding_idx]) == 0
+
+
+def test_pytorch_leaves_each_layers_own_initialisation() -> None:
+    model = make_model(tie_embeddings=False)
+    before = [p.detach().clone() for p in model.parameters()]
+    initialise(model, model.config)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert model.src_embed.weight.std() > 0.5  # nn.Embedding's N(0, 1)
+
+
+def make_trainer(folder: Path, *overrides: str) -> Trainer:
+    config = load_config(tiny_recipe(folder, pairs=150, steps=2), list(overrides))
+    return Trainer(config, RunDir(folder / "run"), quiet=True)
+
+
+def test_training_starts_from_the_configured_initialisation(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, "model.init=uniform", "model.init_range=0.01")
+    assert all(p.abs().max() <= 0.01 for p in trainer.model.parameters())
+
+
+def test_a_resumed_run_keeps_its_trained_weights(tmp_path: Path) -> None:
+    make_trainer(tmp_path, "model.init=uniform", "train.valid_every=2").train()
+    trained = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=False)["model"]
+    resumed = make_trainer(tmp_path, "model.init=uniform", "train.max_steps=3")
+    assert resumed.progress.step == 2
+    for name, value in resumed.model.state_dict().items():
+        assert torch.equal(value, trained[name]), name
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("model.init=xavier", "model.init"), ("model.init_range=0", "model.init_range")],
+)
+def test_bad_settings_are_one_line_errors(tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(S2SError, match=message):
+        load_config(tiny_recipe(tmp_path), [override])
