@@ -41,6 +41,8 @@ MODEL_KEYS = (
     "tie_embeddings",
     "copy",
     "max_source_length",
+    "init",
+    "init_range",
 )
 
 
@@ -312,7 +314,15 @@ def _layers_line(task_type: str, model: dict[str, Any]) -> str:
         f"{', input feeding' if model['input_feeding'] else ''}"
         f"{', copy' if model.get('copy') else ''}"
         f"{f', sources cut to {limit} tokens' if (limit := model.get('max_source_length')) else ''}"
+        f"{_init_note(model)}"
     )
+
+
+def _init_note(model: dict[str, Any]) -> str:
+    """Named only when not PyTorch's defaults (runs from before model.init had those)."""
+    if model.get("init") == "uniform":
+        return f", init uniform ±{model['init_range']:g}"
+    return ""
 
 
 def _best_line(best: dict[str, Any] | None) -> str:

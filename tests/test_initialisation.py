@@ -11,6 +11,7 @@ from s2s.config import load_config
 from s2s.errors import S2SError
 from s2s.initialisation import initialise
 from s2s.language_model import build_language_model
+from s2s.model_card import format_card, model_card
 from s2s.run_dir import RunDir
 from s2s.training import Trainer
 from tests.conftest import tiny_recipe
@@ -61,6 +62,9 @@ def test_a_resumed_run_keeps_its_trained_weights(tmp_path: Path) -> None:
     assert resumed.progress.step == 2
     for name, value in resumed.model.state_dict().items():
         assert torch.equal(value, trained[name]), name
+    card = model_card(tmp_path / "run")
+    assert card["model"]["init"] == "uniform" and card["model"]["init_range"] == 0.1
+    assert "init uniform ±0.1" in format_card(card)
 
 
 @pytest.mark.parametrize(
