@@ -78,6 +78,7 @@ PEER_MODEL = [
     "model.dropout=0.2",
     "model.tie_embeddings=false",
     "model.attentional_size=512",  # OpenNMT-py's and Joey NMT's attentional vector: 512
+    "model.init=uniform",  # OpenNMT-py's param_init 0.1 (model.init_range's default)
     "train.optimizer=adamw",
     "train.weight_decay=0.0",  # AdamW without weight decay is Adam
     "train.betas=[0.9, 0.999]",
@@ -91,7 +92,7 @@ PEER_MODEL = [
 """The OpenNMT-py / Joey NMT benchmark model and its training, as `--set` overrides (their
 configs: 1-layer bidirectional LSTM encoder 256 per direction, 1-layer LSTM decoder 512
 with input feeding and Luong general attention, a 512-wide attentional vector, embeddings
-256, dropout 0.2, no label smoothing, Adam 1e-3 at a constant rate, clipping at 5, separate
+256, dropout 0.2, every parameter uniform in ±0.1, no label smoothing, Adam 1e-3 at a constant rate, clipping at 5, separate
 8 000-word vocabularies)."""
 
 
