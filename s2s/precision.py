@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from s2s.errors import S2SError
-from s2s.packed_linear import int8_supported, quantize_packed_weights
+from s2s.packed_linear import int8_supported, packs, quantize_packed_weights
 
 
 def resolve_amp(amp: str, device: torch.device, key: str = "train.amp") -> torch.dtype | None:
@@ -80,10 +80,13 @@ def cast_for_decoding(model: nn.Module, amp: str, device: torch.device) -> nn.Mo
     every decoder step; on this project's CPU those casts took a fifth of bf16 beam
     search. Autocast still runs softmax and log_softmax in fp32 over the cast weights.
     For int8 the weights stay fp32 and the layers that pack their weights for CPU decoding
-    pack int8 copies (s2s.packed_linear)."""
+    pack int8 copies (s2s.packed_linear); an encoder runs in bf16 autocast where the CPU
+    has native bf16 (`Seq2Seq.encoder_states`)."""
     dtype = resolve_amp(amp, device, "decode.amp")
     if amp == "int8":
         quantize_packed_weights(model)
+        if hasattr(model, "encode_in_bf16"):  # an encoder-decoder (s2s.model)
+            model.encode_in_bf16 = packs(torch.bfloat16)
         return model
     return model if dtype is None else model.to(dtype)
 

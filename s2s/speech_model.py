@@ -82,7 +82,7 @@ class SpeechSeq2Seq(Seq2Seq):
     def _encode(self, src: Tensor, src_lengths: Tensor) -> tuple[EncoderOutput, Tensor, Tensor]:
         """The encoder output, the encoder states before dropout and their lengths."""
         x, lengths = self.frontend(src, src_lengths.cpu())
-        states, _ = self.encoder(self.dropout(x), lengths)
+        states = self.encoder_states(self.dropout(x), lengths)
         steps = torch.arange(x.size(1), device=src.device)
         src_mask = steps.unsqueeze(0) < lengths.to(src.device).unsqueeze(1)
         memory, keys = self.attention.memory_and_keys(self.dropout(states))

@@ -142,3 +142,26 @@ def test_only_training_caps_the_onednn_primitive_cache(tmp_path: Path, monkeypat
     assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ
     CliRunner().invoke(app, ["train", str(tmp_path / "no-recipe.toml")])
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"
+
+
+@INT8
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_int8_runs_the_encoder_in_bf16_where_the_cpu_has_it(
+    trained_run: Path, monkeypatch: pytest.MonkeyPatch, native_bf16: bool
+) -> None:
+    monkeypatch.setattr("s2s.precision.packs", lambda dtype: native_bf16)
+    _, tokenizers, fp32_model, _ = load_run(trained_run, None, "cpu", "off")
+    _, _, model, _ = load_run(trained_run, None, "cpu", "int8")
+    ids = [tokenizers.src.encode(line) for line in SOURCES]
+    lengths = torch.tensor([len(row) for row in ids])
+    src = torch.full((len(ids), int(lengths.max())), PAD_ID)
+    for i, row in enumerate(ids):
+        src[i, : len(row)] = torch.tensor(row)
+    encoder_dtypes = []
+    model.encoder.register_forward_hook(lambda _m, _i, out: encoder_dtypes.append(out[0].dtype))
+    with torch.inference_mode():
+        encoded, reference = model.encode(src, lengths), fp32_model.encode(src, lengths)
+    assert encoder_dtypes == [torch.bfloat16 if native_bf16 else torch.float32]
+    assert encoded.memory.dtype == encoded.keys.dtype == torch.float32  # the decoder's int8 steps
+    error = (encoded.memory - reference.memory).norm() / reference.memory.norm()
+    assert error < 0.02 if native_bf16 else error == 0
