@@ -92,8 +92,8 @@ PEER_MODEL = [
 """The OpenNMT-py / Joey NMT benchmark model and its training, as `--set` overrides (their
 configs: 1-layer bidirectional LSTM encoder 256 per direction, 1-layer LSTM decoder 512
 with input feeding and Luong general attention, a 512-wide attentional vector, embeddings
-256, dropout 0.2, every parameter uniform in ±0.1, no label smoothing, Adam 1e-3 at a constant rate, clipping at 5, separate
-8 000-word vocabularies)."""
+256, dropout 0.2, no label smoothing, Adam 1e-3 at a constant rate, clipping at 5, separate
+8 000-word vocabularies; every parameter starts uniform in ±0.1, as in OpenNMT-py's)."""
 
 
 def peer_overrides(data: Path) -> list[str]:
