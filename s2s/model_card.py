@@ -319,7 +319,8 @@ def _layers_line(task_type: str, model: dict[str, Any]) -> str:
 
 
 def _init_note(model: dict[str, Any]) -> str:
-    """Named only when not PyTorch's defaults (runs from before model.init had those)."""
+    """The initialisation, named only when it is not PyTorch's defaults (which runs from
+    before model.init existed had too)."""
     if model.get("init") == "uniform":
         return f", init uniform ±{model['init_range']:g}"
     return ""
