@@ -12,10 +12,9 @@ from s2s.errors import S2SError
 from s2s.initialisation import initialise
 from s2s.language_model import build_language_model
 from s2s.model_card import format_card, model_card
-from s2s.run_dir import RunDir
-from s2s.training import Trainer
 from tests.conftest import tiny_recipe
 from tests.test_model import make_model
+from tests.test_training import make_trainer
 
 
 def test_uniform_draws_every_parameter_within_the_range_and_keeps_padding_zero() -> None:
@@ -45,18 +44,13 @@ def test_pytorch_leaves_each_layers_own_initialisation() -> None:
     assert model.src_embed.weight.std() > 0.5  # nn.Embedding's N(0, 1)
 
 
-def make_trainer(folder: Path, *overrides: str) -> Trainer:
-    config = load_config(tiny_recipe(folder, pairs=150, steps=2), list(overrides))
-    return Trainer(config, RunDir(folder / "run"), quiet=True)
-
-
 def test_training_starts_from_the_configured_initialisation(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, "model.init=uniform", "model.init_range=0.01")
     assert all(p.abs().max() <= 0.01 for p in trainer.model.parameters())
 
 
 def test_a_resumed_run_keeps_its_trained_weights(tmp_path: Path) -> None:
-    make_trainer(tmp_path, "model.init=uniform", "train.valid_every=2").train()
+    make_trainer(tmp_path, "model.init=uniform", "train.max_steps=2", "train.valid_every=2").train()
     trained = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=False)["model"]
     resumed = make_trainer(tmp_path, "model.init=uniform", "train.max_steps=3")
     assert resumed.progress.step == 2

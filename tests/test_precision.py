@@ -152,11 +152,8 @@ def test_int8_runs_the_encoder_in_bf16_where_the_cpu_has_it(
     monkeypatch.setattr("s2s.precision.packs", lambda dtype: native_bf16)
     _, tokenizers, fp32_model, _ = load_run(trained_run, None, "cpu", "off")
     _, _, model, _ = load_run(trained_run, None, "cpu", "int8")
-    ids = [tokenizers.src.encode(line) for line in SOURCES]
-    lengths = torch.tensor([len(row) for row in ids])
-    src = torch.full((len(ids), int(lengths.max())), PAD_ID)
-    for i, row in enumerate(ids):
-        src[i, : len(row)] = torch.tensor(row)
+    batch = collate(list(range(len(SOURCES))), [tokenizers.src.encode(s) for s in SOURCES])
+    src, lengths = batch.src, batch.src_lengths
     encoder_dtypes = []
     model.encoder.register_forward_hook(lambda _m, _i, out: encoder_dtypes.append(out[0].dtype))
     with torch.inference_mode():
