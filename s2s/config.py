@@ -112,8 +112,8 @@ class ModelConfig(Section):
     )
     init: Literal["pytorch", "uniform"] = Field(
         "pytorch",
-        description="how a new model's parameters start: each layer's PyTorch default, or "
-        "every parameter uniform in ±init_range (OpenNMT-py's param_init, fairseq's LSTMs)",
+        description="how a new model's parameters start: every parameter uniform in "
+        "±init_range (OpenNMT-py's param_init, fairseq's LSTMs), or each layer's PyTorch default",
     )
     init_range: float = Field(0.1, gt=0.0, description="the bound of init = 'uniform'")
 
@@ -414,8 +414,17 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     return config
 
 
+# Saved configs from before model.init existed: those models started from PyTorch's defaults.
+SAVED_BEFORE_INIT = "pytorch"
+
+
 def config_from_dict(raw: dict[str, Any], origin: str) -> Config:
-    """Validate an already-parsed config (a run directory's saved copy)."""
+    """Validate an already-parsed config (a run directory's or checkpoint's saved copy).
+    A saved [model] without `init` predates that key, so it reads as "pytorch", the way
+    that model was built, not as today's default."""
+    model = raw.get("model")
+    if isinstance(model, dict) and "init" not in model:
+        raw = {**raw, "model": {**model, "init": SAVED_BEFORE_INIT}}
     try:
         return Config.model_validate(raw)
     except ValidationError as error:

@@ -319,11 +319,11 @@ def _layers_line(task_type: str, model: dict[str, Any]) -> str:
 
 
 def _init_note(model: dict[str, Any]) -> str:
-    """The initialisation, named only when it is not PyTorch's defaults (which runs from
-    before model.init existed had too)."""
+    """How the model started; it decides how far a given number of steps gets (runs from
+    before model.init existed read as "pytorch", how they were built)."""
     if model.get("init") == "uniform":
         return f", init uniform ±{model['init_range']:g}"
-    return ""
+    return ", init PyTorch defaults"
 
 
 def _best_line(best: dict[str, Any] | None) -> str:

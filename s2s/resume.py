@@ -33,6 +33,8 @@ log = logging.getLogger("s2s.train")
 MODEL_SECTIONS = ("model", "tokenizer")
 FREE_MODEL_KEYS = frozenset({"model.dropout"})
 RESUME_KEYS = ("model", "optimizer", "schedule", "scaler", "rng", "progress")
+# Keys that only say how a new model's parameters start; a resumed run has already started.
+START_KEYS = ("init", "init_range")
 
 
 def seed_all(seed: int) -> None:
@@ -103,6 +105,15 @@ def saved_config(payload: dict[str, Any], origin: Path) -> Config:
         return config_from_dict(tomllib.loads(text), str(origin))
     except tomllib.TOMLDecodeError as error:
         raise S2SError(f"{origin}: checkpoint config is malformed: {error}") from None
+
+
+def keep_saved_start(payload: dict[str, Any], wanted: Config, origin: Path) -> None:
+    """Give ``wanted`` the saved run's model.init and model.init_range: a resumed run
+    continues from its weights, so its config should name how they started, whatever the
+    recipe (or a changed default) says now."""
+    saved = saved_config(payload, origin).model
+    for key in START_KEYS:
+        setattr(wanted.model, key, getattr(saved, key))
 
 
 def check_resumable(payload: dict[str, Any], wanted: Config, origin: Path) -> None:

@@ -48,6 +48,7 @@ from s2s.precision import autocast_factory, make_grad_scaler, resolve_amp
 from s2s.resume import (
     capture_rng,
     check_resumable,
+    keep_saved_start,
     read_last_record,
     restore_rng,
     seed_all,
@@ -312,6 +313,7 @@ class Trainer:
         if not path.is_file():
             return None
         payload = load_checkpoint(path)
+        keep_saved_start(payload, self.config, path)
         check_resumable(payload, self.config, path)
         return payload
 

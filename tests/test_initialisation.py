@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from s2s.config import load_config
+from s2s.config import load_config, read_saved_config
 from s2s.errors import S2SError
 from s2s.initialisation import initialise
 from s2s.language_model import build_language_model
@@ -37,7 +37,7 @@ def test_uniform_reaches_a_language_models_parameters(tmp_path: Path) -> None:
 
 
 def test_pytorch_leaves_each_layers_own_initialisation() -> None:
-    model = make_model(tie_embeddings=False)
+    model = make_model(init="pytorch", tie_embeddings=False)
     before = [p.detach().clone() for p in model.parameters()]
     initialise(model, model.config)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
@@ -49,16 +49,37 @@ def test_training_starts_from_the_configured_initialisation(tmp_path: Path) -> N
     assert all(p.abs().max() <= 0.01 for p in trainer.model.parameters())
 
 
-def test_a_resumed_run_keeps_its_trained_weights(tmp_path: Path) -> None:
-    make_trainer(tmp_path, "model.init=uniform", "train.max_steps=2", "train.valid_every=2").train()
+def test_a_resumed_run_keeps_its_weights_and_how_they_started(tmp_path: Path) -> None:
+    make_trainer(tmp_path, "model.init=pytorch", "train.max_steps=2", "train.valid_every=2").train()
     trained = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=False)["model"]
     resumed = make_trainer(tmp_path, "model.init=uniform", "train.max_steps=3")
     assert resumed.progress.step == 2
     for name, value in resumed.model.state_dict().items():
         assert torch.equal(value, trained[name]), name
     card = model_card(tmp_path / "run")
-    assert card["model"]["init"] == "uniform" and card["model"]["init_range"] == 0.1
-    assert "init uniform ±0.1" in format_card(card)
+    assert card["model"]["init"] == "pytorch"
+    assert "init PyTorch defaults" in format_card(card)
+
+
+def test_a_run_saved_before_model_init_existed_resumes_as_pytorch(tmp_path: Path) -> None:
+    make_trainer(tmp_path, "model.init=pytorch", "train.max_steps=2", "train.valid_every=2").train()
+    last = tmp_path / "run/checkpoints/last.pt"
+    payload = torch.load(last, weights_only=False)
+    payload["config"] = _without_init(payload["config"])  # as older s2s wrote it
+    torch.save(payload, last)
+    config_file = tmp_path / "run/config.toml"
+    config_file.write_text(_without_init(config_file.read_text()))
+    assert read_saved_config(config_file).model.init == "pytorch"
+    resumed = make_trainer(tmp_path, "model.init=uniform", "train.max_steps=3")
+    assert resumed.progress.step == 2 and resumed.config.model.init == "pytorch"
+    assert "init PyTorch defaults" in format_card(model_card(tmp_path / "run"))
+
+
+def _without_init(toml_text: str) -> str:
+    lines = toml_text.splitlines(keepends=True)
+    kept = [line for line in lines if not line.startswith(("init =", "init_range ="))]
+    assert len(kept) == len(lines) - 2
+    return "".join(kept)
 
 
 @pytest.mark.parametrize(
