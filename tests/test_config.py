@@ -12,6 +12,15 @@ from s2s.config import load_config
 from s2s.errors import ConfigError
 from tests.conftest import tiny_recipe
 
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+WIKITEXT = RECIPES / "data" / "wikitext-2"
+# PTB is not shipped: lm-ptb.toml is checked against WikiText-2 text in its place.
+STAND_INS = {
+    "lm-ptb": [
+        f"data.{split}.text={WIKITEXT / f'{split}.txt.xz'}" for split in ("train", "valid", "test")
+    ]
+}
+
 
 @pytest.fixture
 def recipe(tmp_path: Path) -> Path:
@@ -24,6 +33,13 @@ def error_of(path: Path, overrides: list[str] | None = None) -> str:
     message = str(caught.value)
     assert "\n" not in message
     return message
+
+
+@pytest.mark.parametrize("shipped", sorted(RECIPES.glob("*.toml")), ids=lambda path: path.stem)
+def test_every_shipped_recipe_loads(shipped: Path) -> None:
+    config = load_config(shipped, STAND_INS.get(shipped.stem, []))
+    assert config.task.name == shipped.stem
+    assert all(split in config.data for split in ("train", "valid", "test"))
 
 
 def test_valid_recipe_resolves_paths_relative_to_recipe(recipe: Path) -> None:
