@@ -33,6 +33,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from s2s.packed_linear import native_bf16
+
 State = tuple[Tensor, ...]
 # One time step of a cell: (x_t, state) -> (h_t, new state).
 StepFunction = Callable[[Tensor, State], tuple[Tensor, State]]
@@ -125,12 +127,47 @@ def run_fused(rnn: nn.RNNBase, x: Tensor, hx: Any, lengths: Tensor | None) -> tu
     Packs only when some row is shorter than T, so final states are exact without paying
     for packing on full-length input. Returns the kernel's own (y, final state).
     """
+    if autocast_beyond_onednn(x):
+        return _run_fused_natively(rnn, x, hx, lengths)
+    return _run_packed_if_needed(rnn, x, hx, lengths)
+
+
+def _run_packed_if_needed(
+    rnn: nn.RNNBase, x: Tensor, hx: Any, lengths: Tensor | None
+) -> tuple[Tensor, Any]:
     if not needs_packing(x, lengths):
         return rnn(x, hx)
     packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
     y, final = rnn(packed, hx)
     y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.size(1))
     return y, final
+
+
+def autocast_beyond_onednn(x: Tensor) -> bool:
+    """Whether CPU autocast would send a fused kernel on ``x`` to oneDNN in bf16 on a CPU
+    without native bf16 (AVX2 only, no AVX-512 BF16 or AMX). PyTorch's autocast casts
+    `nn.LSTM` to bf16 for oneDNN without asking, and oneDNN has no bf16 LSTM there: it
+    raises "could not create a primitive descriptor for the LSTM forward propagation
+    primitive"."""
+    return (
+        x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and not native_bf16()
+    )
+
+
+def _run_fused_natively(
+    rnn: nn.RNNBase, x: Tensor, hx: Any, lengths: Tensor | None
+) -> tuple[Tensor, Any]:
+    """`run_fused` on PyTorch's own kernel, in the weights' precision (fp32): what a CPU
+    without native bf16 can run under bf16 autocast, and as fast as it would run bf16."""
+    dtype = rnn.all_weights[0][0].dtype
+    x = x.to(dtype)
+    if hx is not None:
+        hx = tuple(h.to(dtype) for h in hx) if isinstance(hx, tuple) else hx.to(dtype)
+    with torch.autocast("cpu", enabled=False), torch.backends.mkldnn.flags(enabled=False):
+        return _run_packed_if_needed(rnn, x, hx, lengths)
 
 
 def at_lengths(sequence: Tensor, lengths: Tensor) -> Tensor:

@@ -63,7 +63,17 @@ def packs(dtype: torch.dtype) -> bool:
         return False
     if dtype == torch.float32:
         return True
-    return dtype == torch.bfloat16 and bool(ops._is_mkldnn_bf16_supported())
+    return dtype == torch.bfloat16 and native_bf16()
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether oneDNN computes bf16 in hardware on this CPU (AVX-512 BF16 or AMX). Without
+    it oneDNN's bf16 kernels run reference code, and it has no bf16 LSTM at all."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return check is not None and bool(check())
 
 
 @functools.cache

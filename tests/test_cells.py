@@ -249,3 +249,28 @@ def test_s2s_cells_lists_every_cell_and_reports_the_broken_ones(third_party: Pat
     assert "not a s2s.cells.RecurrentCell" in rows["odd"]
     warnings = result.stderr.splitlines()
     assert len(warnings) == 3 and all(w.startswith("s2s: warning: cell '") for w in warnings)
+
+
+def test_bf16_autocast_runs_the_lstm_in_fp32_where_onednn_has_no_bf16(monkeypatch) -> None:
+    """PyTorch's CPU autocast sends nn.LSTM to oneDNN in bf16, which has no bf16 LSTM on a
+    CPU without native bf16 (AVX2 only): there the fused LSTM and its many-row decoding
+    step run PyTorch's own fp32 kernel instead of failing, gradients included."""
+    monkeypatch.setattr("s2s.cells.native_bf16", lambda: False)
+    cell = load_cell_class("lstm")(8, 16)
+    x = torch.randn(3, 5, 8).bfloat16().requires_grad_()  # as a bf16 op before it leaves it
+    lengths = torch.tensor([5, 3, 4])
+    expected, expected_state = cell(x.float(), None, lengths)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, state = cell(x, None, lengths)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(state, expected_state)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+    rows = torch.randn(40, 8)  # enough rows for the fused one-step call of decoding
+    with torch.no_grad():
+        expected_step, _ = cell.step(rows, cell.initial_state(40))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            step, _ = cell.step(rows, cell.initial_state(40))
+    torch.testing.assert_close(step.float(), expected_step, atol=0.03, rtol=0.03)
