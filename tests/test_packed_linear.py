@@ -18,6 +18,7 @@ from s2s.model import Seq2Seq
 from s2s.packed_linear import (
     PackedWeight,
     can_pack,
+    int8_input_bits,
     int8_supported,
     packs,
     padded_rows,
@@ -28,6 +29,9 @@ from tests.conftest import search_step_log_probs
 pytestmark = pytest.mark.skipif(not packs(torch.float32), reason="needs PyTorch with oneDNN")
 BF16 = pytest.mark.skipif(not packs(torch.bfloat16), reason="this CPU has no oneDNN bf16")
 INT8 = pytest.mark.skipif(not int8_supported(), reason="needs PyTorch's oneDNN int8 kernels")
+# 8-bit weights and 8-bit inputs; a CPU without VNNI quantizes inputs to 7 bits, whose
+# rounding step is twice as large.
+INT8_TOLERANCE = 0.02 * 2 ** (8 - int8_input_bits())
 VOCAB = 40
 
 
@@ -91,7 +95,7 @@ def test_int8_linear_is_near_the_plain_layer(
         y = packed.linear(x, weight, bias, activation)
     assert not isinstance(packed._packed, torch.Tensor)  # an int8 copy, not oneDNN's fp32
     assert y.dtype == torch.float32 and y.shape == expected.shape
-    assert relative_error(y, expected) < 0.02  # 8-bit inputs and weights
+    assert relative_error(y, expected) < INT8_TOLERANCE
 
 
 @INT8
@@ -105,7 +109,7 @@ def test_int8_copy_is_packed_again_when_the_weight_or_bias_changes() -> None:
         weight.mul_(-2)  # same storage, new version
         after = packed.linear(x, weight, bias)
     torch.testing.assert_close(moved, before + 10.0, atol=1e-4, rtol=1e-4)
-    assert relative_error(after, F.linear(x, weight, bias)) < 0.02
+    assert relative_error(after, F.linear(x, weight, bias)) < INT8_TOLERANCE
 
 
 def test_rows_are_padded_a_little_to_few_row_counts() -> None:
