@@ -111,7 +111,7 @@ class ModelConfig(Section):
         0, ge=0, description="the encoder reads only the first N source tokens; 0: all of them"
     )
     init: Literal["pytorch", "uniform"] = Field(
-        "pytorch",
+        "uniform",
         description="how a new model's parameters start: every parameter uniform in "
         "±init_range (OpenNMT-py's param_init, fairseq's LSTMs), or each layer's PyTorch default",
     )

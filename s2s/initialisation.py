@@ -2,10 +2,12 @@
 
 "pytorch" keeps what each layer sets for itself: N(0, 1) embeddings, uniform in
 ±1/sqrt(hidden) for recurrent weights, Kaiming-uniform for linear layers.
-"uniform" draws every parameter from U(-init_range, init_range), the initialisation of
-OpenNMT-py (`param_init 0.1`) and of fairseq's LSTM models. The OpenNMT-py benchmark model
-(untied embeddings, input feeding, Adam at 1e-3) needs it: 39.0 BLEU after 3 000 steps
-against 23.9 with "pytorch" (docs/performance.md, "The peer BLEU gap").
+"uniform" (the default) draws every parameter from U(-init_range, init_range), the
+initialisation of OpenNMT-py (`param_init 0.1`) and of fairseq's LSTM models. The
+OpenNMT-py benchmark model (untied embeddings, input feeding, Adam at 1e-3) needs it: 39.0
+BLEU after 3 000 steps against 23.9 with "pytorch", and recipes/mt.toml 38.68 test BLEU
+against 36.67 (docs/performance.md, "The peer BLEU gap"). The recipes not measured with
+it set "pytorch".
 
 It runs once, when training builds a model from scratch; a resumed or loaded model gets
 its saved weights instead.

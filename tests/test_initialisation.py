@@ -45,7 +45,7 @@ def test_pytorch_leaves_each_layers_own_initialisation() -> None:
 
 
 def test_training_starts_from_the_configured_initialisation(tmp_path: Path) -> None:
-    trainer = make_trainer(tmp_path, "model.init=uniform", "model.init_range=0.01")
+    trainer = make_trainer(tmp_path, "model.init_range=0.01")  # "uniform" is the default
     assert all(p.abs().max() <= 0.01 for p in trainer.model.parameters())
 
 
