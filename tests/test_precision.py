@@ -3,6 +3,7 @@ decode the same sentences as fp32, and an impossible choice is a one-line error.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from s2s.config import load_config
 from s2s.errors import ConfigError, S2SError
 from s2s.packed_linear import int8_supported
 from s2s.packed_linear import native_bf16 as cpu_has_native_bf16
-from s2s.precision import decode_autocast, resolve_amp
+from s2s.precision import _warn_emulated_bf16, decode_autocast, resolve_amp
 from s2s.run_dir import load_run
 from s2s.search import length_penalty
 from s2s.tokenizer import PAD_ID
@@ -45,6 +46,28 @@ def test_auto_is_fp32_on_cpu_and_fp16_needs_cuda() -> None:
     assert resolve_amp("bf16", cpu) is torch.bfloat16
     with pytest.raises(S2SError, match=r"decode\.amp = 'fp16' needs a CUDA device"):
         resolve_amp("fp16", cpu, "decode.amp")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_it_warns_once_that_it_is_emulated(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, native: bool
+) -> None:
+    monkeypatch.setattr("s2s.precision.native_bf16", lambda: native)
+    _warn_emulated_bf16.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="s2s.precision"):
+        for _ in range(2):
+            assert resolve_amp("bf16", torch.device("cpu"), "train.amp") is torch.bfloat16
+        assert resolve_amp("off", torch.device("cpu"), "train.amp") is None
+    expected = (
+        []
+        if native
+        else [
+            "train.amp = 'bf16': this CPU has no native bf16 (AVX-512 BF16 or AMX), so bf16 is "
+            "emulated and many times slower than fp32 here; use 'off'"
+        ]
+    )
+    assert [record.getMessage() for record in caplog.records] == expected
+    _warn_emulated_bf16.cache_clear()
 
 
 INT8 = pytest.mark.skipif(not int8_supported(), reason="needs PyTorch's oneDNN int8 kernels")
