@@ -127,8 +127,8 @@ def run_fused(rnn: nn.RNNBase, x: Tensor, hx: Any, lengths: Tensor | None) -> tu
     Packs only when some row is shorter than T, so final states are exact without paying
     for packing on full-length input. Returns the kernel's own (y, final state).
     """
-    if autocast_beyond_onednn(x):
-        return _run_fused_natively(rnn, x, hx, lengths)
+    if _autocast_beyond_onednn(x):
+        return _run_fused_outside_autocast(rnn, x, hx, lengths)
     return _run_packed_if_needed(rnn, x, hx, lengths)
 
 
@@ -143,7 +143,7 @@ def _run_packed_if_needed(
     return y, final
 
 
-def autocast_beyond_onednn(x: Tensor) -> bool:
+def _autocast_beyond_onednn(x: Tensor) -> bool:
     """Whether CPU autocast would send a fused kernel on ``x`` to oneDNN in bf16 on a CPU
     without native bf16 (AVX2 only, no AVX-512 BF16 or AMX). PyTorch's autocast casts
     `nn.LSTM` to bf16 for oneDNN without asking, and oneDNN has no bf16 LSTM there: it
@@ -157,7 +157,7 @@ def autocast_beyond_onednn(x: Tensor) -> bool:
     )
 
 
-def _run_fused_natively(
+def _run_fused_outside_autocast(
     rnn: nn.RNNBase, x: Tensor, hx: Any, lengths: Tensor | None
 ) -> tuple[Tensor, Any]:
     """`run_fused` outside autocast, in the weights' precision (fp32, on oneDNN's fp32

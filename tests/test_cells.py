@@ -254,7 +254,7 @@ def test_s2s_cells_lists_every_cell_and_reports_the_broken_ones(third_party: Pat
 def test_bf16_autocast_runs_the_lstm_in_fp32_where_onednn_has_no_bf16(monkeypatch) -> None:
     """PyTorch's CPU autocast sends nn.LSTM to oneDNN in bf16, which has no bf16 LSTM on a
     CPU without native bf16 (AVX2 only): there the fused LSTM and its many-row decoding
-    step run PyTorch's own fp32 kernel instead of failing, gradients included."""
+    step run oneDNN's fp32 LSTM outside autocast instead of failing, gradients included."""
     monkeypatch.setattr("s2s.cells.native_bf16", lambda: False)
     cell = load_cell_class("lstm")(8, 16)
     x = torch.randn(3, 5, 8).bfloat16().requires_grad_()  # as a bf16 op before it leaves it

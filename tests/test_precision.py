@@ -88,14 +88,13 @@ def test_cpu_precisions_find_hypotheses_as_good_as_fp32s(trained_run: Path, amp:
     """A tiny model's beams are near ties, so bf16 or int8 (7-bit inputs on CPUs without
     VNNI) may pick another hypothesis than fp32: the fp32 model must then score it nearly
     as well as its own best, which a search led astray by rounding would not."""
-    results, sources = {}, []
+    results, models = {}, {}
     for choice in ("off", amp):
-        config, tokenizers, model, device = load_run(trained_run, None, "cpu", choice)
-        translator = Translator(model, tokenizers, config.decode, device)
+        config, tokenizers, models[choice], device = load_run(trained_run, None, "cpu", choice)
+        translator = Translator(models[choice], tokenizers, config.decode, device)
         sources = translator.encode(SOURCES)
         results[choice] = translator.hypotheses(sources, beam_size=3)
-    _, _, fp32_model, _ = load_run(trained_run, None, "cpu", "off")
-    alpha = config.decode.length_penalty
+    fp32_model, alpha = models["off"], config.decode.length_penalty
     for source, fp32, other in zip(sources, results["off"], results[amp], strict=True):
         best, found = fp32[0], other[0]
         assert found.tokens  # decoded, not an empty fallback

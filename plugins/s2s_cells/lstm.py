@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s2s.cells import RecurrentCell, State, StepFunction, autocast_beyond_onednn, run_fused
+from s2s.cells import RecurrentCell, State, StepFunction, run_fused
 from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack, source_key
 from s2s.time_batched_linear import TimeBatchedLinear, time_batching_applies
 
@@ -64,12 +64,10 @@ class LSTMCell(DropsPackedCopies, RecurrentCell):
         rnn = self.rnn
         if not (self.training or rnn.proj_size) and can_pack(x_t, rnn.weight_ih_l0):
             return self._packed_step(x_t, h, c)
-        if (
-            x_t.size(0) >= _FUSED_STEP_MIN_ROWS
-            and not torch.is_grad_enabled()
-            and not autocast_beyond_onednn(x_t)
-        ):
-            y, (h, c) = self.rnn(x_t.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
+        if x_t.size(0) >= _FUSED_STEP_MIN_ROWS and not torch.is_grad_enabled():
+            y, (h, c) = run_fused(
+                self.rnn, x_t.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)), None
+            )
             return y.squeeze(1), (h.squeeze(0), c.squeeze(0))
         if rnn.proj_size:
             return self._projected_step(x_t, h, c)
