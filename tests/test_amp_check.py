@@ -7,8 +7,7 @@ import json
 import sys
 
 import pytest
-
-from tests.conftest import ROOT, tiny_recipe
+from helpers import ROOT, tiny_recipe
 
 sys.path.insert(0, str(ROOT / "tools"))
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, tiny_recipe
 
 from s2s.config import load_config
 from s2s.corpus import ParallelText, TokenizedSplit
 from s2s.errors import ConfigError, S2SError
 from s2s.training import filter_long
-from tests.conftest import ROOT, tiny_recipe
 
 
 def s2s(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:

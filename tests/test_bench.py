@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import ROOT, tiny_recipe, write_lines
+from helpers import ROOT, tiny_recipe, write_lines
 
 sys.path.insert(0, str(ROOT / "tools"))
 

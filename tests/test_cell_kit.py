@@ -12,29 +12,11 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
-from torch import Tensor, nn
+from helpers import Elman
+from torch import nn
 
-from s2s.cells import RecurrentCell, State
+from s2s.cells import RecurrentCell
 from s2s.testing import CHECKS, CellContractError, check_cell
-
-
-class Elman(RecurrentCell):
-    """A correct cell that implements only `step`."""
-
-    options: ClassVar[dict[str, Any]] = {"scale": 1.0}
-
-    def __init__(self, input_size: int, hidden_size: int, scale: float = 1.0) -> None:
-        super().__init__(input_size, hidden_size)
-        self.input = nn.Linear(input_size, hidden_size)
-        self.recurrent = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.scale = scale
-
-    def candidate(self, x_t: Tensor, h: Tensor) -> Tensor:
-        return torch.tanh(self.input(x_t) + self.scale * self.recurrent(h))
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        h = self.candidate(x_t, state[0])
-        return h, (h,)
 
 
 class DriftingSequence(Elman):

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import search_step_log_probs
 from typer.testing import CliRunner
 
 from s2s.batching import collate
@@ -20,7 +21,6 @@ from s2s.model import Seq2Seq
 from s2s.recurrent_stack import RecurrentStack
 from s2s.search import beam_search, max_output_lengths
 from s2s.testing import check_cell
-from tests.conftest import search_step_log_probs
 
 BUILT_IN = ["rnn", "lstm", "gru", "crnn"]
 VARIANTS: list[tuple[str, dict[str, Any]]] = [

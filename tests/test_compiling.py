@@ -8,13 +8,13 @@ import copy
 
 import pytest
 import torch
+from helpers import Elman
 
 from s2s.cell_registry import cell_factory
 from s2s.compiling import compile_step_cells
 from s2s.config import ModelConfig
 from s2s.errors import S2SError
 from s2s.model import Seq2Seq
-from tests.test_cell_kit import Elman
 
 
 def tiny_model(make_cell) -> Seq2Seq:

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import tiny_recipe
 
 from s2s.config import load_config
 from s2s.errors import ConfigError
-from tests.conftest import tiny_recipe
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 WIKITEXT = RECIPES / "data" / "wikitext-2"

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import tomli_w
+from helpers import tiny_recipe
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s2s.config import Config, load_config
 from s2s.errors import ConfigError
-from tests.conftest import tiny_recipe
 
 SECTIONS = ["task", "data", "data.train", "data.valid", "tokenizer", "model", "train", "decode"]
 KEYS = [

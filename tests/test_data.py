@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import multi30k_lines, write_lines
 
 from s2s.config import SplitConfig, TokenizerConfig
 from s2s.corpus import load_parallel
 from s2s.errors import S2SError
 from s2s.tokenizer import EOS_ID, train_tokenizers
-from tests.conftest import multi30k_lines, write_lines
 
 SRC = ["A dog runs.", "", "Two men talk\ttogether."]
 TGT = ["Ein Hund rennt.", "Leer", "Zwei Männer reden."]

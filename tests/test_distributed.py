@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_recipe
 
 from s2s.config import load_config
 from s2s.distributed import Single, join
 from s2s.errors import S2SError
 from s2s.run_dir import RunDir
 from s2s.training import Trainer
-from tests.conftest import tiny_recipe
 
 STEPS = 12  # 120 pairs make 9 batches an epoch: 5 steps of 2, the fifth with one batch
 SETTINGS = [

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import torch
+from helpers import tiny_recipe
 
 from s2s.allocator import tcmalloc_library
-from tests.conftest import tiny_recipe
 
 # the test environment's own allocator and floating-point choices, which each test sets
 CHOICES = ("LD_PRELOAD", "S2S_TCMALLOC", "S2S_FLUSH_DENORMALS")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_recipe
 
 from s2s import training
 from s2s.checkpoint import load_checkpoint
@@ -19,7 +20,6 @@ from s2s.errors import S2SError
 from s2s.faults import clip_divisor, step_unless, supports_skip_flag
 from s2s.run_dir import RunDir
 from s2s.training import Trainer
-from tests.conftest import tiny_recipe
 
 
 def make_trainer(folder: Path, *overrides: str) -> Trainer:

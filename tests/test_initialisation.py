@@ -6,15 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_model, make_trainer, tiny_recipe
 
 from s2s.config import load_config, read_saved_config
 from s2s.errors import S2SError
 from s2s.initialisation import initialise
 from s2s.language_model import build_language_model
 from s2s.model_card import format_card, model_card
-from tests.conftest import tiny_recipe
-from tests.test_model import make_model
-from tests.test_training import make_trainer
 
 
 def test_uniform_draws_every_parameter_within_the_range_and_keeps_padding_zero() -> None:

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import make_model, search_step_log_probs
 
 from s2s.batching import collate
-from s2s.cell_registry import cell_factory
 from s2s.config import ModelConfig
-from s2s.model import Seq2Seq
 from s2s.search import beam_search, max_output_lengths
-from tests.conftest import search_step_log_probs
-
-VOCAB = 40
-
-
-def make_model(cell: str = "lstm", **options) -> Seq2Seq:
-    torch.manual_seed(0)
-    config = ModelConfig(embed_size=16, hidden_size=24, dropout=0.0, **options)
-    return Seq2Seq(config, cell_factory(cell, {}), VOCAB, VOCAB, 0, share_vocab=True).eval()
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

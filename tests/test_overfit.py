@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from helpers import write_lines
+
 from s2s.config import load_config
 from s2s.run_dir import RunDir, load_run
 from s2s.training import Trainer
 from s2s.translator import Translator
-from tests.conftest import write_lines
 
 RECIPE = """
 [data.train]

@@ -9,6 +9,7 @@ import pytest
 import s2s_cells.gru
 import torch
 import torch.nn.functional as F
+from helpers import search_step_log_probs
 
 from s2s import packed_linear
 from s2s.batching import collate
@@ -24,7 +25,6 @@ from s2s.packed_linear import (
     padded_rows,
     quantize_packed_weights,
 )
-from tests.conftest import search_step_log_probs
 
 pytestmark = pytest.mark.skipif(not packs(torch.float32), reason="needs PyTorch with oneDNN")
 BF16 = pytest.mark.skipif(not packs(torch.bfloat16), reason="this CPU has no oneDNN bf16")

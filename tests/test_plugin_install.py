@@ -2,23 +2,26 @@
 `s2s cells`, trains and translates; its own tests pass with the kit; and the main
 distribution does not swallow the example.
 
-Everything is offline: the venv sees this environment's packages (--system-site-packages)
-and pip installs with --no-index --no-deps --no-build-isolation. pip builds in the source
-folder, so the example is copied to a temporary folder first, keeping the tree clean.
+Everything is offline: the nested venv sees the packages of the environment running the
+tests (a `.pth` file adds its site-packages; `--system-site-packages` would give the *base*
+interpreter's instead, which lacks them when the tests run in a virtualenv), and pip
+installs with --no-index --no-deps --no-build-isolation. pip builds in the source folder,
+so the example is copied to a temporary folder first, keeping the tree clean.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import ROOT, tiny_recipe
+from helpers import ROOT, tiny_recipe
 
 EXAMPLE = ROOT / "plugins" / "s2s-mingru"
 PIP_OFFLINE = ["-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "--no-index"]
@@ -40,26 +43,45 @@ def succeeded(result: subprocess.CompletedProcess) -> bool:
     )
 
 
+def running_site_packages() -> list[str]:
+    """The site-packages folders of the environment running the tests, virtualenv or not."""
+    folders = [sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]
+    folders += site.getsitepackages()
+    return list(dict.fromkeys(folders))
+
+
+def nested_venv(folder: Path) -> Path:
+    """A new venv in ``folder`` that also sees this environment's packages (after its own)."""
+    assert succeeded(run(sys.executable, "-m", "venv", "--without-pip", "venv", cwd=folder))
+    python = folder / "venv" / "bin" / "python"
+    where = run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
+    assert succeeded(where)
+    own_site_packages = Path(where.stdout.decode().strip())
+    adds = "; ".join(f"site.addsitedir({path!r})" for path in running_site_packages())
+    (own_site_packages / "_running_environment.pth").write_text(f"import site; {adds}\n")
+    return python
+
+
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory) -> tuple[Path, Path]:
     """(python of a venv with the example installed, the installed copy's source folder)."""
     folder = tmp_path_factory.mktemp("plugin")
     source = folder / "s2s-mingru"
     shutil.copytree(EXAMPLE, source, ignore=SKIP_BUILD_LEFTOVERS)
-    assert succeeded(
-        run(
-            sys.executable,
-            "-m",
-            "venv",
-            "--system-site-packages",
-            "--without-pip",
-            "venv",
-            cwd=folder,
-        )
-    )
-    python = folder / "venv" / "bin" / "python"
+    python = nested_venv(folder)
     assert succeeded(run(python, *PIP_OFFLINE, source))
     return python, source
+
+
+def test_the_nested_venv_imports_s2s_from_the_running_environment(venv) -> None:
+    python, _ = venv
+    result = run(python, "-c", "import s2s, sys; print(s2s.__file__); print(sys.prefix)")
+    assert succeeded(result)
+    s2s_file, prefix = result.stdout.decode().split()
+    assert Path(s2s_file).resolve() == (ROOT / "s2s" / "__init__.py").resolve() or (
+        Path(s2s_file).resolve().is_relative_to(Path(sysconfig.get_path("purelib")).resolve())
+    )
+    assert Path(prefix).resolve() == python.parent.parent.resolve()
 
 
 def test_s2s_cells_lists_the_installed_plugin(venv) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import search_step_log_probs
 
 from s2s.batching import collate
 from s2s.config import load_config
@@ -22,7 +23,6 @@ from s2s.run_dir import load_run
 from s2s.search import length_penalty
 from s2s.tokenizer import PAD_ID
 from s2s.translator import Translator
-from tests.conftest import search_step_log_probs
 
 SOURCES = [
     "A man is riding a bicycle.",

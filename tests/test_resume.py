@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_recipe
 from typer.testing import CliRunner
 
 from s2s.checkpoint import load_checkpoint
@@ -25,7 +26,6 @@ from s2s.errors import S2SError
 from s2s.resume import changed_keys, model_changes, read_last_record, trim_metrics_log
 from s2s.run_dir import RunDir
 from s2s.training import Trainer
-from tests.conftest import tiny_recipe
 
 STEPS = 14
 SETTINGS = [

@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import tiny_recipe
 from typer.testing import CliRunner
 
 from s2s.cli import app
 from s2s.tokenizer import Tokenizer
-from tests.conftest import tiny_recipe
 
 HOLD_LOCK = """
 import sys, time

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from helpers import VOCAB, make_model
 
 import s2s.search as search_module
 from s2s.batching import collate
@@ -19,7 +20,6 @@ from s2s.search import (
     top_k_rows,
 )
 from s2s.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from tests.test_model import VOCAB, make_model
 
 A, B = 4, 5
 # next-token probabilities after each prefix (BOS excluded); anything else ends at once

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import Result
+from helpers import search_step_log_probs
 from typer.testing import CliRunner
 
 from s2s.batching import collate
@@ -27,7 +28,6 @@ from s2s.rouge import require_rouge, rouge, rouge_scores
 from s2s.run_dir import load_weights
 from s2s.search import beam_search, greedy_search, max_output_lengths
 from s2s.training import label_smoothed_loss
-from tests.conftest import search_step_log_probs
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "summarization.toml"

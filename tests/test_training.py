@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_trainer
 
-from s2s.config import TrainConfig, load_config
+from s2s.config import TrainConfig
 from s2s.errors import S2SError
-from s2s.run_dir import RunDir
 from s2s.schedule import LearningRateSchedule
-from s2s.training import Trainer
-from tests.conftest import tiny_recipe
 
 
 def test_warmup_then_inverse_square_root() -> None:
@@ -34,11 +32,6 @@ def test_plateau_halves_after_patience_and_respects_floor() -> None:
     schedule.on_validation(improved=False)
     schedule.on_validation(improved=False)
     assert schedule.rate(10) == 0.3
-
-
-def make_trainer(folder: Path, *overrides: str) -> Trainer:
-    config = load_config(tiny_recipe(folder, pairs=150, steps=4), list(overrides))
-    return Trainer(config, RunDir(folder / "run"), quiet=True)
 
 
 def test_accumulation_takes_several_batches_per_step(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_recipe
 from typer.testing import CliRunner
 
 from s2s.alignment import align_sentence, build_alignments, forced_attention
@@ -32,7 +33,6 @@ from s2s.run_dir import load_run
 from s2s.search import greedy_search, max_output_lengths
 from s2s.tensorboard_log import TrainingBoard
 from s2s.translator import Translator
-from tests.conftest import tiny_recipe
 
 SCALARS = {
     "train/loss",

@@ -1,0 +1,118 @@
+"""Helpers the tests share: tiny recipes over real Multi30k slices, a tiny model and trainer,
+a minimal step-only cell. A plain module (on sys.path through pytest's `pythonpath`), so no
+test imports `conftest` or depends on the working directory."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from s2s.cell_registry import cell_factory
+from s2s.cells import RecurrentCell, State
+from s2s.config import ModelConfig, load_config
+from s2s.model import Seq2Seq
+from s2s.run_dir import RunDir
+from s2s.training import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+MULTI30K = ROOT / "recipes" / "data" / "multi30k"
+
+
+def search_step_log_probs(model, batch):
+    """Log-probs [B, T, V] of search's decode_step fed the batch's targets one step at a
+    time, in the caller's grad and autocast mode: what teacher forcing must match."""
+    encoded = model.encode(batch.src, batch.src_lengths)
+    state = model.initial_state(encoded)
+    steps = []
+    for t in range(batch.tgt_in.size(1)):
+        log_probs, state, _ = model.decode_step(batch.tgt_in[:, t], state, encoded)
+        steps.append(log_probs.detach())
+    return torch.stack(steps, dim=1)
+
+
+def multi30k_lines(name: str, count: int) -> list[str]:
+    with gzip.open(MULTI30K / name, "rt", encoding="utf-8") as handle:
+        return [next(handle).rstrip("\n") for _ in range(count)]
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+TINY_MODEL = """
+[tokenizer]
+vocab_size = 300
+
+[model]
+embed_size = 32
+hidden_size = 48
+encoder_layers = 1
+decoder_layers = 1
+dropout = 0.0
+
+[train]
+max_tokens = 600
+max_steps = {steps}
+valid_every = {steps}
+warmup_steps = 5
+lr = 0.005
+threads = 1
+
+[decode]
+beam_size = 3
+"""
+
+
+def tiny_recipe(folder: Path, pairs: int = 400, steps: int = 12) -> Path:
+    """A recipe over the first ``pairs`` Multi30k training pairs, with a tiny model."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_lines(folder / "train.en", multi30k_lines("train.en.gz", pairs))
+    write_lines(folder / "train.de", multi30k_lines("train.de.gz", pairs))
+    write_lines(folder / "valid.en", multi30k_lines("val.en.gz", 40))
+    write_lines(folder / "valid.de", multi30k_lines("val.de.gz", 40))
+    recipe = folder / "tiny.toml"
+    recipe.write_text(
+        '[data.train]\nsrc = "train.en"\ntgt = "train.de"\n'
+        '[data.valid]\nsrc = "valid.en"\ntgt = "valid.de"\n'
+        '[data.test]\nsrc = "valid.en"\ntgt = "valid.de"\n' + TINY_MODEL.format(steps=steps),
+        encoding="utf-8",
+    )
+    return recipe
+
+
+VOCAB = 40
+
+
+def make_model(cell: str = "lstm", **options) -> Seq2Seq:
+    torch.manual_seed(0)
+    config = ModelConfig(embed_size=16, hidden_size=24, dropout=0.0, **options)
+    return Seq2Seq(config, cell_factory(cell, {}), VOCAB, VOCAB, 0, share_vocab=True).eval()
+
+
+def make_trainer(folder: Path, *overrides: str) -> Trainer:
+    config = load_config(tiny_recipe(folder, pairs=150, steps=4), list(overrides))
+    return Trainer(config, RunDir(folder / "run"), quiet=True)
+
+
+class Elman(RecurrentCell):
+    """A correct cell that implements only `step`."""
+
+    options: ClassVar[dict[str, Any]] = {"scale": 1.0}
+
+    def __init__(self, input_size: int, hidden_size: int, scale: float = 1.0) -> None:
+        super().__init__(input_size, hidden_size)
+        self.input = nn.Linear(input_size, hidden_size)
+        self.recurrent = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.scale = scale
+
+    def candidate(self, x_t: Tensor, h: Tensor) -> Tensor:
+        return torch.tanh(self.input(x_t) + self.scale * self.recurrent(h))
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        h = self.candidate(x_t, state[0])
+        return h, (h,)
