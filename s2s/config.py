@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from s2s.errors import ConfigError
 
 
 class Section(BaseModel):
-    """Base of every recipe section: unknown keys are errors, assignments are validated."""
+    """Base of every recipe section: unknown keys are errors, assignments are validated,
+    and float keys refuse nan and inf (TOML has both), which no rate, weight or length can
+    use; a key where inf means something says so with its own ``allow_inf_nan``."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TaskConfig(Section):
@@ -83,9 +94,23 @@ class TokenizerConfig(Section):
 warnings.filterwarnings("ignore", 'Field name "copy" in "ModelConfig"', UserWarning)
 
 
+def _finite_option(value: Any) -> Any:
+    """A cell option holds no nan or inf (nested in a list or table either): no cell
+    option means them, and the saved config could not hold them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"Input should be a finite number, got {value!r}")
+    items = value.values() if isinstance(value, dict) else value
+    for item in items if isinstance(value, dict | list) else ():
+        _finite_option(item)
+    return value
+
+
+CellOption = Annotated[Any, AfterValidator(_finite_option)]
+
+
 class ModelConfig(Section):
     cell: str = "lstm"
-    cell_options: dict[str, Any] = Field(default_factory=dict)
+    cell_options: dict[str, CellOption] = Field(default_factory=dict)
     embed_size: int = Field(256, ge=1)
     hidden_size: int = Field(512, ge=2, description="decoder width = encoder output width")
     encoder_layers: int = Field(2, ge=1)
@@ -143,7 +168,9 @@ class TrainConfig(Section):
     max_length: int = Field(100, ge=1, description="drop training pairs longer than this")
     max_epochs: int = Field(30, ge=1)
     max_steps: int = Field(0, ge=0, description="0: no step limit")
-    max_minutes: float = Field(0.0, ge=0.0, description="0: no time limit")
+    max_minutes: float = Field(
+        0.0, ge=0.0, allow_inf_nan=True, description="0 (or inf): no time limit"
+    )
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.98)
