@@ -301,6 +301,9 @@ class Config(Section):
         if self.decode.ctc_weight > 0 and self.train.ctc_weight == 0:
             # joint decoding reads the CTC head that only train.ctc_weight > 0 builds
             raise ValueError("decode.ctc_weight > 0 needs a CTC head: set train.ctc_weight > 0")
+        if "early_stopping_metric" not in self.train.model_fields_set:
+            # left out: the task's own metric (a speech run's WER, not translation's BLEU)
+            self.train.early_stopping_metric = TASK_METRICS[self.task.type][0]  # type: ignore[assignment]
         if self.task.type == "language_model":
             _check_language_model(self)
         else:
@@ -308,6 +311,34 @@ class Config(Section):
             if text_splits:
                 raise ValueError(f"data.{text_splits[0]}.text is for task.type = 'language_model'")
         return self
+
+
+# The metrics each task's validation logs as valid_<name>, and "loss", which every task
+# logs: the values of train.early_stopping_metric that the task's trainer can follow.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "translation": ("bleu", "loss"),
+    "summarization": ("rouge_l", "loss"),
+    "speech": ("wer", "cer", "loss"),
+    "language_model": ("loss",),
+}
+
+
+def check_task_settings(config: Config) -> None:
+    """Settings only some tasks can serve, refused when a recipe is read rather than at the
+    first validation (an unknown metric) or silently ignored (a CTC weight outside speech).
+    Saved configs are not checked again: a run trained before these checks stays usable."""
+    task, train = config.task.type, config.train
+    metrics = TASK_METRICS[task]
+    if train.early_stopping_metric not in metrics:
+        choices = " or ".join([", ".join(metrics[:-1]), metrics[-1]] if metrics[:-1] else metrics)
+        raise ConfigError(
+            f"train.early_stopping_metric = {train.early_stopping_metric!r}: "
+            f"a {task.replace('_', ' ')} run validates by {choices}"
+        )
+    if task != "speech" and train.ctc_weight > 0:
+        raise ConfigError("train.ctc_weight > 0: a CTC loss is for task.type = 'speech'")
+    if task == "speech" and not config.tokenizer.joint:
+        raise ConfigError("a speech run has one vocabulary (its targets): tokenizer.joint = true")
 
 
 def _check_language_model(config: Config) -> None:
@@ -437,6 +468,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"{path}: {_format_validation_error(error)}") from None
     if not config.task.name:
         config.task.name = path.stem
+    try:
+        check_task_settings(config)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     _resolve_paths(config, path)
     return config
 

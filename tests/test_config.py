@@ -197,3 +197,52 @@ def train_cli(recipe: Path, run: Path, *args: str) -> subprocess.CompletedProces
         text=True,
         timeout=300,
     )
+
+
+# -- settings that only some tasks can serve, checked when the recipe is read ---------------
+
+ASR = RECIPES / "asr-digits.toml"
+SUMMARIZATION = RECIPES / "summarization.toml"
+
+
+@pytest.mark.parametrize(
+    ("shipped", "override", "expected"),
+    [
+        (None, "train.early_stopping_metric=wer", "a translation run validates by bleu or loss"),
+        (None, "train.early_stopping_metric=rouge_l", "validates by bleu or loss"),
+        (SUMMARIZATION, "train.early_stopping_metric=bleu", "validates by rouge_l or loss"),
+        (ASR, "train.early_stopping_metric=bleu", "a speech run validates by wer, cer or loss"),
+        (ASR, "tokenizer.joint=false", "speech run has one vocabulary (its targets): tokenizer"),
+        (None, "train.ctc_weight=0.3", "train.ctc_weight > 0: a CTC loss is for task.type = 'sp"),
+    ],
+)
+def test_a_setting_the_task_cannot_serve_is_refused_when_the_recipe_is_read(
+    recipe: Path, shipped: Path | None, override: str, expected: str
+) -> None:
+    path = shipped or recipe
+    message = error_of(path, [override])
+    assert message.startswith(f"{path}: ") and expected in message
+
+
+def test_a_metric_the_task_cannot_give_leaves_no_run_directory(
+    recipe: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    result = train_cli(recipe, run, "--set", "train.early_stopping_metric=wer")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "train.early_stopping_metric" in result.stderr
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(("shipped", "metric"), [(ASR, "wer"), (SUMMARIZATION, "rouge_l")])
+def test_a_recipe_without_a_metric_stops_early_on_its_task_metric(
+    tmp_path: Path, shipped: Path, metric: str
+) -> None:
+    text = "\n".join(
+        line
+        for line in shipped.read_text(encoding="utf-8").splitlines()
+        if not line.startswith("early_stopping_metric")
+    )
+    edited = tmp_path / shipped.name
+    edited.write_text(text.replace('"data/', f'"{RECIPES}/data/'), encoding="utf-8")
+    assert load_config(edited).train.early_stopping_metric == metric
