@@ -365,8 +365,9 @@ def _check_language_model(config: Config) -> None:
         )
 
 
-def _format_validation_error(error: ValidationError) -> str:
-    """Render pydantic's errors as 'key.path: message' parts on one line."""
+def _format_validation_error(error: ValidationError, set_by: dict[str, str] | None = None) -> str:
+    """Render pydantic's errors as 'key.path: message' parts on one line; a key that a
+    ``--set`` gave (``set_by``: key -> its --set text) says so, as the file does not hold it."""
     parts = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
@@ -379,8 +380,16 @@ def _format_validation_error(error: ValidationError) -> str:
             message = f"{message} (got {item['input']!r})"
         elif item["type"] not in ("value_error",) and not isinstance(item["input"], dict):
             message = f"{message}, got {item['input']!r}"
-        parts.append(f"{key}: {message.removeprefix('Value error, ')}")
+        parts.append(f"{key}: {message.removeprefix('Value error, ')}{_set_note(key, set_by)}")
     return "; ".join(parts)
+
+
+def _set_note(key: str, set_by: dict[str, str] | None) -> str:
+    """' (--set k=v)' when the key, or a section holding it, came from a --set."""
+    for set_key, text in (set_by or {}).items():
+        if key == set_key or key.startswith(f"{set_key}."):
+            return f" (--set {text})"
+    return ""
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -462,18 +471,27 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: malformed TOML: {error}") from None
     raw = apply_overrides(raw, overrides or [])
+    set_by = {".".join(parse_override(text)[0]): text for text in overrides or []}
     try:
         config = Config.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(f"{path}: {_format_validation_error(error)}") from None
+        raise ConfigError(f"{path}: {_format_validation_error(error, set_by)}") from None
     if not config.task.name:
         config.task.name = path.stem
+    _resolve_paths(config, path)
     try:
         check_task_settings(config)
-    except ConfigError as error:
+        _check_before_work(config)
+    except ConfigError as error:  # raised without the file: name it
         raise ConfigError(f"{path}: {error}") from None
-    _resolve_paths(config, path)
     return config
+
+
+def _check_before_work(config: Config) -> None:
+    """The cell and the task's packages (s2s.tasks, imported here: it needs torch)."""
+    from s2s.tasks import check_before_work
+
+    check_before_work(config)
 
 
 # Saved configs from before model.init existed: those models started from PyTorch's defaults.

@@ -246,3 +246,40 @@ def test_a_recipe_without_a_metric_stops_early_on_its_task_metric(
     edited = tmp_path / shipped.name
     edited.write_text(text.replace('"data/', f'"{RECIPES}/data/'), encoding="utf-8")
     assert load_config(edited).train.early_stopping_metric == metric
+
+
+# -- cells: built once when the recipe is read, errors naming the recipe --------------------
+
+
+def test_an_unknown_cell_names_the_recipe(recipe: Path) -> None:
+    message = error_of(recipe, ["model.cell=lsmt"])
+    assert message.startswith(f"{recipe}: model.cell: unknown cell 'lsmt' (installed: ")
+
+
+def test_an_unknown_cell_option_names_the_recipe(recipe: Path) -> None:
+    message = error_of(recipe, ["model.cell=gru", "model.cell_options={zoneout=0.1}"])
+    assert message.startswith(f"{recipe}: model.cell_options.zoneout: unknown option for cell")
+
+
+def test_a_cell_rejecting_its_options_is_found_when_the_recipe_is_read(recipe: Path) -> None:
+    message = error_of(recipe, ["model.cell_options={proj_size=100}"])
+    assert message.startswith(f"{recipe}: model.cell_options: cell 'lstm' ")
+    assert "rejected its options: proj_size must be 0 (off) or below hidden_size" in message
+
+
+def test_a_cell_rejecting_its_options_trains_no_tokenizer(recipe: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = train_cli(recipe, run, "--set", "model.cell_options={proj_size=100}")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"{recipe}: model.cell_options: cell 'lstm'" in result.stderr
+    assert not run.exists()
+
+
+def test_a_bad_value_from_set_says_so(recipe: Path) -> None:
+    message = error_of(recipe, ["train.lr=inf", "model.hidden_size=64"])
+    assert message == (
+        f"{recipe}: train.lr: Input should be a finite number, got inf (--set train.lr=inf)"
+    )
+    recipe.write_text(recipe.read_text().replace("lr = 0.005", "lr = inf"), encoding="utf-8")
+    assert "--set" not in error_of(recipe, ["model.hidden_size=64"])
