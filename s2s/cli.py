@@ -91,6 +91,25 @@ def checked_amp(amp: str | None) -> str | None:
     return amp
 
 
+ThreadsOption = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        min=1,
+        help="CPU threads for torch's operations (default: torch's own, one per physical "
+        "core, or OMP_NUM_THREADS when that is set).",
+    ),
+]
+
+
+def use_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads before any work (None: leave torch's default), so a
+    user need not reach for OMP_NUM_THREADS."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 CheckpointOption = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Option(help="Checkpoint file (default: the best)."),
@@ -219,12 +238,14 @@ def translate(
         typer.Option(help="Also write each line's attention here, as JSON lines."),
     ] = None,
     decode_overrides: DecodeOverrides = None,
+    threads: ThreadsOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
     """Translate stdin (or --input): one output line per input line, in order.
 
     Output is written and flushed batch by batch as input arrives."""
+    use_threads(threads)
     setup_logging(quiet, verbose)
     from s2s.alignment import alignment_file
     from s2s.progress import TaskProgress, count_lines, progress_enabled
@@ -285,6 +306,7 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     amp: AmpOption = None,
     decode_overrides: DecodeOverrides = None,
+    threads: ThreadsOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -293,6 +315,7 @@ def evaluate(
     accuracy (jiwer) for a speech run.
 
     The scores are also recorded in the run directory, for `s2s info`."""
+    use_threads(threads)
     setup_logging(quiet, verbose)
     from s2s.evaluation import evaluate_run
 
@@ -318,6 +341,7 @@ def transcribe(
     checkpoint: CheckpointOption = None,
     device: Device = "auto",
     decode_overrides: DecodeOverrides = None,
+    threads: ThreadsOption = None,
     quiet: Quiet = False,
 ) -> None:
     """Transcribe audio files: one line per file, in order.
@@ -325,6 +349,7 @@ def transcribe(
     Without FILES, reads one path per line from stdin (a blank line gives an empty line).
     A missing or unreadable file stops with an error naming it, after the transcripts of
     the files before it are printed."""
+    use_threads(threads)
     setup_logging(quiet)
     from s2s.transcriber import load_speech_run, transcribe_paths
 
@@ -437,6 +462,7 @@ def average(
         bool, typer.Option(help="Score the newest input and the average on the valid split.")
     ] = True,
     device: Device = "auto",
+    threads: ThreadsOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -444,6 +470,7 @@ def average(
 
     Reports the validation scores of the newest of them and of the average; train with
     train.keep_last >= N so that the recent checkpoints are kept."""
+    use_threads(threads)
     setup_logging(quiet, verbose)
     from s2s.averaging import average_last
 
@@ -479,11 +506,13 @@ def generate(
     ] = None,
     checkpoint: CheckpointOption = None,
     device: Device = "auto",
+    threads: ThreadsOption = None,
 ) -> None:
     """Sample a continuation of --prompt from a language model; prints one line.
 
     Sampling stops at the end of a sentence (the model's end of line) or after
     --max-tokens tokens."""
+    use_threads(threads)
     setup_logging(quiet=True)
     from s2s.language_model import load_language_model
     from s2s.sampling import SamplingOptions, generate_text
@@ -504,11 +533,13 @@ def score(
     input: InputOption = None,
     checkpoint: CheckpointOption = None,
     device: Device = "auto",
+    threads: ThreadsOption = None,
 ) -> None:
     """Score each line of stdin (or --input) with a language model.
 
     Prints 'N, log-prob, ppl, tokens, words' tab-separated per line (natural-log
     probability of the line and its end; word-level perplexity), then a 'total' row."""
+    use_threads(threads)
     setup_logging(quiet=True)
     from s2s.lm_scoring import score_text
 

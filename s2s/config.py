@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from s2s.errors import ConfigError
 
 
 class Section(BaseModel):
-    """Base of every recipe section: unknown keys are errors, assignments are validated."""
+    """Base of every recipe section: unknown keys are errors, assignments are validated,
+    and float keys refuse nan and inf (TOML has both), which no rate, weight or length can
+    use; a key where inf means something says so with its own ``allow_inf_nan``."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TaskConfig(Section):
@@ -83,9 +94,23 @@ class TokenizerConfig(Section):
 warnings.filterwarnings("ignore", 'Field name "copy" in "ModelConfig"', UserWarning)
 
 
+def _finite_option(value: Any) -> Any:
+    """A cell option holds no nan or inf (nested in a list or table either): no cell
+    option means them, and the saved config could not hold them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"Input should be a finite number, got {value!r}")
+    items = value.values() if isinstance(value, dict) else value
+    for item in items if isinstance(value, dict | list) else ():
+        _finite_option(item)
+    return value
+
+
+CellOption = Annotated[Any, AfterValidator(_finite_option)]
+
+
 class ModelConfig(Section):
     cell: str = "lstm"
-    cell_options: dict[str, Any] = Field(default_factory=dict)
+    cell_options: dict[str, CellOption] = Field(default_factory=dict)
     embed_size: int = Field(256, ge=1)
     hidden_size: int = Field(512, ge=2, description="decoder width = encoder output width")
     encoder_layers: int = Field(2, ge=1)
@@ -143,7 +168,9 @@ class TrainConfig(Section):
     max_length: int = Field(100, ge=1, description="drop training pairs longer than this")
     max_epochs: int = Field(30, ge=1)
     max_steps: int = Field(0, ge=0, description="0: no step limit")
-    max_minutes: float = Field(0.0, ge=0.0, description="0: no time limit")
+    max_minutes: float = Field(
+        0.0, ge=0.0, allow_inf_nan=True, description="0 (or inf): no time limit"
+    )
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.98)
@@ -274,6 +301,9 @@ class Config(Section):
         if self.decode.ctc_weight > 0 and self.train.ctc_weight == 0:
             # joint decoding reads the CTC head that only train.ctc_weight > 0 builds
             raise ValueError("decode.ctc_weight > 0 needs a CTC head: set train.ctc_weight > 0")
+        if "early_stopping_metric" not in self.train.model_fields_set:
+            # left out: the task's own metric (a speech run's WER, not translation's BLEU)
+            self.train.early_stopping_metric = TASK_METRICS[self.task.type][0]  # type: ignore[assignment]
         if self.task.type == "language_model":
             _check_language_model(self)
         else:
@@ -281,6 +311,34 @@ class Config(Section):
             if text_splits:
                 raise ValueError(f"data.{text_splits[0]}.text is for task.type = 'language_model'")
         return self
+
+
+# The metrics each task's validation logs as valid_<name>, and "loss", which every task
+# logs: the values of train.early_stopping_metric that the task's trainer can follow.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "translation": ("bleu", "loss"),
+    "summarization": ("rouge_l", "loss"),
+    "speech": ("wer", "cer", "loss"),
+    "language_model": ("loss",),
+}
+
+
+def check_task_settings(config: Config) -> None:
+    """Settings only some tasks can serve, refused when a recipe is read rather than at the
+    first validation (an unknown metric) or silently ignored (a CTC weight outside speech).
+    Saved configs are not checked again: a run trained before these checks stays usable."""
+    task, train = config.task.type, config.train
+    metrics = TASK_METRICS[task]
+    if train.early_stopping_metric not in metrics:
+        choices = " or ".join([", ".join(metrics[:-1]), metrics[-1]] if metrics[:-1] else metrics)
+        raise ConfigError(
+            f"train.early_stopping_metric = {train.early_stopping_metric!r}: "
+            f"a {task.replace('_', ' ')} run validates by {choices}"
+        )
+    if task != "speech" and train.ctc_weight > 0:
+        raise ConfigError("train.ctc_weight > 0: a CTC loss is for task.type = 'speech'")
+    if task == "speech" and not config.tokenizer.joint:
+        raise ConfigError("a speech run has one vocabulary (its targets): tokenizer.joint = true")
 
 
 def _check_language_model(config: Config) -> None:
@@ -307,8 +365,9 @@ def _check_language_model(config: Config) -> None:
         )
 
 
-def _format_validation_error(error: ValidationError) -> str:
-    """Render pydantic's errors as 'key.path: message' parts on one line."""
+def _format_validation_error(error: ValidationError, set_by: dict[str, str] | None = None) -> str:
+    """Render pydantic's errors as 'key.path: message' parts on one line; a key that a
+    ``--set`` gave (``set_by``: key -> its --set text) says so, as the file does not hold it."""
     parts = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
@@ -321,8 +380,16 @@ def _format_validation_error(error: ValidationError) -> str:
             message = f"{message} (got {item['input']!r})"
         elif item["type"] not in ("value_error",) and not isinstance(item["input"], dict):
             message = f"{message}, got {item['input']!r}"
-        parts.append(f"{key}: {message.removeprefix('Value error, ')}")
+        parts.append(f"{key}: {message.removeprefix('Value error, ')}{_set_note(key, set_by)}")
     return "; ".join(parts)
+
+
+def _set_note(key: str, set_by: dict[str, str] | None) -> str:
+    """' (--set k=v)' when the key, or a section holding it, came from a --set."""
+    for set_key, text in (set_by or {}).items():
+        if key == set_key or key.startswith(f"{set_key}."):
+            return f" (--set {text})"
+    return ""
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -404,14 +471,27 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: malformed TOML: {error}") from None
     raw = apply_overrides(raw, overrides or [])
+    set_by = {".".join(parse_override(text)[0]): text for text in overrides or []}
     try:
         config = Config.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(f"{path}: {_format_validation_error(error)}") from None
+        raise ConfigError(f"{path}: {_format_validation_error(error, set_by)}") from None
     if not config.task.name:
         config.task.name = path.stem
     _resolve_paths(config, path)
+    try:
+        check_task_settings(config)
+        _check_before_work(config)
+    except ConfigError as error:  # raised without the file: name it
+        raise ConfigError(f"{path}: {error}") from None
     return config
+
+
+def _check_before_work(config: Config) -> None:
+    """The cell and the task's packages (s2s.tasks, imported here: it needs torch)."""
+    from s2s.tasks import check_before_work
+
+    check_before_work(config)
 
 
 # Saved configs from before model.init existed: those models started from PyTorch's defaults.

@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -206,8 +207,23 @@ class Busy:
                 progress._line(f"still running after {seconds:.0f} s")
 
 
+@dataclass
+class _Mark:
+    """The loss window's running sums when the last progress line was printed (or the
+    window opened): the next line shows the difference, the steps in between."""
+
+    step: int | None = None  # None: not yet known (set by the first update)
+    loss_sum: torch.Tensor | float = 0.0
+    tokens: int = 0
+    seconds: float = 0.0
+
+
 class TrainingProgress:
-    """Shows epoch, step, loss, tokens/s and ETA; reads the loss tensor only when it prints."""
+    """Shows epoch, step, loss, tokens/s and ETA; reads the loss tensor only when it prints.
+
+    The trainer passes the running sums of its loss window, which opens at each validation;
+    the loss and tokens/s shown cover the steps since the previous line (``log_every`` of
+    them, fewer after a validation), and the line says how many."""
 
     def __init__(self, config: TrainConfig, quiet: bool = False) -> None:
         self.config = config
@@ -216,6 +232,7 @@ class TrainingProgress:
         self.bar = None
         self.epoch = 0
         self.started = time.perf_counter()
+        self.mark = _Mark()
 
     def start_epoch(self, epoch: int, batches: int, done: int) -> None:
         self.epoch = epoch
@@ -237,27 +254,40 @@ class TrainingProgress:
         seconds: float,
         grad_norm: torch.Tensor | None = None,
     ) -> None:
-        """Advance the bar; every ``log_every`` steps show the loss, the last step's gradient
-        norm and the speed (the only time these device values are read)."""
+        """Advance the bar; every ``log_every`` steps show the loss and the speed over the
+        steps since the last line, and the last step's gradient norm (the only time these
+        device values are read). ``loss_sum``, ``tokens`` and ``seconds`` are the window's
+        running sums since it opened."""
+        if self.mark.step is None:
+            self.mark.step = step - 1  # the step a resumed session starts after
         if self.bar is not None:
             self.bar.update(batches)
         if step % self.config.log_every:
             return
-        loss = float(loss_sum) / max(tokens, 1)
-        speed = tokens / max(seconds, 1e-9)
+        mark = self.mark
+        count = tokens - mark.tokens
+        loss = float(loss_sum - mark.loss_sum) / max(count, 1)
+        speed = count / max(seconds - mark.seconds, 1e-9)
+        steps = step - mark.step
+        self.mark = _Mark(step, loss_sum, tokens, seconds)
         norm = f"{float(grad_norm):.3g}" if grad_norm is not None else "-"
+        last = f"{steps} step{'s' * (steps != 1)}"
         if self.bar is not None:
-            self.bar.set_postfix(step=step, loss=f"{loss:.3f}", gnorm=norm, tok_s=f"{speed:.0f}")
+            self.bar.set_postfix(
+                step=step, loss=f"{loss:.3f}", tok_s=f"{speed:.0f}", over=last, gnorm=norm
+            )
         elif not self.quiet:
             minutes = (time.perf_counter() - self.started) / 60
             print(
-                f"epoch {self.epoch} step {step} loss {loss:.3f} grad norm {norm} "
-                f"{speed:.0f} tok/s {minutes:.1f} min",
+                f"epoch {self.epoch} step {step}: loss {loss:.3f}, {speed:.0f} tok/s "
+                f"(last {last}); grad norm {norm}; {minutes:.1f} min",
                 file=sys.stderr,
                 flush=True,
             )
 
     def report(self, record: dict) -> None:
+        """Print a validation's scores; the trainer opens a new loss window after it."""
+        self.mark = _Mark(record["step"])
         if self.quiet:
             return
         parts = [f"{k} {v}" for k, v in record.items() if k.startswith("valid_")]

@@ -62,8 +62,6 @@ class SpeechTrainer(Trainer):
     def _prepare_data(self) -> None:
         config, run = self.config, self.run
         check_speech_extra()
-        if not config.tokenizer.joint:
-            raise ConfigError("speech has one vocabulary (its targets): set tokenizer.joint = true")
         audio = config.audio
         manifest, features = split_features(config.data["train"], "train", audio, run.cache)
         self._set_feature_dim(features[0].size(1))

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import search_step_log_probs
+from helpers import search_step_log_probs, tiny_recipe
 from typer.testing import CliRunner
 
 from s2s.batching import collate
 from s2s.cell_registry import cell_factory, discover_cells, load_cell_class
 from s2s.cli import app
-from s2s.config import ModelConfig
+from s2s.config import ModelConfig, load_config
 from s2s.errors import ConfigError, S2SError
 from s2s.model import Seq2Seq
 from s2s.recurrent_stack import RecurrentStack
@@ -274,3 +274,33 @@ def test_bf16_autocast_runs_the_lstm_in_fp32_where_onednn_has_no_bf16(monkeypatc
         with torch.autocast("cpu", dtype=torch.bfloat16):
             step, _ = cell.step(rows, cell.initial_state(40))
     torch.testing.assert_close(step.float(), expected_step, atol=0.03, rtol=0.03)
+
+
+PICKY = """
+from s2s_cells.gru import GRUCell
+
+
+class Picky(GRUCell):
+    options = {"width": 1}
+
+    def __init__(self, input_size, hidden_size, width=1):
+        if width > 1:
+            raise ValueError(f"width {width} is not supported yet")
+        super().__init__(input_size, hidden_size)
+"""
+
+
+def test_a_plugin_rejecting_its_options_fails_when_the_recipe_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_distribution(
+        tmp_path, "picky-cells", {"picky": "s2s_test_picky:Picky"}, {"s2s_test_picky": PICKY}
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recipe = tiny_recipe(tmp_path / "recipe", pairs=20)
+    assert load_config(recipe, ["model.cell=picky"]).model.cell == "picky"
+    with pytest.raises(ConfigError) as caught:
+        load_config(recipe, ["model.cell=picky", "model.cell_options={width=2}"])
+    message = str(caught.value)
+    assert message.startswith(f"{recipe}: model.cell_options: cell 'picky' ")
+    assert message.endswith("rejected its options: width 2 is not supported yet")

@@ -479,7 +479,7 @@ def test_training_reports_each_long_step_in_plain_lines(visual_run) -> None:
     _, stderr = visual_run
     assert "s2s: training the unigram tokenizer (300 pieces): done in " in stderr
     assert "s2s: tokenizing data.train: done, 200 pairs in " in stderr
-    assert "epoch 1 step 2 loss " in stderr and " grad norm " in stderr
+    assert "epoch 1 step 2: loss " in stderr and " grad norm " in stderr
     assert "validation at step 12: " in stderr
     assert "\r" not in stderr
 
