@@ -300,7 +300,8 @@ class Trainer:
 
     def _save_last(self) -> None:
         """Write ``last.pt`` (everything resuming needs), at most once per step, and again
-        when an epoch ended after that step's save, so the saved progress counts it."""
+        when an epoch ended or a validation ran after that step's save, so the saved
+        progress counts them (`validate` forgets the save)."""
         here = (self.progress.step, self.progress.epoch)
         if self._saved_at != here:
             if self.dist.is_main:  # every rank holds the same state
@@ -400,6 +401,7 @@ class Trainer:
             self.progress.best_metric = metric
         self.progress.validated_step = self.progress.step
         self.schedule.on_validation(improved)
+        self._saved_at = None  # a save at this step predates the validation: save again
         self.model.train()
         return record
 
