@@ -43,6 +43,7 @@ from s2s.faults import (
 )
 from s2s.initialisation import initialise
 from s2s.metrics import bleu
+from s2s.metrics_log import append_record
 from s2s.model_card import record_session
 from s2s.precision import autocast_factory, make_grad_scaler, resolve_amp
 from s2s.resume import (
@@ -427,10 +428,17 @@ class Trainer:
                 f"train.early_stopping_metric = {name!r}: validation gives no valid_{name} "
                 f"(it gives {', '.join(k for k in record if k.startswith('valid_'))})"
             )
-        improved = self._save_best(metric, higher_is_better=name not in LOWER_IS_BETTER)
+        improved = False
+        if math.isfinite(loss) and math.isfinite(metric):
+            improved = self._save_best(metric, higher_is_better=name not in LOWER_IS_BETTER)
+        else:  # diverged weights: never a best checkpoint, and patience keeps counting
+            log.warning(
+                "step %d: validation %s is not finite; its weights are not saved",
+                self.progress.step,
+                "loss" if not math.isfinite(loss) else name,
+            )
         record["best"] = improved
-        with self.run.metrics_log.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_record(self.run.metrics_log, record)
         return record
 
     # -- training -------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from helpers import tiny_recipe
 
 from s2s.checkpoint import load_checkpoint
 from s2s.config import load_config
+from s2s.metrics_log import read_metrics
+from s2s.plots import plot_learning_curves
 from s2s.run_dir import RunDir
 from s2s.training import Trainer
 
@@ -62,3 +64,43 @@ def test_resuming_further_keeps_every_best_checkpoint(recipe: Path, tmp_path: Pa
     assert saved_progress(out)["best"] == run.read_best()
     steps = [json.loads(line)["step"] for line in run.metrics_log.read_text().splitlines()]
     assert steps == [3, 6]
+
+
+def strict_records(log: Path) -> list[dict]:
+    """The metrics log read as strict JSON: NaN and Infinity are not JSON."""
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{log}: {name} is not JSON")
+
+    return [json.loads(line, parse_constant=refuse) for line in log.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("metric", ["loss", "bleu"])
+def test_a_nan_model_is_never_best(recipe: Path, tmp_path: Path, monkeypatch, metric: str) -> None:
+    """Weights gone NaN after step 2 (as a huge learning rate does): the validation at step 4
+    is logged as null, not kept as best, and counts against patience."""
+    step = Trainer._train_step
+
+    def poisoned(self, batches, idle=False):
+        result = step(self, batches, idle)
+        if self.progress.step == 2:  # the step now taken is the third
+            for parameter in self.model.parameters():
+                parameter.data.fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(Trainer, "_train_step", poisoned)
+    out = tmp_path / "run"
+    overrides = ["train.valid_every=2", f"train.early_stopping_metric={metric}"]
+    train(recipe, out, "train.max_steps=4", *overrides)
+    first, second = strict_records(out / "metrics.jsonl")
+    assert first["best"] and not second["best"]
+    assert second["valid_loss"] is None and second["valid_ppl"] is None
+    run = RunDir(out)
+    assert [entry["file"] for entry in run.read_best()] == ["step-2.pt"]
+    assert not (run.checkpoints / "step-4.pt").exists()
+    progress = saved_progress(out)
+    assert progress["bad_validations"] == 1
+    assert read_metrics(run.metrics_log)[1]["valid_loss"] is None
+    assert plot_learning_curves([out], tmp_path / "curves.png").stat().st_size > 0
+    best = first["valid_loss" if metric == "loss" else "valid_bleu"]
+    assert progress["best_metric"] == pytest.approx(best, abs=1e-4)  # the log rounds
