@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 from helpers import tiny_recipe
+from typer.testing import CliRunner
 
 from s2s.checkpoint import load_checkpoint
+from s2s.cli import app
 from s2s.config import load_config
 from s2s.metrics_log import read_metrics
 from s2s.plots import plot_learning_curves
+from s2s.resume import check_resumable
 from s2s.run_dir import RunDir
 from s2s.training import Trainer
 
@@ -104,3 +107,35 @@ def test_a_nan_model_is_never_best(recipe: Path, tmp_path: Path, monkeypatch, me
     assert plot_learning_curves([out], tmp_path / "curves.png").stat().st_size > 0
     best = first["valid_loss" if metric == "loss" else "valid_bleu"]
     assert progress["best_metric"] == pytest.approx(best, abs=1e-4)  # the log rounds
+
+
+def test_changing_the_ranking_metric_on_resume_is_refused(recipe: Path, tmp_path: Path) -> None:
+    """Kept checkpoints ranked by loss are not compared with BLEU values: one line, exit 1,
+    and the run is left as it was."""
+    out = tmp_path / "run"
+    train(recipe, out, "train.max_steps=2", "train.early_stopping_metric=loss")
+    before = {path.name: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    sets = [arg for item in SAVED_EVERY_STEP for arg in ("--set", item)]
+    args = ["train", str(recipe), "--out", str(out), *sets, "-q"]
+    more = ["--set", "train.max_steps=4", "--set", "train.early_stopping_metric=bleu"]
+    result = CliRunner().invoke(app, [*args, *more])
+    assert result.exit_code == 1
+    last = out / "checkpoints" / "last.pt"
+    assert result.output == (
+        f"s2s: error: {last}: train.early_stopping_metric changed from 'loss' to 'bleu', "
+        "but the run's best checkpoints and patience are ranked by 'loss'; "
+        "keep 'loss', or use --restart or another --out\n"
+    )
+    assert {path.name: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+
+def test_the_ranking_metric_may_change_before_anything_is_ranked(
+    recipe: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    train(recipe, out, "train.max_steps=2", "train.early_stopping_metric=loss")
+    payload = load_checkpoint(out / "checkpoints" / "last.pt")
+    progress = {**json.loads(payload["progress"]), "best": [], "best_metric": None}
+    payload["progress"] = json.dumps(progress)
+    config = load_config(recipe, [*SAVED_EVERY_STEP, "train.early_stopping_metric=bleu"])
+    check_resumable(payload, config, out / "checkpoints" / "last.pt")  # no error
