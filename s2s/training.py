@@ -360,8 +360,14 @@ class Trainer:
         log.info("resuming from step %d (epoch %d)", self.progress.step, self.progress.epoch + 1)
 
     def _forget_later_best(self) -> None:
-        """Best checkpoints saved after ``last.pt`` (then killed) are written again on replay."""
-        listed = {entry["file"] for entry in self.progress.best}
+        """Best checkpoints saved after ``last.pt`` (then killed) are written again on replay;
+        listed ones that are gone (pruned after ``last.pt``, then killed) are forgotten."""
+        present = [e for e in self.progress.best if (self.run.checkpoints / e["file"]).is_file()]
+        for entry in self.progress.best:
+            if entry not in present:
+                log.warning("%s: best checkpoint %s is gone", self.run.path, entry["file"])
+        self.progress.best = present
+        listed = {entry["file"] for entry in present}
         for path in self.run.checkpoints.glob("step-*.pt"):
             step = path.stem.removeprefix("step-")
             if path.name not in listed and step.isdigit() and int(step) > self.progress.step:

@@ -139,3 +139,16 @@ def test_the_ranking_metric_may_change_before_anything_is_ranked(
     payload["progress"] = json.dumps(progress)
     config = load_config(recipe, [*SAVED_EVERY_STEP, "train.early_stopping_metric=bleu"])
     check_resumable(payload, config, out / "checkpoints" / "last.pt")  # no error
+
+
+def test_a_best_checkpoint_gone_from_disk_is_not_listed(recipe: Path, tmp_path: Path) -> None:
+    """A best checkpoint deleted after last.pt was written (by a kill between a validation's
+    pruning and its save, or by hand) is dropped from best.json on resume, so `translate`
+    never picks a missing file."""
+    out = tmp_path / "run"
+    train(recipe, out, "train.max_steps=3", "train.early_stopping_metric=loss")
+    (out / "checkpoints" / "step-3.pt").unlink()
+    train(recipe, out, "train.max_steps=6", "train.early_stopping_metric=loss")
+    run = RunDir(out)
+    assert [entry["file"] for entry in run.read_best()] == ["step-6.pt"]
+    assert run.default_checkpoint().is_file()
