@@ -1,9 +1,11 @@
-"""Reading a run's ``metrics.jsonl``: one JSON record per validation, appended by training."""
+"""A run's ``metrics.jsonl``: one JSON record per validation, appended by training. It is
+strict JSON (any JSON reader, `jq` included, reads it): a non-finite score is written as null."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,24 @@ log = logging.getLogger(__name__)
 LOSS_KEYS = ("valid_loss", "valid_ppl")
 
 
+def strict_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with NaN and infinite numbers replaced by None (JSON has no such numbers)."""
+    return {
+        key: None if isinstance(value, float) and not math.isfinite(value) else value
+        for key, value in record.items()
+    }
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """Append one validation record as a line of strict JSON."""
+    line = json.dumps(strict_record(record), allow_nan=False)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All validation records, oldest first; a torn last line (a killed run) is skipped."""
+    """All validation records, oldest first; a torn last line (a killed run) is skipped. A
+    score that was not finite reads as None (older logs may hold NaN: read as it is)."""
     if not path.is_file():
         raise S2SError(f"{path}: no metrics log yet (training writes it at each validation)")
     records = []

@@ -125,7 +125,9 @@ def check_resumable(payload: dict[str, Any], wanted: Config, origin: Path) -> No
             f"{origin}: cannot resume: the checkpoint lacks {', '.join(missing)} "
             "(use --restart or another --out)"
         )
-    changed = changed_keys(saved_config(payload, origin), wanted)
+    saved = saved_config(payload, origin)
+    check_ranking_metric(payload, saved, wanted, origin)
+    changed = changed_keys(saved, wanted)
     breaking = model_changes(changed)
     if breaking:
         raise S2SError(
@@ -134,6 +136,33 @@ def check_resumable(payload: dict[str, Any], wanted: Config, origin: Path) -> No
         )
     if changed:
         log.info("resuming with changed keys: %s", ", ".join(changed))
+
+
+def has_ranked(payload: dict[str, Any]) -> bool:
+    """Whether the checkpoint's progress holds a best metric or best checkpoints."""
+    try:
+        progress = json.loads(payload.get("progress") or "{}")
+    except (TypeError, json.JSONDecodeError):
+        return False  # check_resumable's later load reports a damaged progress
+    return isinstance(progress, dict) and bool(
+        progress.get("best") or progress.get("best_metric") is not None
+    )
+
+
+def check_ranking_metric(
+    payload: dict[str, Any], saved: Config, wanted: Config, origin: Path
+) -> None:
+    """Refuse a new train.early_stopping_metric once checkpoints are ranked by the old one:
+    its stored values (kept checkpoints, best so far, patience) cannot be compared with the
+    new metric's, and the checkpoints the new one would have kept are gone."""
+    before = saved.train.early_stopping_metric
+    after = wanted.train.early_stopping_metric
+    if before != after and has_ranked(payload):
+        raise S2SError(
+            f"{origin}: train.early_stopping_metric changed from {before!r} to {after!r}, "
+            f"but the run's best checkpoints and patience are ranked by {before!r}; "
+            f"keep {before!r}, or use --restart or another --out"
+        )
 
 
 def trim_metrics_log(path: Path, step: int) -> int:

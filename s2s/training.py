@@ -43,6 +43,7 @@ from s2s.faults import (
 )
 from s2s.initialisation import initialise
 from s2s.metrics import bleu
+from s2s.metrics_log import append_record
 from s2s.model_card import record_session
 from s2s.precision import autocast_factory, make_grad_scaler, resolve_amp
 from s2s.resume import (
@@ -79,6 +80,10 @@ class Progress:
     best: list[dict] = field(default_factory=list)  # [{'file','step','metric'}], best first
     bad_steps: int = 0  # consecutive steps skipped for a non-finite loss or gradient
     validated_step: int = -1  # step of the last validation
+    # the loss window (see LossWindow) at the save, so train_loss is the same after resume
+    window_loss: float = 0.0
+    window_tokens: int = 0
+    window_seconds: float = 0.0
 
     @classmethod
     def from_json(cls, text: str) -> Progress:
@@ -181,6 +186,18 @@ class LossWindow:
     tokens: int = 0
     start: float = field(default_factory=time.perf_counter)
 
+    @classmethod
+    def resumed(cls, progress: Progress) -> LossWindow:
+        """The window a checkpoint saved (empty in checkpoints from before it was saved)."""
+        start = time.perf_counter() - progress.window_seconds
+        return cls(progress.window_loss, progress.window_tokens, start)
+
+    def keep_in(self, progress: Progress) -> None:
+        """Note the window in ``progress`` as plain numbers (one sync), for a checkpoint."""
+        progress.window_loss = float(self.loss)
+        progress.window_tokens = self.tokens
+        progress.window_seconds = time.perf_counter() - self.start
+
 
 class Trainer:
     """Owns the model, optimiser and schedule of one run directory."""
@@ -223,6 +240,7 @@ class Trainer:
         total = cfg.max_steps or math.ceil(batches_per_epoch / per_step) * cfg.max_epochs
         self.schedule = LearningRateSchedule(cfg, total)
         self.progress = Progress()
+        self.window = LossWindow()  # the finite steps since the last validation
         self.last_grad_norm: torch.Tensor | None = None  # on the device, read when logged
         self._after_model()
         self._saved_at: tuple[int, int] | None = None  # (step, epoch) of the last save
@@ -300,9 +318,11 @@ class Trainer:
 
     def _save_last(self) -> None:
         """Write ``last.pt`` (everything resuming needs), at most once per step, and again
-        when an epoch ended after that step's save, so the saved progress counts it."""
+        when an epoch ended or a validation ran after that step's save, so the saved
+        progress counts them (`validate` forgets the save)."""
         here = (self.progress.step, self.progress.epoch)
         if self._saved_at != here:
+            self.window.keep_in(self.progress)
             if self.dist.is_main:  # every rank holds the same state
                 save_checkpoint(self.run.last_checkpoint, self._payload(full=True))
             self._saved_at = here
@@ -340,8 +360,14 @@ class Trainer:
         log.info("resuming from step %d (epoch %d)", self.progress.step, self.progress.epoch + 1)
 
     def _forget_later_best(self) -> None:
-        """Best checkpoints saved after ``last.pt`` (then killed) are written again on replay."""
-        listed = {entry["file"] for entry in self.progress.best}
+        """Best checkpoints saved after ``last.pt`` (then killed) are written again on replay;
+        listed ones that are gone (pruned after ``last.pt``, then killed) are forgotten."""
+        present = [e for e in self.progress.best if (self.run.checkpoints / e["file"]).is_file()]
+        for entry in self.progress.best:
+            if entry not in present:
+                log.warning("%s: best checkpoint %s is gone", self.run.path, entry["file"])
+        self.progress.best = present
+        listed = {entry["file"] for entry in present}
         for path in self.run.checkpoints.glob("step-*.pt"):
             step = path.stem.removeprefix("step-")
             if path.name not in listed and step.isdigit() and int(step) > self.progress.step:
@@ -400,6 +426,7 @@ class Trainer:
             self.progress.best_metric = metric
         self.progress.validated_step = self.progress.step
         self.schedule.on_validation(improved)
+        self._saved_at = None  # a save at this step predates the validation: save again
         self.model.train()
         return record
 
@@ -425,10 +452,17 @@ class Trainer:
                 f"train.early_stopping_metric = {name!r}: validation gives no valid_{name} "
                 f"(it gives {', '.join(k for k in record if k.startswith('valid_'))})"
             )
-        improved = self._save_best(metric, higher_is_better=name not in LOWER_IS_BETTER)
+        improved = False
+        if math.isfinite(loss) and math.isfinite(metric):
+            improved = self._save_best(metric, higher_is_better=name not in LOWER_IS_BETTER)
+        else:  # diverged weights: never a best checkpoint, and patience keeps counting
+            log.warning(
+                "step %d: validation %s is not finite; its weights are not saved",
+                self.progress.step,
+                "loss" if not math.isfinite(loss) else name,
+            )
         record["best"] = improved
-        with self.run.metrics_log.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_record(self.run.metrics_log, record)
         return record
 
     # -- training -------------------------------------------------------------------------
@@ -537,10 +571,14 @@ class Trainer:
             board.add(loss, int(count), norm)
         return checks.last_finite
 
-    def _validate_window(self, window: LossWindow, bar, board: TrainingBoard) -> dict:
+    def _validate_window(self, bar, board: TrainingBoard) -> dict:
+        """Validate with the loss window's mean training loss and speed, then open a new
+        window (before any save, so a checkpoint after a validation holds an empty one)."""
+        window = self.window
         seconds = time.perf_counter() - window.start
         speed = window.tokens / max(seconds, 1e-9)
         record = self.validate(float(window.loss) / max(window.tokens, 1), speed)
+        self.window = LossWindow()
         bar.report(record)
         board.validation(record)
         return record
@@ -559,7 +597,7 @@ class Trainer:
             self._record_session()
         last_record: dict = {}
         checks = StepChecks(cfg.max_bad_steps)
-        window = LossWindow()
+        self.window = LossWindow.resumed(progress)
         stop_reason = self._should_stop(self._time_up())  # a resumed run may already be done
         session_start = time.perf_counter() - progress.elapsed
         per_step = cfg.accum_steps * self.dist.world_size
@@ -574,21 +612,21 @@ class Trainer:
                 saving = bool(cfg.save_every) and progress.step % cfg.save_every == 0
                 finite = True
                 if validating or saving or progress.step % cfg.log_every == 0:
-                    finite = self._settle(checks, window, board)  # the only reads of the flags
+                    finite = self._settle(checks, self.window, board)  # the only reads of the flags
+                window = self.window
                 seconds = time.perf_counter() - window.start
                 done = progress.batch_in_epoch - position
                 norm = self.last_grad_norm
                 bar.update(progress.step, done, window.loss, window.tokens, seconds, norm)
                 board.end_step(progress.step, self.optimizer.param_groups[0]["lr"])
                 if validating:
-                    last_record = self._validate_window(window, bar, board)
+                    last_record = self._validate_window(bar, board)
                     self._save_last()
-                    window = LossWindow()
                 elif saving and finite:
                     self._save_last()  # not in a run of skipped steps: keep the last good one
                 signalled, time_up = self.dist.any_true([stop.signum is not None, self._time_up()])
                 if signalled:  # on any rank: all stop at this step
-                    self._settle(checks, window, board)
+                    self._settle(checks, self.window, board)
                     bar.close()
                     board.close(progress.step)
                     raise self._interrupted(stop.signum or signal.SIGTERM)
@@ -599,9 +637,9 @@ class Trainer:
                 progress.epoch += 1
                 progress.batch_in_epoch = 0
         bar.close()
-        self._settle(checks, window, board)
+        self._settle(checks, self.window, board)
         if progress.validated_step != progress.step:
-            last_record = self._validate_window(window, bar, board)
+            last_record = self._validate_window(bar, board)
         board.close(progress.step)
         self._save_last()
         last_record = last_record or read_last_record(self.run.metrics_log)

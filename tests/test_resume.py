@@ -19,7 +19,7 @@ import torch
 from helpers import tiny_recipe
 from typer.testing import CliRunner
 
-from s2s.checkpoint import load_checkpoint
+from s2s.checkpoint import load_checkpoint, save_checkpoint
 from s2s.cli import app
 from s2s.config import load_config
 from s2s.errors import S2SError
@@ -240,3 +240,52 @@ def test_only_keys_that_change_the_model_block_a_resume(tmp_path: Path) -> None:
     changed = changed_keys(saved, wanted)
     assert changed == ["model.cell_options.forget_bias", "model.dropout", "train.lr"]
     assert model_changes(changed) == ["model.cell_options.forget_bias"]
+
+
+class Killed(Exception):
+    """Stands for SIGKILL in this process: training ends with no save."""
+
+
+def test_train_loss_after_a_mid_interval_resume_is_exact(
+    reference, tmp_path: Path, monkeypatch
+) -> None:
+    """Killed at step 3, after the save at step 2 and before the validation at step 4: the
+    resumed run's train_loss at step 4 still averages steps 1-4, as an uninterrupted run's."""
+    recipe, tokenised = reference
+    interval = ["train.max_steps=4", "train.valid_every=4", "train.save_every=2"]
+    whole, out = tmp_path / "whole", tmp_path / "run"
+    copy_tokenizer(tokenised, whole)
+    copy_tokenizer(tokenised, out)
+    trainer(recipe, whole, *interval).train()
+    step = Trainer._train_step
+
+    def killed_at_step_3(self, batches, idle=False):
+        if self.progress.step == 2:
+            raise Killed
+        return step(self, batches, idle)
+
+    monkeypatch.setattr(Trainer, "_train_step", killed_at_step_3)
+    with pytest.raises(Killed):
+        trainer(recipe, out, *interval).train()
+    monkeypatch.setattr(Trainer, "_train_step", step)
+    resumed = trainer(recipe, out, *interval)
+    assert resumed.progress.step == 2
+    resumed.train()
+    ours, theirs = (read_last_record(run / "metrics.jsonl") for run in (out, whole))
+    assert ours["step"] == theirs["step"] == 4
+    assert ours["train_loss"] == theirs["train_loss"]
+    assert ours["valid_loss"] == theirs["valid_loss"]
+
+
+def test_a_checkpoint_without_a_loss_window_still_resumes(reference, tmp_path: Path) -> None:
+    """Checkpoints from before the loss window was saved resume with an empty one."""
+    recipe, uninterrupted = reference
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted, out)
+    last = out / "checkpoints" / "last.pt"
+    payload = load_checkpoint(last)
+    progress = json.loads(payload["progress"])
+    payload["progress"] = json.dumps({k: v for k, v in progress.items() if "window" not in k})
+    save_checkpoint(last, payload)
+    record = trainer(recipe, out, f"train.max_steps={STEPS + 2}").train()
+    assert record["step"] == STEPS + 2 and record["train_loss"] > 0

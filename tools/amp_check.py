@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import statistics
 import sys
@@ -85,12 +86,20 @@ def train_once(
         "amp": amp,
         "run_dir": str(work_dir),
         "validations": [
-            {key: r[key] for key in ("step", "valid_loss", "tokens_per_second", "train_loss")}
+            {
+                key: nan_if_none(r[key])
+                for key in ("step", "valid_loss", "tokens_per_second", "train_loss")
+            }
             for r in records
         ],
         "tokens_per_second": steady_speed(records),
         "peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20) if cuda else None,
     }
+
+
+def nan_if_none(value: Any) -> Any:
+    """A metrics-log score, NaN where the log says null (the score was not finite)."""
+    return math.nan if value is None else value
 
 
 def steady_speed(records: list[dict[str, Any]]) -> float:
