@@ -204,8 +204,7 @@ class Trainer:
         cell_factory(config.model.cell, config.model.cell_options)  # bad cell: fail before work
         with self.dist.main_first():  # rank 0 trains the tokeniser, fills caches; then the rest
             if self.dist.is_main:
-                run.path.mkdir(parents=True, exist_ok=True)
-                lock_run_directory(run.path)  # before anything in the run is read or rewritten
+                lock_run_directory(run.path)  # creates it; before anything is read or rewritten
                 for folder in (run.path, run.checkpoints):
                     remove_stale_temporaries(folder)  # left by a killed run; never valid files
             saved = self._resumable_payload()  # checked before anything is rewritten
