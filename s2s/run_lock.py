@@ -41,7 +41,7 @@ def _blocking_file(path: Path) -> Path | None:
     return None
 
 
-def unusable_run_directory(run_path: Path, error: OSError) -> S2SError:
+def unusable_run_directory(run_path: Path, error: OSError, advice: str = "") -> S2SError:
     """One line for a run directory that cannot be created or written (a file in the way,
     a read-only file system, no permission), naming the path and the problem."""
     blocker = _blocking_file(run_path)
@@ -52,23 +52,23 @@ def unusable_run_directory(run_path: Path, error: OSError) -> S2SError:
     else:
         reason = _REASONS.get(error.errno or 0, error.strerror or str(error))
         problem = f"cannot write here: {reason}"
-    return S2SError(f"{run_path}: {problem}; use another --out")
+    return S2SError(f"{run_path}: {problem}{advice}")
 
 
-def _make_directory(run_path: Path) -> None:
+def _make_directory(run_path: Path, advice: str) -> None:
     try:
         run_path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise unusable_run_directory(run_path, error) from None
+        raise unusable_run_directory(run_path, error, advice) from None
 
 
-def _open_lock_file(run_path: Path) -> int:
+def _open_lock_file(run_path: Path, advice: str) -> int:
     """Create the run directory if needed and open its lock file."""
-    _make_directory(run_path)
+    _make_directory(run_path, advice)
     try:
         return os.open(run_path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
-        raise unusable_run_directory(run_path, error) from None
+        raise unusable_run_directory(run_path, error, advice) from None
 
 
 def _holder(descriptor: int) -> str:
@@ -81,13 +81,14 @@ def lock_run_directory(run_path: Path, command: str = "s2s train") -> None:
     """Take the run directory's lock (creating the directory), before anything in it is
     read, deleted or written; fail naming the command and process that holds it.
     ``command`` is how this process is named to the next one that tries."""
+    advice = "; use another --out" if command == "s2s train" else ""
     if fcntl is None:
-        _make_directory(run_path)
+        _make_directory(run_path, advice)
         return
     lock_file = (run_path / ".lock").resolve()
     if lock_file in _held:
         return
-    descriptor = _open_lock_file(run_path)
+    descriptor = _open_lock_file(run_path, advice)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -95,11 +96,11 @@ def lock_run_directory(run_path: Path, command: str = "s2s train") -> None:
         os.close(descriptor)
         raise S2SError(
             f"{run_path}: another {holder} is using this run directory; "
-            "wait for it, stop it, or use another --out"
+            + ("wait for it, stop it, or use another --out" if advice else "wait for it or stop it")
         ) from None
     _held[lock_file] = descriptor
     try:
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, f"{os.getpid()} {command}\n".encode("ascii"), 0)
     except OSError as error:  # a full disk; the lock itself is held
-        raise unusable_run_directory(run_path, error) from None
+        raise unusable_run_directory(run_path, error, advice) from None
