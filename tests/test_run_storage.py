@@ -5,14 +5,16 @@ already in the run changes or is left behind half-written."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
-from helpers import tiny_recipe
+from helpers import make_trainer, tiny_recipe
 from typer.testing import CliRunner
 
+from s2s.checkpoint import load_checkpoint
 from s2s.cli import app
 
 WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT
@@ -124,3 +126,90 @@ def test_average_on_a_read_only_run_is_one_line(
     message = one_line(CliRunner().invoke(app, args))
     assert f"{copied_run}: cannot write here: read-only file system" in message
     assert run_files(copied_run) == before
+
+
+def fill_disk_below(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """HF datasets' Arrow writes of files below ``root`` fail with a full disk: writing a
+    batch, and again flushing the file when the writer is closed after that error."""
+    from datasets.arrow_writer import ArrowWriter
+
+    def failing(method):
+        def write(self: ArrowWriter, *args, **kwargs):
+            if self._path and Path(self._path).is_relative_to(root):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return method(self, *args, **kwargs)
+
+        return write
+
+    for name in ("write_batch", "write_table", "finalize"):
+        monkeypatch.setattr(ArrowWriter, name, failing(getattr(ArrowWriter, name)))
+
+
+def test_a_full_disk_while_caching_the_data_is_one_line_and_leaves_no_temporary(
+    recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tokenised-data cache is written by HF datasets; a full disk there (flushing the
+    table, and again closing it) is one line naming the cache, and no temporary stays."""
+    out = tmp_path / "run"
+    fill_disk_below(monkeypatch, out)
+    message = one_line(CliRunner().invoke(app, ["train", str(recipe), "--out", str(out), "-q"]))
+    assert f"{out / 'cache'}" in message
+    assert ": cannot write: disk full (No space left on device)" in message
+    assert sorted(p.name for p in (out / "cache").iterdir()) == []
+    monkeypatch.undo()  # disk space again: the same command trains
+    result = CliRunner().invoke(app, ["train", str(recipe), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert [p.suffix for p in (out / "cache").iterdir()] == [".arrow", ".arrow"]
+
+
+def test_start_up_removes_every_kind_of_temporary_a_killed_run_leaves(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    leftovers = [
+        run / ".config.toml.k2j3h4g5.tmp",
+        run / "checkpoints" / ".last.pt.a1b2c3d4.tmp",
+        run / "cache" / "tmpx8_3kq0z",  # HF datasets' own, from earlier versions of s2s
+        run / "cache" / ".train-0123456789abcdef.arrow.q1w2e3r4.tmp" / "train-0123.arrow",
+        run / "cache" / "archives" / ".clips.tar-0123456789abcdef.z9y8x7w6.tmp" / "a.wav",
+    ]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half written")
+    (run / "cache" / "notes.txt").write_bytes(b"not ours to delete")
+    make_trainer(tmp_path)
+    left = {str(p.relative_to(run)) for p in run.rglob("*")}
+    assert not any(".tmp" in name or "/tmp" in name for name in left), left
+    assert "cache/notes.txt" in left
+
+
+def test_a_full_disk_while_logging_metrics_keeps_the_checkpoint_and_no_torn_line(
+    recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    real_write = os.write
+    writes = {"metrics": 0}
+
+    def write(fd: int, data) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("metrics.jsonl"):
+            writes["metrics"] += 1
+            if writes["metrics"] == 2:  # the second validation's record: half, then full
+                return real_write(fd, bytes(data)[: len(data) // 2])
+            if writes["metrics"] > 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    args = ["train", str(recipe), "--out", str(out), "-q", "--set", "train.max_steps=2"]
+    args += ["--set", "train.valid_every=1"]
+    message = one_line(CliRunner().invoke(app, args))
+    monkeypatch.undo()
+    metrics = out / "metrics.jsonl"
+    assert message.endswith(
+        f"{metrics}: cannot write: disk full (No space left on device); "
+        "the last checkpoint is kept; free some space and run the same command to resume"
+    )
+    lines = metrics.read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1]  # no torn line
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["progress"]
+    result = CliRunner().invoke(app, args)  # space again: it resumes and finishes
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2]
