@@ -15,6 +15,7 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from s2s.atomic import atomic_write_bytes, write_error
 from s2s.errors import S2SError
 
 COMPLETE_MARKER = ".s2s-complete"
@@ -67,12 +68,18 @@ def extract_archive(archive: Path, cache_dir: Path) -> Path:
     final = cache_dir / "archives" / f"{archive.name}-{archive_digest(archive)}"
     if (final / COMPLETE_MARKER).is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover
-    temporary = Path(tempfile.mkdtemp(prefix=".extract-", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # named as s2s.atomic names temporaries, so start-up cleanup knows it
+        temporary = Path(
+            tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        )
+    except OSError as error:
+        raise write_error(final, error, kept="") from None
     try:
         count = _extract(archive, temporary)
-        (temporary / COMPLETE_MARKER).write_text(f"{count} files\n", encoding="utf-8")
+        atomic_write_bytes(temporary / COMPLETE_MARKER, f"{count} files\n".encode())
         try:
             temporary.rename(final)
         except OSError:  # another process (s2s evaluate during training) got there first

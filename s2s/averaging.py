@@ -126,8 +126,10 @@ def average_last(
     newest of them and the average on the validation split."""
     from s2s.config import read_saved_config
     from s2s.run_dir import RunDir
+    from s2s.run_lock import lock_run_directory
 
     run = RunDir(run_path).require()
+    lock_run_directory(run.path, "s2s average")  # writes the average, maybe the data cache
     task = read_saved_config(run.config_file).task.type
     inputs = select_last(run.checkpoints, last)
     output = out or run.checkpoints / f"averaged-last-{last}.pt"

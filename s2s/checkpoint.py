@@ -8,12 +8,9 @@ the file is ever executed), and that it carries a format version this s2s reads.
 
 from __future__ import annotations
 
-import errno
 import io
-import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -21,64 +18,13 @@ from typing import Any
 
 import torch
 
+from s2s.atomic import atomic_write_bytes, remove_stale_temporaries
 from s2s.errors import S2SError
+
+__all__ = ["atomic_write_bytes", "load_checkpoint", "remove_stale_temporaries", "save_checkpoint"]
 
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"
-_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
-def _write_error(path: Path, error: OSError) -> S2SError:
-    reason = error.strerror or str(error)
-    if error.errno in _DISK_FULL:
-        reason = f"disk full ({reason})"
-    return S2SError(f"{path}: cannot write: {reason}; the previous version is kept")
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); folders cannot be opened on Windows."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on a folder; the data itself is on disk
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``: a crash
-    at any moment leaves the old file or the new one, never a torn one. A failed write
-    (disk full included) removes the temporary file and raises a one-line S2SError."""
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as error:
-        raise _write_error(path, error) from None
-    finally:  # also on KeyboardInterrupt: never leave a half-written temporary behind
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-    _fsync_folder(path.parent)
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete temporaries a killed process left behind (they are never valid checkpoints)."""
-    if not folder.is_dir():
-        return []
-    stale = [p for p in folder.glob(".*.tmp") if p.is_file()]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

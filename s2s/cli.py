@@ -185,6 +185,9 @@ def train(
     config = load_config(recipe, overrides)
     run = RunDir(out or Path("runs") / config.task.name)
     if restart and main_rank:  # other ranks read the run only after rank 0 has set it up
+        from s2s.run_lock import lock_run_directory
+
+        lock_run_directory(run.path)  # never clear a run another process is writing
         run.clear_training_state()
     try:
         record = make_trainer(config, run, quiet=quiet).train()

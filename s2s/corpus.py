@@ -13,6 +13,7 @@ import lzma
 from dataclasses import dataclass
 from pathlib import Path
 
+from s2s.atomic import atomic_file
 from s2s.config import SplitConfig
 from s2s.errors import S2SError
 from s2s.progress import TaskProgress, progress_enabled
@@ -184,18 +185,26 @@ def tokenize_split(
 ) -> TokenizedSplit:
     """Load and tokenise a split, reusing the run directory's Arrow cache when it is valid."""
     raw = load_parallel(split, name)
-    datasets = _datasets()
-    table = datasets.Dataset.from_dict({"src": raw.src, "tgt": raw.tgt})
     cache_file = None
     if cache_dir is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        cache_file = str(cache_dir / f"{name}-{_cache_key(split, tokenizers)}.arrow")
-
-    cached = cache_file is not None and Path(cache_file).is_file()
+        cache_file = cache_dir / f"{name}-{_cache_key(split, tokenizers)}.arrow"
+    cached = cache_file is not None and cache_file.is_file()
     if cached:
         log.debug("data.%s: reusing the tokenized cache %s", name, cache_file)
-    show = progress_enabled() and not cached
-    progress = TaskProgress(f"tokenizing data.{name}", len(raw.src), "pairs", enabled=show)
+    if cache_file is None or cached:
+        return _tokenize(raw, name, tokenizers, cache_file, show=not cached)
+    with atomic_file(cache_file) as scratch:  # datasets' own temporaries go there too
+        return _tokenize(raw, name, tokenizers, scratch, show=True)
+
+
+def _tokenize(
+    raw: ParallelText, name: str, tokenizers: TokenizerPair, cache_file: Path | None, show: bool
+) -> TokenizedSplit:
+    """Tokenise ``raw`` through HF datasets, reading or writing the Arrow ``cache_file``."""
+    table = _datasets().Dataset.from_dict({"src": raw.src, "tgt": raw.tgt})
+    progress = TaskProgress(
+        f"tokenizing data.{name}", len(raw.src), "pairs", enabled=show and progress_enabled()
+    )
 
     def encode(batch: dict) -> dict:
         ids = {
@@ -210,8 +219,8 @@ def tokenize_split(
             encode,
             batched=True,
             batch_size=2000,
-            cache_file_name=cache_file,
-            new_fingerprint=Path(cache_file).stem if cache_file else None,
+            cache_file_name=str(cache_file) if cache_file else None,
+            new_fingerprint=cache_file.stem if cache_file else None,
             remove_columns=["src", "tgt"],
         )
     return TokenizedSplit(list(encoded["src_ids"]), list(encoded["tgt_ids"]), raw)

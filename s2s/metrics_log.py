@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from s2s.atomic import append_line
 from s2s.errors import S2SError
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,10 @@ def strict_record(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def append_record(path: Path, record: dict[str, Any]) -> None:
-    """Append one validation record as a line of strict JSON."""
-    line = json.dumps(strict_record(record), allow_nan=False)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
+def append_record(path: Path, record: dict[str, Any], kept: str = "") -> None:
+    """Append one validation record as a line of strict JSON; a failed write (a full disk)
+    leaves no torn line and is one line naming the file, then ``kept``."""
+    append_line(path, json.dumps(strict_record(record), allow_nan=False), kept)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from s2s.checkpoint import atomic_write_bytes
+from s2s.atomic import append_line, atomic_write_bytes
 from s2s.corpus import TokenizedSplit
 from s2s.errors import S2SError
 from s2s.metrics import Score
@@ -127,10 +127,9 @@ def record_evaluation(
     }
     path = RunDir(run_path).evaluations_log
     try:
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-    except OSError as error:  # a read-only run directory still gets its scores printed
-        log.warning("%s: cannot record the scores: %s", path, error.strerror or error)
+        append_line(path, json.dumps(record))
+    except S2SError as error:  # a read-only run directory still gets its scores printed
+        log.warning("cannot record the scores: %s", error)
 
 
 def latest_evaluations(run: RunDir) -> dict[str, dict[str, Any]]:

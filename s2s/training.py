@@ -16,15 +16,11 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.nn.functional as F
 
+from s2s.atomic import DATASETS_TEMPORARY, atomic_write_bytes, remove_stale_temporaries
 from s2s.averaging import prune_step_checkpoints
 from s2s.batching import Batch, collate, token_batches
 from s2s.cell_registry import cell_factory
-from s2s.checkpoint import (
-    atomic_write_bytes,
-    load_checkpoint,
-    remove_stale_temporaries,
-    save_checkpoint,
-)
+from s2s.checkpoint import load_checkpoint, save_checkpoint
 from s2s.compiling import compile_step_cells
 from s2s.config import Config, TrainConfig, config_to_toml
 from s2s.corpus import TokenizedSplit, load_parallel, tokenize_split
@@ -109,6 +105,17 @@ def prepare_tokenizers(config: Config, run: RunDir) -> TokenizerPair:
     tokenizers = train_tokenizers(config.tokenizer, text.src, text.tgt, run.path)
     atomic_write_bytes(settings, json.dumps(wanted, indent=1).encode("utf-8"))
     return tokenizers
+
+
+LAST_KEPT = "the last checkpoint is kept; free some space and run the same command to resume"
+
+
+def remove_run_temporaries(run: RunDir) -> None:
+    """Delete every temporary a killed run can leave (never valid files): of atomic writes
+    and the data cache (HF datasets' own included) and of archive extraction."""
+    for folder in (run.path, run.checkpoints, run.cache / "archives"):
+        remove_stale_temporaries(folder)
+    remove_stale_temporaries(run.cache, DATASETS_TEMPORARY)
 
 
 def truncate_sources(split: TokenizedSplit, max_source_length: int) -> None:
@@ -221,10 +228,8 @@ class Trainer:
         cell_factory(config.model.cell, config.model.cell_options)  # bad cell: fail before work
         with self.dist.main_first():  # rank 0 trains the tokeniser, fills caches; then the rest
             if self.dist.is_main:
-                run.path.mkdir(parents=True, exist_ok=True)
-                lock_run_directory(run.path)  # before anything in the run is read or rewritten
-                for folder in (run.path, run.checkpoints):
-                    remove_stale_temporaries(folder)  # left by a killed run; never valid files
+                lock_run_directory(run.path)  # creates it; before anything is read or rewritten
+                remove_run_temporaries(run)
             saved = self._resumable_payload()  # checked before anything is rewritten
             self._prepare_data()
             if self.dist.is_main:
@@ -462,7 +467,7 @@ class Trainer:
                 "loss" if not math.isfinite(loss) else name,
             )
         record["best"] = improved
-        append_record(self.run.metrics_log, record)
+        append_record(self.run.metrics_log, record, kept=LAST_KEPT)
         return record
 
     # -- training -------------------------------------------------------------------------
