@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -209,6 +210,8 @@ class Trainer:
                 for folder in (run.path, run.checkpoints):
                     remove_stale_temporaries(folder)  # left by a killed run; never valid files
             saved = self._resumable_payload()  # checked before anything is rewritten
+            if saved is not None:
+                self._require_tokenizer_files()
             self._prepare_data()
             if self.dist.is_main:
                 atomic_write_bytes(run.config_file, config_to_toml(config).encode("utf-8"))
@@ -316,6 +319,21 @@ class Trainer:
         keep_saved_start(payload, self.config, path)
         check_resumable(payload, self.config, path)
         return payload
+
+    def _tokenizer_files(self) -> set[Path]:
+        """The tokeniser model file(s) of the run (task hook)."""
+        return set(tokenizer_files(self.run.path, self.config.tokenizer.joint))
+
+    def _require_tokenizer_files(self) -> None:
+        """Refuse to resume without the tokeniser the checkpoint was trained with: a new one
+        would give the saved embeddings other pieces under the same ids."""
+        for path in sorted(self._tokenizer_files()):
+            if not path.is_file():
+                raise S2SError(
+                    f"{path}: tokenizer model missing; the run cannot be resumed without the "
+                    "tokenizer it was trained with: restore the file, or start over with "
+                    "--restart"
+                )
 
     def _resume(self, payload: dict) -> None:
         """Restore every piece of training state, then drop what the run wrote after it."""
