@@ -27,8 +27,8 @@ from s2s.checkpoint import (
     save_checkpoint,
 )
 from s2s.compiling import compile_step_cells
-from s2s.config import Config, TrainConfig, config_to_toml
-from s2s.corpus import TokenizedSplit, load_parallel, tokenize_split
+from s2s.config import Config, SplitConfig, TrainConfig, config_to_toml
+from s2s.corpus import ParallelText, TokenizedSplit, load_parallel, tokenize_split
 from s2s.distributed import Single, join
 from s2s.errors import S2SError
 from s2s.faults import (
@@ -102,9 +102,37 @@ def prepare_tokenizers(config: Config, run: RunDir) -> TokenizerPair:
         changed = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
         log.info("tokenizer settings changed (%s): training a new tokenizer", ", ".join(changed))
     text = load_parallel(config.data["train"], "train")
+    require_text(config.data["train"], text)
     tokenizers = train_tokenizers(config.tokenizer, text.src, text.tgt, run.path)
     atomic_write_bytes(settings, json.dumps(wanted, indent=1).encode("utf-8"))
     return tokenizers
+
+
+def require_text(split: SplitConfig, text: ParallelText) -> None:
+    """Refuse a training split with a side of only blank lines before the tokeniser is
+    trained on it (sentencepiece would stop with an internal message, or the model would
+    learn to translate into nothing)."""
+    empty = [
+        _side_name(split, side)
+        for side, lines in (("src", text.src), ("tgt", text.tgt))
+        if not any(line.strip() for line in lines)
+    ]
+    if empty:
+        verb = "hold" if len(empty) > 1 else "holds"
+        raise S2SError(
+            f"{' and '.join(empty)} {verb} no text (only blank lines): "
+            "nothing to train the tokenizer on"
+        )
+
+
+def _side_name(split: SplitConfig, side: str) -> str:
+    """Where one side of the training split comes from, for an error message."""
+    file = getattr(split, side)
+    if file is not None:
+        return f"data.train.{side} ({file})"
+    if split.path is not None:
+        return f"data.train.{side}_field {getattr(split, f'{side}_field')!r} of {split.path}"
+    return f"data.train ({side} of hub dataset {split.hub!r})"
 
 
 def truncate_sources(split: TokenizedSplit, max_source_length: int) -> None:
