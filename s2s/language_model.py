@@ -123,6 +123,6 @@ def load_language_model(
         )
     tokenizer = load_tokenizers(run.path, joint=True).src
     model = build_language_model(config, tokenizer.vocab_size)
-    load_model_weights(model, checkpoint or run.default_checkpoint())  # type: ignore[arg-type]
+    load_model_weights(model, run, checkpoint)
     torch_device = resolve_device(device)
     return config, tokenizer, model.to(torch_device).eval(), torch_device

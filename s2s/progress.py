@@ -110,8 +110,11 @@ class TaskProgress:
     def __enter__(self) -> TaskProgress:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
 
     def update(self, count: int = 1) -> None:
         self.advance_to(self.done + count)
@@ -144,6 +147,14 @@ class TaskProgress:
             self._line(f"done, {self.done} {self.unit} {took} {self._rate(now)}")
         else:
             self._line(f"done {took}")
+        self.enabled = False
+
+    def abandon(self) -> None:
+        """End without the summary line: the work stopped (an error, a closed output pipe),
+        so its count is not what was done; a terminal's bar is left where it stopped."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         self.enabled = False
 
     def _count(self) -> str:
@@ -191,11 +202,14 @@ class Busy:
             self.thread.start()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         self.stopped.set()
         if self.thread.is_alive():
             self.thread.join()
-        self.progress.close()
+        if exc_type is None:
+            self.progress.close()
+        else:  # not "done": the error that follows says what happened
+            self.progress.abandon()
 
     def _tick(self) -> None:
         progress = self.progress

@@ -12,8 +12,9 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from s2s.averaging import STEP_FILE
 from s2s.cell_registry import cell_factory
-from s2s.checkpoint import atomic_write_bytes, load_checkpoint
+from s2s.checkpoint import CheckpointNotFound, atomic_write_bytes, load_checkpoint
 from s2s.config import Config, read_saved_config, with_decode_overrides
 from s2s.errors import S2SError
 from s2s.model import Seq2Seq
@@ -21,6 +22,8 @@ from s2s.precision import cast_for_decoding
 from s2s.tokenizer import PAD_ID, TokenizerPair, load_tokenizers
 
 LoadedModel = TypeVar("LoadedModel", bound=nn.Module)
+# How often a reader follows best.json to a newer best after training pruned the one it named
+DEFAULT_CHECKPOINT_TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -77,21 +80,82 @@ class RunDir:
         return self
 
     def read_best(self) -> list[dict]:
-        """Best checkpoints as [{'file', 'step', 'metric'}], best first."""
-        if not self.best_index.is_file():
+        """Best checkpoints as [{'file', 'step', 'metric'}], best first; a damaged index is
+        a one-line error naming it (training rewrites it when it resumes)."""
+        try:
+            text = self.best_index.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return []
-        return json.loads(self.best_index.read_text())
+        except (OSError, UnicodeDecodeError) as error:
+            raise self._bad_best(f"cannot read it ({error})") from None
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as error:
+            where = f"line {error.lineno}, column {error.colno}"
+            raise self._bad_best(f"not valid JSON ({error.msg} at {where})") from None
+        problem = best_entries_problem(entries)
+        if problem:
+            raise self._bad_best(problem)
+        return entries
+
+    def _bad_best(self, problem: str) -> S2SError:
+        return S2SError(
+            f"{self.best_index}: {problem}; train the run again to rewrite it, "
+            "or name a checkpoint with --checkpoint"
+        )
 
     def write_best(self, entries: list[dict]) -> None:
         atomic_write_bytes(self.best_index, json.dumps(entries, indent=1).encode())
 
     def default_checkpoint(self) -> Path:
+        """The best checkpoint best.json names, else last.pt."""
         best = self.read_best()
         if best:
             return self.checkpoints / best[0]["file"]
         if self.last_checkpoint.is_file():
             return self.last_checkpoint
-        raise S2SError(f"{self.path}: no checkpoint yet (has training saved one?)")
+        raise S2SError(f"{self.path}: no checkpoint yet (training has not saved one)")
+
+    def load_checkpoint(self, checkpoint: Path | None = None) -> tuple[Path, dict]:
+        """The path and payload of ``checkpoint``, or of the run's default one. Training
+        running meanwhile may prune the best checkpoint between reading best.json and
+        opening the file; then best.json names a newer one, which is read instead."""
+        if checkpoint is not None:
+            return checkpoint, load_checkpoint(checkpoint)
+        path = self.default_checkpoint()
+        for _ in range(DEFAULT_CHECKPOINT_TRIES):
+            try:
+                return path, load_checkpoint(path)
+            except CheckpointNotFound:
+                named = self.default_checkpoint()
+                if named == path:  # not a race: the index names a file that is gone
+                    raise S2SError(
+                        f"{path}: checkpoint not found (named in {self.best_index})"
+                    ) from None
+                path = named
+        raise S2SError(
+            f"{self.path}: the best checkpoint kept changing while it was being read; "
+            "try again, or name one with --checkpoint"
+        )
+
+
+def best_entries_problem(entries: object) -> str | None:
+    """What is wrong with best.json's parsed content, or None: it must be a list of
+    {'file': 'step-N.pt', 'step': int, 'metric': number} (a file name, never a path)."""
+    if not isinstance(entries, list):
+        return f"expected a list of checkpoints, found {type(entries).__name__}"
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            return f"entry {number} is not an object: {entry!r}"
+        name = entry.get("file")
+        if not isinstance(name, str) or not STEP_FILE.fullmatch(name):
+            return f"entry {number}: 'file' must name a step-N.pt file (got {name!r})"
+        if not isinstance(entry.get("step"), int):
+            return f"entry {number}: 'step' must be an integer (got {entry.get('step')!r})"
+        metric = entry.get("metric")
+        if isinstance(metric, bool) or not isinstance(metric, int | float):
+            return f"entry {number}: 'metric' must be a number (got {metric!r})"
+    return None
 
 
 def build_model(config: Config, tokenizers: TokenizerPair) -> Seq2Seq:
@@ -115,7 +179,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_weights(model: Seq2Seq, weights: object, checkpoint: Path) -> None:
+def load_weights(model: nn.Module, weights: object, checkpoint: Path) -> None:
     """Load a state dict after checking every tensor's name, type and shape against the
     model the config builds, so a mismatch is one line naming the tensor."""
     if not isinstance(weights, dict):
@@ -140,11 +204,12 @@ def load_weights(model: Seq2Seq, weights: object, checkpoint: Path) -> None:
     model.load_state_dict(weights)
 
 
-def load_model_weights(model: Seq2Seq, checkpoint: Path) -> dict:
-    """Load a checkpoint's weights into ``model``; returns the whole payload."""
-    payload = load_checkpoint(checkpoint)
-    load_weights(model, payload.get("model"), checkpoint)
-    return payload
+def load_model_weights(model: nn.Module, run: RunDir, checkpoint: Path | None = None) -> Path:
+    """Load ``checkpoint``'s weights (default: the run's best) into ``model``; returns the
+    checkpoint read."""
+    path, payload = run.load_checkpoint(checkpoint)
+    load_weights(model, payload.get("model"), path)
+    return path
 
 
 def load_run(
@@ -171,7 +236,7 @@ def load_run(
         raise S2SError(f"{path}: a speech recogniser; use s2s transcribe or s2s evaluate with it")
     tokenizers = load_tokenizers(run.path, config.tokenizer.joint)
     model = build_model(config, tokenizers)
-    load_model_weights(model, checkpoint or run.default_checkpoint())
+    load_model_weights(model, run, checkpoint)
     torch_device = resolve_device(device)
     model = ready_to_decode(model, config, torch_device, amp, cast_weights)
     return config, tokenizers, model, torch_device

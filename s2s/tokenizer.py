@@ -68,10 +68,15 @@ def tokenizer_files(run_dir: Path, joint: bool) -> tuple[Path, Path]:
 
 def _train_one(config: TokenizerConfig, sentences: Iterable[str], model_file: Path) -> None:
     """Train one sentencepiece model in memory and write it to ``model_file``."""
+    text = [s for s in sentences if s.strip()]
+    if not text:  # callers name the file first; this keeps sentencepiece's INTERNAL away
+        raise S2SError(
+            "the training split holds no text (only blank lines): nothing to train the tokenizer on"
+        )
     buffer = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(s for s in sentences if s.strip()),
+            sentence_iterator=iter(text),
             model_writer=buffer,
             model_type=config.model_type,
             vocab_size=config.vocab_size,

@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +23,8 @@ from s2s.batching import Batch, collate, token_batches
 from s2s.cell_registry import cell_factory
 from s2s.checkpoint import load_checkpoint, save_checkpoint
 from s2s.compiling import compile_step_cells
-from s2s.config import Config, TrainConfig, config_to_toml
-from s2s.corpus import TokenizedSplit, load_parallel, tokenize_split
+from s2s.config import Config, SplitConfig, TrainConfig, config_to_toml
+from s2s.corpus import ParallelText, TokenizedSplit, load_parallel, tokenize_split
 from s2s.distributed import Single, join
 from s2s.errors import S2SError
 from s2s.faults import (
@@ -102,6 +103,7 @@ def prepare_tokenizers(config: Config, run: RunDir) -> TokenizerPair:
         changed = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
         log.info("tokenizer settings changed (%s): training a new tokenizer", ", ".join(changed))
     text = load_parallel(config.data["train"], "train")
+    require_text(config.data["train"], text)
     tokenizers = train_tokenizers(config.tokenizer, text.src, text.tgt, run.path)
     atomic_write_bytes(settings, json.dumps(wanted, indent=1).encode("utf-8"))
     return tokenizers
@@ -116,6 +118,33 @@ def remove_run_temporaries(run: RunDir) -> None:
     for folder in (run.path, run.checkpoints, run.cache / "archives"):
         remove_stale_temporaries(folder)
     remove_stale_temporaries(run.cache, DATASETS_TEMPORARY)
+
+
+def require_text(split: SplitConfig, text: ParallelText) -> None:
+    """Refuse a training split with a side of only blank lines before the tokeniser is
+    trained on it (sentencepiece would stop with an internal message, or the model would
+    learn to translate into nothing)."""
+    empty = [
+        _side_name(split, side)
+        for side, lines in (("src", text.src), ("tgt", text.tgt))
+        if not any(line.strip() for line in lines)
+    ]
+    if empty:
+        verb = "hold" if len(empty) > 1 else "holds"
+        raise S2SError(
+            f"{' and '.join(empty)} {verb} no text (only blank lines): "
+            "nothing to train the tokenizer on"
+        )
+
+
+def _side_name(split: SplitConfig, side: str) -> str:
+    """Where one side of the training split comes from, for an error message."""
+    file = getattr(split, side)
+    if file is not None:
+        return f"data.train.{side} ({file})"
+    if split.path is not None:
+        return f"data.train.{side}_field {getattr(split, f'{side}_field')!r} of {split.path}"
+    return f"data.train ({side} of hub dataset {split.hub!r})"
 
 
 def truncate_sources(split: TokenizedSplit, max_source_length: int) -> None:
@@ -231,6 +260,8 @@ class Trainer:
                 lock_run_directory(run.path)  # creates it; before anything is read or rewritten
                 remove_run_temporaries(run)
             saved = self._resumable_payload()  # checked before anything is rewritten
+            if saved is not None:
+                self._require_tokenizer_files()
             self._prepare_data()
             if self.dist.is_main:
                 atomic_write_bytes(run.config_file, config_to_toml(config).encode("utf-8"))
@@ -341,6 +372,21 @@ class Trainer:
         keep_saved_start(payload, self.config, path)
         check_resumable(payload, self.config, path)
         return payload
+
+    def _tokenizer_files(self) -> set[Path]:
+        """The tokeniser model file(s) of the run (task hook)."""
+        return set(tokenizer_files(self.run.path, self.config.tokenizer.joint))
+
+    def _require_tokenizer_files(self) -> None:
+        """Refuse to resume without the tokeniser the checkpoint was trained with: a new one
+        would give the saved embeddings other pieces under the same ids."""
+        for path in sorted(self._tokenizer_files()):
+            if not path.is_file():
+                raise S2SError(
+                    f"{path}: tokenizer model missing; the run cannot be resumed without the "
+                    "tokenizer it was trained with: restore the file, or start over with "
+                    "--restart"
+                )
 
     def _resume(self, payload: dict) -> None:
         """Restore every piece of training state, then drop what the run wrote after it."""

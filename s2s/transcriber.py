@@ -113,7 +113,7 @@ def load_speech_run(
         raise S2SError(f"{path}: a {config.task.type} run; transcribing needs a speech run")
     tokenizer = load_tokenizers(run.path, joint=True).tgt
     model = build_speech_model(config, tokenizer.vocab_size)
-    load_model_weights(model, checkpoint or run.default_checkpoint())
+    load_model_weights(model, run, checkpoint)
     torch_device = resolve_device(device)
     model = ready_to_decode(model, config, torch_device, amp, cast_weights)
     return config, Recognizer(model, tokenizer, config.decode, torch_device)

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from s2s.progress import Busy, TaskProgress
 from s2s.run_dir import load_run
 from s2s.streaming import LineReader, WarningLimiter, translate_stream
 from s2s.translator import Translator
@@ -226,6 +227,51 @@ def test_a_closed_output_pipe_ends_quietly(trained_run: Path) -> None:
     assert process.stderr is not None
     stderr = process.stderr.read().decode()
     assert "Traceback" not in stderr and "error" not in stderr.lower()
+
+
+def test_a_closed_output_pipe_claims_no_lines_it_did_not_write(trained_run: Path) -> None:
+    """`| head -1` with progress lines on: the lines decoded but never written are not
+    reported as done (nothing is: the end is quiet)."""
+    process = subprocess.Popen(
+        s2s_command("translate", str(trained_run), "--beam", "1"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(b"A dog.\n")
+    process.stdin.flush()
+    assert process.stdout.readline()
+    process.stdout.close()  # like `| head -1`: one line was written, the next chunk cannot be
+    try:
+        process.stdin.write(b"A man rides a bicycle.\n" * 500)
+        process.stdin.close()
+    except BrokenPipeError:
+        pass  # it already stopped
+    assert process.wait(timeout=60) == 0
+    assert process.stderr is not None
+    stderr = process.stderr.read().decode()
+    assert "done" not in stderr and "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize("kind", ["task", "busy"])
+def test_progress_says_done_only_when_the_work_finished(kind: str) -> None:
+    stream = io.StringIO()
+
+    def progress():
+        if kind == "task":
+            return TaskProgress("translating", None, "lines", enabled=True, stream=stream)
+        return Busy("training the tokenizer", enabled=True, stream=stream)
+
+    with pytest.raises(BrokenPipeError), progress() as shown:
+        if kind == "task":
+            shown.update(2000)  # decoded, never written
+        raise BrokenPipeError
+    assert "done" not in stream.getvalue()
+    with progress() as shown:
+        if kind == "task":
+            shown.update(3)
+    assert "done" in stream.getvalue()
 
 
 def test_a_huge_line_is_truncated_with_a_warning(trained_run: Path) -> None:
