@@ -388,7 +388,7 @@ def _set_note(key: str, set_by: dict[str, str] | None) -> str:
     """' (--set k=v)' when the key, or a section holding it, came from a --set."""
     for set_key, text in (set_by or {}).items():
         if key == set_key or key.startswith(f"{set_key}."):
-            return f" (--set {text})"
+            return f" (--set {text!r})"
     return ""
 
 

@@ -279,7 +279,7 @@ def test_a_cell_rejecting_its_options_trains_no_tokenizer(recipe: Path, tmp_path
 def test_a_bad_value_from_set_says_so(recipe: Path) -> None:
     message = error_of(recipe, ["train.lr=inf", "model.hidden_size=64"])
     assert message == (
-        f"{recipe}: train.lr: Input should be a finite number, got inf (--set train.lr=inf)"
+        f"{recipe}: train.lr: Input should be a finite number, got inf (--set 'train.lr=inf')"
     )
     recipe.write_text(recipe.read_text().replace("lr = 0.005", "lr = inf"), encoding="utf-8")
     assert "--set" not in error_of(recipe, ["model.hidden_size=64"])

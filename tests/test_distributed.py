@@ -90,7 +90,7 @@ def test_only_rank_zero_writes_the_run(runs) -> None:
     about = json.loads((double / "about.json").read_text(encoding="utf-8"))
     assert [s["from_step"] for s in about["sessions"]] == [0, 6]
     for log, step in zip(runs["logs"], (3, 9), strict=True):  # one voice: rank 0's
-        assert log.stderr.count(f"step {step} loss") == 1
+        assert log.stderr.count(f" step {step}: loss") == 1
         assert log.stderr.count("s2s: run directory") == 1
     last = torch.load(double / "checkpoints" / "last.pt", weights_only=True)
     assert json.loads(last["progress"])["step"] == STEPS
