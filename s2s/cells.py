@@ -1,7 +1,7 @@
 """The cell contract: what a recurrent cell plugin must offer the core.
 
 A cell is one layer in one direction. Stacking, direction, dropout, residuals, padding
-masks and beam reordering are the core's job (see `s2s.recurrent_stack`), done the same
+masks and beam reordering are the core's job (see `s2s.core.recurrent_stack`), done the same
 way for every cell. A cell's state is a tuple of tensors with the batch on dimension 0,
 so the core can reorder and mask it without knowing what is inside.
 
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from s2s.packed_linear import native_bf16
+from s2s.kernels.packed_linear import native_bf16
 
 State = tuple[Tensor, ...]
 # One time step of a cell: (x_t, state) -> (h_t, new state).

@@ -488,8 +488,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 def _check_before_work(config: Config) -> None:
-    """The cell and the task's packages (s2s.tasks, imported here: it needs torch)."""
-    from s2s.tasks import check_before_work
+    """The cell and the task's packages (s2s.tasks.registry, imported here: it needs torch)."""
+    from s2s.tasks.registry import check_before_work
 
     check_before_work(config)
 

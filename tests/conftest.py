@@ -12,8 +12,8 @@ from helpers import tiny_recipe
 def trained_run(tmp_path_factory) -> Path:
     """A run directory trained for a few steps; shared by the inference tests."""
     from s2s.config import load_config
-    from s2s.run_dir import RunDir
-    from s2s.training import Trainer
+    from s2s.run.directory import RunDir
+    from s2s.train.trainer import Trainer
 
     folder = tmp_path_factory.mktemp("tiny")
     config = load_config(tiny_recipe(folder))

@@ -11,12 +11,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from s2s.cell_registry import cell_factory
 from s2s.cells import RecurrentCell, State
 from s2s.config import ModelConfig, load_config
-from s2s.model import Seq2Seq
-from s2s.run_dir import RunDir
-from s2s.training import Trainer
+from s2s.core.cell_registry import cell_factory
+from s2s.core.seq2seq import Seq2Seq
+from s2s.run.directory import RunDir
+from s2s.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 MULTI30K = ROOT / "recipes" / "data" / "multi30k"

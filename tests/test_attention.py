@@ -1,15 +1,15 @@
 """Attention over fp32 copies of the memory and keys in CPU inference over bf16
-(s2s.attention): the same weights and context as over fp32, in the caller's precision."""
+(s2s.core.attention): the same weights and context as over fp32, in the caller's precision."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from s2s.attention import build_attention
-from s2s.cell_registry import cell_factory
 from s2s.config import ModelConfig
-from s2s.model import Seq2Seq
+from s2s.core.attention import build_attention
+from s2s.core.cell_registry import cell_factory
+from s2s.core.seq2seq import Seq2Seq
 
 WIDTH = 16
 

@@ -14,9 +14,9 @@ import torch
 from helpers import ROOT, tiny_recipe
 
 from s2s.config import load_config
-from s2s.corpus import ParallelText, TokenizedSplit
+from s2s.data.corpus import ParallelText, TokenizedSplit
 from s2s.errors import ConfigError, S2SError
-from s2s.training import filter_long
+from s2s.train.trainer import filter_long
 
 
 def s2s(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:

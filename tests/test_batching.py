@@ -7,8 +7,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s2s.batching import collate, token_batches
-from s2s.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from s2s.data.batching import collate, token_batches
+from s2s.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 @settings(max_examples=60, deadline=None)

@@ -139,9 +139,9 @@ def test_layer_flops_count_the_packed_layers_of_a_decoding_pass(trained_run):
     is counted, whole rows at a time, and the counting is undone after the pass."""
     import bench_decode
 
-    from s2s import packed_linear
-    from s2s.run_dir import load_run
-    from s2s.translator import Translator
+    from s2s.kernels import packed_linear
+    from s2s.run.directory import load_run
+    from s2s.tasks.translation.translator import Translator
 
     config, tokenizers, model, device = load_run(trained_run, device="cpu")
     translator = Translator(model, tokenizers, config.decode, device)

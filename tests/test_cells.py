@@ -12,14 +12,14 @@ import torch
 from helpers import search_step_log_probs, tiny_recipe
 from typer.testing import CliRunner
 
-from s2s.batching import collate
-from s2s.cell_registry import cell_factory, discover_cells, load_cell_class
 from s2s.cli import app
 from s2s.config import ModelConfig, load_config
+from s2s.core.cell_registry import cell_factory, discover_cells, load_cell_class
+from s2s.core.recurrent_stack import RecurrentStack
+from s2s.core.search import beam_search, max_output_lengths
+from s2s.core.seq2seq import Seq2Seq
+from s2s.data.batching import collate
 from s2s.errors import ConfigError, S2SError
-from s2s.model import Seq2Seq
-from s2s.recurrent_stack import RecurrentStack
-from s2s.search import beam_search, max_output_lengths
 from s2s.testing import check_cell
 
 BUILT_IN = ["rnn", "lstm", "gru", "crnn"]

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from s2s.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from s2s.errors import S2SError
-from s2s.run_dir import load_run
+from s2s.run.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from s2s.run.directory import load_run
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -162,7 +162,7 @@ def test_non_tensor_weights_are_refused(trained_run: Path, tmp_path: Path) -> No
 WRITER = """
 import sys, torch
 from pathlib import Path
-from s2s.checkpoint import save_checkpoint
+from s2s.run.checkpoint import save_checkpoint
 path = Path(sys.argv[1])
 for number in range(10_000):
     save_checkpoint(path, {"number": number, "model": {"w": torch.full((400_000,), number)}})

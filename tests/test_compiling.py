@@ -10,11 +10,11 @@ import pytest
 import torch
 from helpers import Elman
 
-from s2s.cell_registry import cell_factory
-from s2s.compiling import compile_step_cells
 from s2s.config import ModelConfig
+from s2s.core.cell_registry import cell_factory
+from s2s.core.seq2seq import Seq2Seq
 from s2s.errors import S2SError
-from s2s.model import Seq2Seq
+from s2s.kernels.compiling import compile_step_cells
 
 
 def tiny_model(make_cell) -> Seq2Seq:
@@ -48,7 +48,7 @@ def test_compiled_step_gives_the_eager_loss_and_gradients() -> None:
 
 
 def test_fused_cells_are_left_alone() -> None:
-    from s2s.cell_registry import cell_factory
+    from s2s.core.cell_registry import cell_factory
 
     model = tiny_model(cell_factory("lstm", {}))
     assert compile_step_cells(model) == []

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from s2s.config import AudioConfig, DecodeConfig, ModelConfig
-from s2s.ctc_prefix import JointCTCDecoder, prefix_forward
-from s2s.search import search_batch
-from s2s.speech_data import speech_collate
-from s2s.speech_model import CTC_BLANK, SpeechSeq2Seq
-from s2s.tokenizer import BOS_ID, EOS_ID
+from s2s.core.search import search_batch
+from s2s.data.tokenizer import BOS_ID, EOS_ID
+from s2s.tasks.speech.ctc_prefix import JointCTCDecoder, prefix_forward
+from s2s.tasks.speech.data import speech_collate
+from s2s.tasks.speech.model import CTC_BLANK, SpeechSeq2Seq
 
 FRAMES, SYMBOLS = 4, 3  # blank 0 and labels 1, 2
 
@@ -56,7 +56,7 @@ def test_prefix_scores_and_end_scores_equal_sums_over_all_paths(prefix: list[int
 
 
 def tiny_model() -> SpeechSeq2Seq:
-    from s2s.cell_registry import cell_factory
+    from s2s.core.cell_registry import cell_factory
 
     torch.manual_seed(0)
     config = ModelConfig(embed_size=16, hidden_size=24, encoder_layers=1, decoder_layers=1)
@@ -125,7 +125,7 @@ def test_joint_search_only_finds_hypotheses_that_ctc_can_emit() -> None:
 
 
 def test_joint_decoding_refuses_a_model_without_a_ctc_head() -> None:
-    from s2s.cell_registry import cell_factory
+    from s2s.core.cell_registry import cell_factory
 
     config = ModelConfig(embed_size=16, hidden_size=24, encoder_layers=1, decoder_layers=1)
     audio = AudioConfig(features="precomputed", feature_dim=13)

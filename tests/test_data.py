@@ -10,9 +10,9 @@ import pytest
 from helpers import multi30k_lines, write_lines
 
 from s2s.config import SplitConfig, TokenizerConfig
-from s2s.corpus import load_parallel
+from s2s.data.corpus import load_parallel
+from s2s.data.tokenizer import EOS_ID, train_tokenizers
 from s2s.errors import S2SError
-from s2s.tokenizer import EOS_ID, train_tokenizers
 
 SRC = ["A dog runs.", "", "Two men talk\ttogether."]
 TGT = ["Ein Hund rennt.", "Leer", "Zwei Männer reden."]

@@ -10,15 +10,15 @@ import sys
 import pytest
 import torch
 
-from s2s.denormals import SWITCH, flush_denormals_in_script, wanted
 from s2s.errors import S2SError
+from s2s.kernels.denormals import SWITCH, flush_denormals_in_script, wanted
 
 CAN_FLUSH = torch.set_flush_denormal(False)  # asks without turning it on in this process
 
 # Denormals through a parallel operation, so torch's worker threads compute too
 PROBE = """
 import torch
-from s2s.denormals import denormals_flushed, flush_denormals
+from s2s.kernels.denormals import denormals_flushed, flush_denormals
 flush_denormals()
 torch.set_num_threads(2)
 tiny = torch.full((4096, 256), 1e-39)

@@ -15,10 +15,10 @@ import torch
 from helpers import tiny_recipe
 
 from s2s.config import load_config
-from s2s.distributed import Single, join
 from s2s.errors import S2SError
-from s2s.run_dir import RunDir
-from s2s.training import Trainer
+from s2s.run.directory import RunDir
+from s2s.train.distributed import Single, join
+from s2s.train.trainer import Trainer
 
 STEPS = 12  # 120 pairs make 9 batches an epoch: 5 steps of 2, the fifth with one batch
 SETTINGS = [
@@ -106,7 +106,7 @@ def test_a_stopped_two_process_run_resumes_where_it_stopped(runs) -> None:
 def test_input_feeding_two_processes_follow_one_with_doubled_accumulation(tmp_path) -> None:
     """Input feeding trains the decoder step by step, and on the CPU its LSTM and combine
     layer produce their weight gradients only once the whole pass is back-propagated
-    (s2s.time_batched_linear): DDP must still average those across processes."""
+    (s2s.kernels.time_batched_linear): DDP must still average those across processes."""
     steps, feeding = 4, ("model.input_feeding=true",)
     recipe = tiny_recipe(tmp_path, pairs=120, steps=steps)
     config = load_config(recipe, [*SETTINGS, *feeding, "train.accum_steps=2"])
@@ -133,7 +133,7 @@ def test_tasks_without_ddp_support_refuse_clearly(monkeypatch) -> None:
 
 
 def test_more_processes_than_cuda_devices_is_a_clear_error(monkeypatch) -> None:
-    from s2s.distributed import Distributed
+    from s2s.train.distributed import Distributed
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     member = object.__new__(Distributed)  # the device check needs no process group

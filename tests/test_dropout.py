@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from s2s.dropout import Dropout
+from s2s.core.dropout import Dropout
 
 
 def test_drops_about_p_and_scales_the_rest_in_forward_and_backward() -> None:

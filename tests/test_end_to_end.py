@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from helpers import tiny_recipe
 
-from s2s.allocator import tcmalloc_library
+from s2s.kernels.allocator import tcmalloc_library
 
 # the test environment's own allocator and floating-point choices, which each test sets
 CHOICES = ("LD_PRELOAD", "S2S_TCMALLOC", "S2S_FLUSH_DENORMALS")

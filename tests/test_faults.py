@@ -13,13 +13,13 @@ import pytest
 import torch
 from helpers import tiny_recipe
 
-from s2s import training
-from s2s.checkpoint import load_checkpoint
 from s2s.config import TrainConfig, load_config
 from s2s.errors import S2SError
-from s2s.faults import clip_divisor, step_unless, supports_skip_flag
-from s2s.run_dir import RunDir
-from s2s.training import Trainer
+from s2s.run.checkpoint import load_checkpoint
+from s2s.run.directory import RunDir
+from s2s.train import trainer as training
+from s2s.train.faults import clip_divisor, step_unless, supports_skip_flag
+from s2s.train.trainer import Trainer
 
 
 def make_trainer(folder: Path, *overrides: str) -> Trainer:

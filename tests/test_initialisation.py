@@ -9,10 +9,10 @@ import torch
 from helpers import make_model, make_trainer, tiny_recipe
 
 from s2s.config import load_config, read_saved_config
+from s2s.core.initialisation import initialise
 from s2s.errors import S2SError
-from s2s.initialisation import initialise
-from s2s.language_model import build_language_model
-from s2s.model_card import format_card, model_card
+from s2s.inspect.model_card import format_card, model_card
+from s2s.tasks.language_model.model import build_language_model
 
 
 def test_uniform_draws_every_parameter_within_the_range_and_keeps_padding_zero() -> None:

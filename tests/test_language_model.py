@@ -13,17 +13,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from s2s.averaging import average_last
 from s2s.config import load_config
+from s2s.data.tokenizer import EOS_ID
 from s2s.errors import ConfigError, S2SError
-from s2s.language_model import build_language_model
-from s2s.lm_data import batchify, count_words, to_stream, window, window_count
-from s2s.lm_scoring import Perplexity, score_lines, stream_perplexity, total
-from s2s.lm_training import LanguageModelTrainer
-from s2s.metrics_log import read_metrics
-from s2s.run_dir import RunDir
-from s2s.sampling import SamplingOptions, filter_top_k, filter_top_p, generate_ids
-from s2s.tokenizer import EOS_ID
+from s2s.run.averaging import average_last
+from s2s.run.directory import RunDir
+from s2s.run.metrics_log import read_metrics
+from s2s.tasks.language_model.data import batchify, count_words, to_stream, window, window_count
+from s2s.tasks.language_model.model import build_language_model
+from s2s.tasks.language_model.sampling import (
+    SamplingOptions,
+    filter_top_k,
+    filter_top_p,
+    generate_ids,
+)
+from s2s.tasks.language_model.scoring import Perplexity, score_lines, stream_perplexity, total
+from s2s.tasks.language_model.trainer import LanguageModelTrainer
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "lm.toml"
@@ -101,7 +106,7 @@ def uniform_model(vocab_size: int):
 
 
 def test_scores_of_a_uniform_model_are_hand_computable(lm_run: Path) -> None:
-    from s2s.tokenizer import load_tokenizers
+    from s2s.data.tokenizer import load_tokenizers
 
     tokenizer = load_tokenizers(lm_run, joint=True).src
     vocab = tokenizer.vocab_size
@@ -120,11 +125,11 @@ def test_scores_of_a_uniform_model_are_hand_computable(lm_run: Path) -> None:
 
 
 def test_inference_on_the_packed_output_layer_matches_the_plain_layer_after_updates() -> None:
-    """CPU inference multiplies by the output layer packed once (s2s.packed_linear): the same
-    logits as the plain layer of training mode, never-predicted ids at -inf, and weights a
+    """CPU inference multiplies by the output layer packed once (s2s.kernels.packed_linear):
+    the same logits as the plain layer of training mode, never-predicted ids at -inf, and weights a
     fused optimiser changed (without bumping their versions) are packed again."""
-    from s2s.language_model import NEVER_PREDICTED
-    from s2s.packed_linear import packs
+    from s2s.kernels.packed_linear import packs
+    from s2s.tasks.language_model.model import NEVER_PREDICTED
 
     config = load_config(RECIPE, ["model.embed_size=8", "model.hidden_size=8", "model.dropout=0"])
     torch.manual_seed(0)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from helpers import make_model, search_step_log_probs
 
-from s2s.batching import collate
 from s2s.config import ModelConfig
-from s2s.search import beam_search, max_output_lengths
+from s2s.core.search import beam_search, max_output_lengths
+from s2s.data.batching import collate
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -83,7 +83,7 @@ def test_tied_embeddings_need_the_attentional_vector_as_wide_as_them() -> None:
 @pytest.mark.parametrize("amp", [None, torch.bfloat16])
 def test_input_feeding_training_gradients_are_those_of_plain_steps(monkeypatch, amp) -> None:
     """In CPU training the input-feeding decoder computes its LSTM and combine weight
-    gradients once per pass (s2s.time_batched_linear): the same loss and gradients as
+    gradients once per pass (s2s.kernels.time_batched_linear): the same loss and gradients as
     stepping with the plain cell and layer, in fp32 and under bf16 autocast."""
     model = make_model(input_feeding=True, decoder_layers=2, residual=True).train()
     batch = collate([0, 1, 2], [[5, 6, 7, 8], [9, 10], [11, 12, 13]], [[4, 5, 6], [7], [8, 9]])

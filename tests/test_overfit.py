@@ -8,9 +8,9 @@ from pathlib import Path
 from helpers import write_lines
 
 from s2s.config import load_config
-from s2s.run_dir import RunDir, load_run
-from s2s.training import Trainer
-from s2s.translator import Translator
+from s2s.run.directory import RunDir, load_run
+from s2s.tasks.translation.translator import Translator
+from s2s.train.trainer import Trainer
 
 RECIPE = """
 [data.train]

@@ -1,4 +1,4 @@
-"""Decoding on weights packed for oneDNN (s2s.packed_linear) computes what the plain layers
+"""Decoding on weights packed for oneDNN (s2s.kernels.packed_linear) computes what the plain layers
 compute, and follows the weights when training changes them."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from helpers import search_step_log_probs
 
-from s2s import packed_linear
-from s2s.batching import collate
-from s2s.cell_registry import cell_factory
 from s2s.config import ModelConfig
-from s2s.model import Seq2Seq
-from s2s.packed_linear import (
+from s2s.core.cell_registry import cell_factory
+from s2s.core.seq2seq import Seq2Seq
+from s2s.data.batching import collate
+from s2s.kernels import packed_linear
+from s2s.kernels.packed_linear import (
     PackedWeight,
     can_pack,
     int8_input_bits,
@@ -252,7 +252,7 @@ def test_a_model_that_decoded_can_be_copied_and_saved(tmp_path, cell: str, int8:
 
 @pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=BF16)])
 def test_only_bf16_layers_split_their_rows(monkeypatch, dtype: torch.dtype) -> None:
-    """oneDNN's bf16 kernels for many rows are slow to build (s2s.packed_linear)."""
+    """oneDNN's bf16 kernels for many rows are slow to build (s2s.kernels.packed_linear)."""
     calls = []
     one_call = packed_linear._padded_linear
     monkeypatch.setattr(
@@ -283,9 +283,9 @@ def test_a_gru_step_of_few_rows_keeps_gru_cell(monkeypatch) -> None:
 
 def test_decoding_calls_in_a_row_keep_the_packed_copies(trained_run) -> None:
     """`s2s translate` fed a line at a time calls the translator per line: packing the
-    weights again each time cost more than the line's search (s2s.packed_linear)."""
-    from s2s.run_dir import load_run
-    from s2s.translator import Translator
+    weights again each time cost more than the line's search (s2s.kernels.packed_linear)."""
+    from s2s.run.directory import load_run
+    from s2s.tasks.translation.translator import Translator
 
     config, tokenizers, model, device = load_run(trained_run, None, "cpu")
     translator = Translator(model, tokenizers, config.decode, device)

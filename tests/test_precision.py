@@ -13,16 +13,16 @@ import pytest
 import torch
 from helpers import search_step_log_probs
 
-from s2s.batching import collate
 from s2s.config import load_config
+from s2s.core.search import length_penalty
+from s2s.data.batching import collate
+from s2s.data.tokenizer import PAD_ID
 from s2s.errors import ConfigError, S2SError
-from s2s.packed_linear import int8_supported
-from s2s.packed_linear import native_bf16 as cpu_has_native_bf16
-from s2s.precision import _warn_emulated_bf16, decode_autocast, resolve_amp
-from s2s.run_dir import load_run
-from s2s.search import length_penalty
-from s2s.tokenizer import PAD_ID
-from s2s.translator import Translator
+from s2s.kernels.packed_linear import int8_supported
+from s2s.kernels.packed_linear import native_bf16 as cpu_has_native_bf16
+from s2s.kernels.precision import _warn_emulated_bf16, decode_autocast, resolve_amp
+from s2s.run.directory import load_run
+from s2s.tasks.translation.translator import Translator
 
 SOURCES = [
     "A man is riding a bicycle.",
@@ -52,9 +52,9 @@ def test_auto_is_fp32_on_cpu_and_fp16_needs_cuda() -> None:
 def test_bf16_on_a_cpu_without_it_warns_once_that_it_is_emulated(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, native: bool
 ) -> None:
-    monkeypatch.setattr("s2s.precision.native_bf16", lambda: native)
+    monkeypatch.setattr("s2s.kernels.precision.native_bf16", lambda: native)
     _warn_emulated_bf16.cache_clear()
-    with caplog.at_level(logging.WARNING, logger="s2s.precision"):
+    with caplog.at_level(logging.WARNING, logger="s2s.kernels.precision"):
         for _ in range(2):
             assert resolve_amp("bf16", torch.device("cpu"), "train.amp") is torch.bfloat16
         assert resolve_amp("off", torch.device("cpu"), "train.amp") is None
@@ -144,7 +144,7 @@ def test_translate_amp_option(trained_run: Path) -> None:
 
 def test_a_run_loaded_to_decode_in_bf16_keeps_bf16_weights(trained_run: Path) -> None:
     """Stored bf16 weights spare autocast a cast per weight per step (and on the CPU run on
-    weights packed for oneDNN, s2s.packed_linear): their next-token log-probs are as close
+    weights packed for oneDNN, s2s.kernels.packed_linear): their next-token log-probs are as close
     to fp32's as autocast's over the fp32 weights are."""
     config, tokenizers, cast, device = load_run(trained_run, None, "cpu", "bf16")
     assert config.decode.amp == "bf16"
@@ -191,7 +191,7 @@ def test_int8_runs_the_encoder_in_bf16_where_the_cpu_has_it(
 ) -> None:
     if native_bf16 and not cpu_has_native_bf16():
         pytest.skip("this CPU has no native bf16: its encoder runs the LSTM in fp32")
-    monkeypatch.setattr("s2s.precision.packs", lambda dtype: native_bf16)
+    monkeypatch.setattr("s2s.kernels.precision.packs", lambda dtype: native_bf16)
     _, tokenizers, fp32_model, _ = load_run(trained_run, None, "cpu", "off")
     _, _, model, _ = load_run(trained_run, None, "cpu", "int8")
     batch = collate(list(range(len(SOURCES))), [tokenizers.src.encode(s) for s in SOURCES])

@@ -10,8 +10,8 @@ from helpers import tiny_recipe
 
 from s2s.config import TrainConfig, load_config
 from s2s.progress import TrainingProgress
-from s2s.run_dir import RunDir
-from s2s.training import Trainer
+from s2s.run.directory import RunDir
+from s2s.train.trainer import Trainer
 
 
 def lines_of(capsys: pytest.CaptureFixture[str]) -> list[str]:

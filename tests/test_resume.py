@@ -19,13 +19,13 @@ import torch
 from helpers import tiny_recipe
 from typer.testing import CliRunner
 
-from s2s.checkpoint import load_checkpoint, save_checkpoint
 from s2s.cli import app
 from s2s.config import load_config
 from s2s.errors import S2SError
-from s2s.resume import changed_keys, model_changes, read_last_record, trim_metrics_log
-from s2s.run_dir import RunDir
-from s2s.training import Trainer
+from s2s.run.checkpoint import load_checkpoint, save_checkpoint
+from s2s.run.directory import RunDir
+from s2s.run.resume import changed_keys, model_changes, read_last_record, trim_metrics_log
+from s2s.train.trainer import Trainer
 
 STEPS = 14
 SETTINGS = [
@@ -39,7 +39,7 @@ SETTINGS = [
 # send a signal while a known step is running. The step itself is unchanged.
 SLOW_CLI = """
 import sys, time
-from s2s import training
+from s2s.train import trainer as training
 step = training.Trainer._train_step
 delay = float(sys.argv[1])
 def slow(self, batches):

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from s2s import checkpoint as checkpoint_module
-from s2s.checkpoint import load_checkpoint, save_checkpoint
 from s2s.errors import S2SError
-from s2s.run_dir import RunDir, load_run
+from s2s.run import checkpoint as checkpoint_module
+from s2s.run.checkpoint import load_checkpoint, save_checkpoint
+from s2s.run.directory import RunDir, load_run
 
 
 def s2s(*args: str) -> subprocess.CompletedProcess:

@@ -11,12 +11,12 @@ from helpers import tiny_recipe
 from typer.testing import CliRunner
 
 from s2s.cli import app
-from s2s.tokenizer import Tokenizer
+from s2s.data.tokenizer import Tokenizer
 
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from s2s.run_lock import lock_run_directory
+from s2s.run.lock import lock_run_directory
 lock_run_directory(Path(sys.argv[1]))
 print("locked", flush=True)
 time.sleep(60)

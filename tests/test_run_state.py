@@ -11,14 +11,14 @@ import pytest
 from helpers import tiny_recipe
 from typer.testing import CliRunner
 
-from s2s.checkpoint import load_checkpoint
 from s2s.cli import app
 from s2s.config import load_config
-from s2s.metrics_log import read_metrics
-from s2s.plots import plot_learning_curves
-from s2s.resume import check_resumable
-from s2s.run_dir import RunDir
-from s2s.training import Trainer
+from s2s.inspect.plots import plot_learning_curves
+from s2s.run.checkpoint import load_checkpoint
+from s2s.run.directory import RunDir
+from s2s.run.metrics_log import read_metrics
+from s2s.run.resume import check_resumable
+from s2s.train.trainer import Trainer
 
 # the last step is a save_every step, and no step but the last is validated
 SAVED_EVERY_STEP = ["train.valid_every=100", "train.save_every=1", "train.threads=1"]

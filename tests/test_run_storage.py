@@ -14,8 +14,8 @@ import pytest
 from helpers import make_trainer, tiny_recipe
 from typer.testing import CliRunner
 
-from s2s.checkpoint import load_checkpoint
 from s2s.cli import app
+from s2s.run.checkpoint import load_checkpoint
 
 WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT
 

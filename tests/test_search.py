@@ -10,16 +10,16 @@ import pytest
 import torch
 from helpers import VOCAB, make_model
 
-import s2s.search as search_module
-from s2s.batching import collate
-from s2s.search import (
+import s2s.core.search as search_module
+from s2s.core.search import (
     beam_search,
     greedy_search,
     length_penalty,
     max_output_lengths,
     top_k_rows,
 )
-from s2s.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from s2s.data.batching import collate
+from s2s.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 A, B = 4, 5
 # next-token probabilities after each prefix (BOS excluded); anything else ends at once

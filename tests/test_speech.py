@@ -16,18 +16,18 @@ import soxr
 import torch
 from typer.testing import CliRunner
 
-from s2s.archive import extract_archive
-from s2s.audio import fbank, mel_centers, read_mfc, utterance_features
-from s2s.batching import Batch
 from s2s.cli import app
 from s2s.config import AudioConfig, ModelConfig
+from s2s.data.archive import extract_archive
+from s2s.data.batching import Batch
 from s2s.errors import S2SError
-from s2s.packed_linear import int8_supported
-from s2s.specaugment import spec_augment
-from s2s.speech_data import speech_collate
-from s2s.speech_model import SpeechSeq2Seq, subsampled_lengths
-from s2s.speech_training import joint_loss
-from s2s.training import label_smoothed_loss
+from s2s.kernels.packed_linear import int8_supported
+from s2s.tasks.speech.audio import fbank, mel_centers, read_mfc, utterance_features
+from s2s.tasks.speech.data import speech_collate
+from s2s.tasks.speech.model import SpeechSeq2Seq, subsampled_lengths
+from s2s.tasks.speech.specaugment import spec_augment
+from s2s.tasks.speech.trainer import joint_loss
+from s2s.train.trainer import label_smoothed_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
@@ -117,7 +117,7 @@ def test_a_damaged_mfc_file_is_a_one_line_error(tmp_path: Path) -> None:
 
 # -- model and loss ----------------------------------------------------------------------------
 def tiny_model(ctc: bool = True) -> SpeechSeq2Seq:
-    from s2s.cell_registry import cell_factory
+    from s2s.core.cell_registry import cell_factory
 
     torch.manual_seed(0)
     config = ModelConfig(embed_size=16, hidden_size=24, encoder_layers=1, decoder_layers=1)
@@ -146,8 +146,8 @@ def test_ctc_weight_zero_is_the_attention_loss_and_w_mixes_the_two() -> None:
 
 
 def test_ctc_gradients_reach_the_encoder_through_the_ctc_head() -> None:
-    from s2s.speech_model import ctc_loss_sum
-    from s2s.tokenizer import EOS_ID
+    from s2s.data.tokenizer import EOS_ID
+    from s2s.tasks.speech.model import ctc_loss_sum
 
     model, batch = tiny_model(), tiny_batch()
     _, log_probs, lengths = model.forward_with_ctc(batch.src, batch.src_lengths, batch.tgt_in)
@@ -318,8 +318,8 @@ def test_an4_recipe_trains_on_cepstra_from_its_archive_and_evaluates(
 
 def test_spec_augment_masks_training_batches_only(tmp_path: Path) -> None:
     from s2s.config import load_config
-    from s2s.run_dir import RunDir
-    from s2s.tasks import make_trainer
+    from s2s.run.directory import RunDir
+    from s2s.tasks.registry import make_trainer
 
     slices = write_slices(AN4, tmp_path, {"train": 30, "valid": 30}, 20)
     overrides = [
@@ -346,7 +346,7 @@ def test_spec_augment_masks_training_batches_only(tmp_path: Path) -> None:
 
 
 def test_tempo_perturbation_resamples_frames_within_its_rate_range() -> None:
-    from s2s.specaugment import tempo_perturb
+    from s2s.tasks.speech.specaugment import tempo_perturb
 
     ramp = torch.linspace(0, 1, 100).unsqueeze(1).repeat(1, 3)  # 100 frames, 3 features
     generator = torch.Generator().manual_seed(0)

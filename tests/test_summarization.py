@@ -16,18 +16,18 @@ from click.testing import Result
 from helpers import search_step_log_probs
 from typer.testing import CliRunner
 
-from s2s.batching import collate
-from s2s.cell_registry import cell_factory
 from s2s.cli import app
 from s2s.config import ModelConfig, SplitConfig, load_config
-from s2s.copy_attention import copy_distribution
-from s2s.corpus import load_parallel
+from s2s.core.cell_registry import cell_factory
+from s2s.core.copy_attention import copy_distribution
+from s2s.core.search import beam_search, greedy_search, max_output_lengths
+from s2s.core.seq2seq import Seq2Seq, reorder
+from s2s.data.batching import collate
+from s2s.data.corpus import load_parallel
 from s2s.errors import ConfigError, S2SError
-from s2s.model import Seq2Seq, reorder
-from s2s.rouge import require_rouge, rouge, rouge_scores
-from s2s.run_dir import load_weights
-from s2s.search import beam_search, greedy_search, max_output_lengths
-from s2s.training import label_smoothed_loss
+from s2s.run.directory import load_weights
+from s2s.tasks.summarization.rouge import require_rouge, rouge, rouge_scores
+from s2s.train.trainer import label_smoothed_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "summarization.toml"

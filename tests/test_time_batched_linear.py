@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from s2s.time_batched_linear import TimeBatchedLinear, packs_in_training
+from s2s.kernels.time_batched_linear import TimeBatchedLinear, packs_in_training
 
 
 def recurrence(linear, x, h):

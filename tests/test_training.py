@@ -11,7 +11,7 @@ from helpers import make_trainer
 
 from s2s.config import TrainConfig
 from s2s.errors import S2SError
-from s2s.schedule import LearningRateSchedule
+from s2s.train.schedule import LearningRateSchedule
 
 
 def test_warmup_then_inverse_square_root() -> None:
@@ -87,8 +87,8 @@ def test_early_stopping_after_patience(tmp_path: Path) -> None:
 def test_a_run_ending_with_its_last_epoch_saves_that_epoch_as_done(tmp_path: Path) -> None:
     """The last step of the last epoch validates and saves before the epoch counter moves
     on; last.pt must still say the epoch is complete (for `s2s info` and for resuming)."""
-    from s2s.checkpoint import load_checkpoint
-    from s2s.training import Progress
+    from s2s.run.checkpoint import load_checkpoint
+    from s2s.train.trainer import Progress
 
     overrides = (
         "train.max_steps=0",
@@ -107,7 +107,7 @@ def test_a_run_ending_with_its_last_epoch_saves_that_epoch_as_done(tmp_path: Pat
 def fp16_on_cpu(monkeypatch) -> None:
     """The fp16 path (autocast + loss scaling) on the CPU: s2s only offers fp16 on CUDA,
     but torch's CPU autocast and GradScaler run the same trainer code."""
-    from s2s import training
+    from s2s.train import trainer as training
 
     monkeypatch.setattr(training, "resolve_amp", lambda amp, device: torch.float16)
     monkeypatch.setattr(

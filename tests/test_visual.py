@@ -15,24 +15,24 @@ import torch
 from helpers import tiny_recipe
 from typer.testing import CliRunner
 
-from s2s.alignment import align_sentence, build_alignments, forced_attention
-from s2s.averaging import (
+from s2s.cli import app
+from s2s.core.search import greedy_search, max_output_lengths
+from s2s.errors import S2SError
+from s2s.inspect.model_card import format_card, model_card
+from s2s.inspect.plots import run_labels
+from s2s.progress import Busy, TaskProgress, configure_logging, progress_enabled
+from s2s.run.averaging import (
     average_checkpoints,
     average_state_dicts,
     prune_step_checkpoints,
     select_last,
 )
-from s2s.checkpoint import load_checkpoint, save_checkpoint
-from s2s.cli import app
-from s2s.errors import S2SError
-from s2s.metrics_log import read_metrics, task_metric
-from s2s.model_card import format_card, model_card
-from s2s.plots import run_labels
-from s2s.progress import Busy, TaskProgress, configure_logging, progress_enabled
-from s2s.run_dir import load_run
-from s2s.search import greedy_search, max_output_lengths
-from s2s.tensorboard_log import TrainingBoard
-from s2s.translator import Translator
+from s2s.run.checkpoint import load_checkpoint, save_checkpoint
+from s2s.run.directory import load_run
+from s2s.run.metrics_log import read_metrics, task_metric
+from s2s.tasks.translation.alignment import align_sentence, build_alignments, forced_attention
+from s2s.tasks.translation.translator import Translator
+from s2s.train.tensorboard_log import TrainingBoard
 
 SCALARS = {
     "train/loss",
@@ -63,8 +63,8 @@ def visual_run(tmp_path_factory) -> tuple[Path, str]:
     """A tiny run validated three times (steps 4, 8, 12), logging every 2 steps, keeping
     the 3 most recent checkpoints; returns its path and what training wrote to stderr."""
     from s2s.config import load_config
-    from s2s.run_dir import RunDir
-    from s2s.training import Trainer
+    from s2s.run.directory import RunDir
+    from s2s.train.trainer import Trainer
 
     folder = tmp_path_factory.mktemp("visual")
     overrides = ["train.valid_every=4", "train.log_every=2", "train.keep_last=3"]
@@ -121,8 +121,8 @@ def test_resumed_run_continues_its_curves(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from s2s.config import load_config
-    from s2s.run_dir import RunDir
-    from s2s.training import Trainer
+    from s2s.run.directory import RunDir
+    from s2s.train.trainer import Trainer
 
     recipe = tiny_recipe(tmp_path, pairs=100, steps=4)
     for steps in (4, 6):
@@ -469,7 +469,7 @@ def test_quiet_and_verbose_set_the_s2s_level_only() -> None:
         configure_logging(quiet=True)
         assert not progress_enabled()
         configure_logging(verbose=True)
-        assert logging.getLogger("s2s.corpus").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("s2s.data.corpus").isEnabledFor(logging.DEBUG)
         assert not logging.getLogger("matplotlib").isEnabledFor(logging.DEBUG)
         configure_logging()
         assert progress_enabled() and not logging.getLogger("s2s").isEnabledFor(logging.DEBUG)

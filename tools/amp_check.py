@@ -37,11 +37,11 @@ from bench_machine import machine_info
 from bench_output import json_path
 from bench_train import build_trainer
 
-from s2s.denormals import flush_denormals_in_script
 from s2s.errors import S2SError
-from s2s.metrics_log import read_metrics
-from s2s.precision import precision_name, resolve_amp
-from s2s.run_dir import resolve_device
+from s2s.kernels.denormals import flush_denormals_in_script
+from s2s.kernels.precision import precision_name, resolve_amp
+from s2s.run.directory import resolve_device
+from s2s.run.metrics_log import read_metrics
 
 SPEED_TARGET = 1.5  # AMP tokens/s over fp32's
 LOSS_TOLERANCE = 0.01  # |AMP - fp32| / fp32 of the last validation loss

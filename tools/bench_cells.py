@@ -27,9 +27,9 @@ import torch
 from bench_output import json_path
 from torch import Tensor, nn
 
-from s2s.cell_registry import check_cell_options, discover_cells, load_entry
 from s2s.cells import RecurrentCell
-from s2s.denormals import flush_denormals_in_script
+from s2s.core.cell_registry import check_cell_options, discover_cells, load_entry
+from s2s.kernels.denormals import flush_denormals_in_script
 
 # Built-in cell -> the raw kernels it is measured against, and the options they share.
 RAW_KERNELS: dict[str, tuple[type[nn.RNNBase], type[nn.RNNCellBase], tuple[str, ...]]] = {

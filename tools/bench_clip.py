@@ -7,7 +7,7 @@ Times the end of a training step on the parameters of the peer benchmark model
 (`bench.PEER_MODEL`: 8 000-word vocabularies, clipping at 5), with gradients whose norm is
 above the clip: ``clip_grad_norm_`` and then the fused AdamW step (what a non-fused
 optimiser still does), against the norm alone and the fused step taking the clip factor as
-its gradient divisor (`s2s.faults.clip_divisor`, what training does with a fused
+its gradient divisor (`s2s.train.faults.clip_divisor`, what training does with a fused
 optimiser). Rounds alternate the two; each round times --steps steps and the gradients are
 set again, untimed, before every step. Prints the minimum and median of the rounds'
 per-step times. Time on a quiet machine.
@@ -25,12 +25,12 @@ import torch
 from bench import PEER_MODEL
 from bench_output import json_path
 
-from s2s.cell_registry import cell_factory
 from s2s.config import ModelConfig, TrainConfig, apply_overrides
-from s2s.faults import clip_divisor, grad_norm, step_unless
-from s2s.model import Seq2Seq
-from s2s.tokenizer import PAD_ID
-from s2s.training import make_optimizer
+from s2s.core.cell_registry import cell_factory
+from s2s.core.seq2seq import Seq2Seq
+from s2s.data.tokenizer import PAD_ID
+from s2s.train.faults import clip_divisor, grad_norm, step_unless
+from s2s.train.trainer import make_optimizer
 
 VOCABULARY = 8000
 

@@ -10,7 +10,7 @@ N sentences (sorted by length), as OpenNMT-py and Joey NMT do with batch_type se
 --amp bf16 decodes in bf16 whatever the run's decode.amp says; --set decode.KEY=VALUE changes
 another decoding setting (e.g. --set decode.stopping=early), as `s2s translate --set` does.
 --layer-flops adds one more pass that counts the arithmetic of every packed layer
-(s2s.packed_linear: CPU decoding) and the time spent in it, to tell how near the CPU's peak
+(s2s.kernels.packed_linear: CPU decoding) and the time spent in it, to tell how near the CPU's peak
 the layers run and what share of a pass they take.
 Time it on a quiet machine: another job on a core slows 2-thread kernels a lot.
 `decode_speed` is the same measurement as a function (tools/bench.py calls it).
@@ -30,16 +30,16 @@ import torch
 from bench_output import json_path
 from torch import Tensor
 
-from s2s import packed_linear
-from s2s.batching import collate
 from s2s.cli import DECODE_AMP_CHOICES
 from s2s.config import SplitConfig
-from s2s.corpus import load_parallel
-from s2s.denormals import flush_denormals_in_script
+from s2s.core.search import search_batches
+from s2s.data.batching import collate
+from s2s.data.corpus import load_parallel
 from s2s.errors import S2SError
-from s2s.run_dir import load_run
-from s2s.search import search_batches
-from s2s.translator import Translator
+from s2s.kernels import packed_linear
+from s2s.kernels.denormals import flush_denormals_in_script
+from s2s.run.directory import load_run
+from s2s.tasks.translation.translator import Translator
 
 
 def sentence_batches(src_ids: Sequence[Sequence[int]], size: int) -> list[list[int]]:

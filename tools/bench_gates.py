@@ -26,7 +26,7 @@ from bench_output import json_path
 from bench_packed import median_ms
 from torch import Tensor
 
-from s2s.cell_registry import cell_factory
+from s2s.core.cell_registry import cell_factory
 
 
 def update_with_tanh(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:

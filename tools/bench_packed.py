@@ -1,4 +1,4 @@
-"""Linear layers on plain against packed weights (s2s.packed_linear), as decoding runs them.
+"""Linear layers on plain against packed weights (s2s.kernels.packed_linear), as decoding runs them.
 
     python tools/bench_packed.py                          # bf16 and fp32, default layers
     python tools/bench_packed.py --dtype bf16 --layers 512x8000 1280x2048 --rows 40 160 320
@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from bench_output import json_path
 from torch import Tensor
 
-from s2s.denormals import flush_denormals_in_script
-from s2s.packed_linear import ACTIVATIONS, PackedWeight, int8_supported, packs, padded_rows
+from s2s.kernels.denormals import flush_denormals_in_script
+from s2s.kernels.packed_linear import ACTIVATIONS, PackedWeight, int8_supported, packs, padded_rows
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 INT8 = "int8"  # fp32 layers on int8 copies (--dtype int8)

@@ -1,6 +1,6 @@
 """Training throughput through s2s's own training path, for tools/bench.py.
 
-A real `s2s.training.Trainer` is built in a scratch run directory from a recipe and
+A real `s2s.train.trainer.Trainer` is built in a scratch run directory from a recipe and
 ``--set``-style overrides; the benchmark then drives its `_train_step` over batches from
 its own `_epoch_batches` and `_collate`, exactly as `Trainer._run` does but without
 validation, logging or checkpoints. Collation is inside the timed region, as it is in
@@ -21,8 +21,8 @@ from bench_machine import OtherLoad, PeakMemory, synchronize
 
 from s2s.config import load_config
 from s2s.errors import S2SError
-from s2s.run_dir import RunDir
-from s2s.training import Trainer
+from s2s.run.directory import RunDir
+from s2s.train.trainer import Trainer
 
 
 class SentenceBatchTrainer(Trainer):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State
-from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack, source_key
+from s2s.kernels.packed_linear import DropsPackedCopies, PackedWeight, can_pack, source_key
 from s2s_cells.gru import gru_update
 
 
@@ -75,7 +75,7 @@ class CRNNCell(DropsPackedCopies, RecurrentCell):
 
     def _packed_recur(self, gates_x: Tensor, h: Tensor) -> Tensor:
         """`_recur` in CPU inference: the recurrent product on ``weight_hh`` packed once for
-        oneDNN (s2s.packed_linear), then the GRU's update in fp32 with tanh as a sigmoid
+        oneDNN (s2s.kernels.packed_linear), then the GRU's update in fp32 with tanh as a sigmoid
         (`gru_update`)."""
         gates_h = self._packed_hh.linear(h, self.weight_hh, self.bias_hh).float()
         return gru_update(gates_x.float(), gates_h, h.float()).to(h.dtype)

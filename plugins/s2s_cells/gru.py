@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State, run_fused
-from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack, tanh_in_place
+from s2s.kernels.packed_linear import DropsPackedCopies, PackedWeight, can_pack, tanh_in_place
 
 # From this many rows an fp32 decoding step runs on packed weights (`GRUCell._packed_step`).
 # Below it `gru_cell`'s one call wins: the packed step pads its rows to 20 and spells the

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State, StepFunction, run_fused
-from s2s.packed_linear import DropsPackedCopies, PackedWeight, can_pack, source_key
-from s2s.time_batched_linear import TimeBatchedLinear, time_batching_applies
+from s2s.kernels.packed_linear import DropsPackedCopies, PackedWeight, can_pack, source_key
+from s2s.kernels.time_batched_linear import TimeBatchedLinear, time_batching_applies
 
 # Below this many rows a single `lstm_cell` call beats the fixed overhead of a oneDNN call
 # when decoding without packed weights (GPU, autocast's fp32 weights). In training (input
@@ -78,7 +78,7 @@ class LSTMCell(DropsPackedCopies, RecurrentCell):
 
     def stepper(self) -> StepFunction:
         """In CPU training, steps whose gate matmul computes its weight gradient once for
-        the pass (s2s.time_batched_linear); with a projection, or elsewhere, `step`."""
+        the pass (s2s.kernels.time_batched_linear); with a projection, or elsewhere, `step`."""
         rnn = self.rnn
         if rnn.proj_size or not time_batching_applies(rnn.weight_ih_l0, self.training):
             return self.step
@@ -143,7 +143,7 @@ def _gate_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
 
 class _DecodingWeights(PackedWeight):
     """``[W_ih | W_hh]`` with the gates reordered to (i, f, o, 2g), packed for oneDNN
-    (s2s.packed_linear), and the summed bias in the same order: one matmul per step instead
+    (s2s.kernels.packed_linear), and the summed bias in the same order: one matmul per step instead
     of oneDNN's LSTM primitive, which repacks both weights at every call (a quarter of its
     time on this project's CPU). Only the packed copy is kept, not the plain one it is
     packed from."""

@@ -1,0 +1,1 @@
+"""Data: sentencepiece tokenisers, corpora through HF datasets, token-budget batches, archives."""

@@ -1,0 +1,1 @@
+"""Looking inside runs: the model card and pictures (learning curves, attention)."""

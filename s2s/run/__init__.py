@@ -1,0 +1,2 @@
+"""Run directories: layout, checkpoints, atomic writes, resume state, the lock, averaging,
+the metrics log."""

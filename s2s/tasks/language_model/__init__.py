@@ -1,0 +1,1 @@
+"""Language modelling: the decoder-only model, TBPTT data, training, scoring and sampling."""

@@ -1,0 +1,1 @@
+"""Speech-to-text: audio features, the recogniser, its training, CTC and transcription."""

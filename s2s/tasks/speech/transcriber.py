@@ -1,0 +1,192 @@
+"""Turning speech into text with a trained recogniser: batching utterances by frames, greedy
+or beam search, and restoring the input order. Used by validation, `s2s evaluate` and
+`s2s transcribe` alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from s2s.config import Config, DecodeConfig, read_saved_config, with_decode_overrides
+from s2s.core.search import Hypothesis, batch_budget, search_batches
+from s2s.data.batching import token_batches
+from s2s.data.tokenizer import Tokenizer, load_tokenizers
+from s2s.errors import S2SError
+from s2s.inspect.model_card import record_evaluation
+from s2s.kernels.packed_linear import ensure_eval_mode
+from s2s.kernels.precision import decode_autocast, decoding_precision
+from s2s.run.directory import RunDir, load_model_weights, ready_to_decode, resolve_device
+from s2s.tasks.speech.audio import utterance_features
+from s2s.tasks.speech.ctc_prefix import JointCTCDecoder
+from s2s.tasks.speech.data import speech_collate, split_features
+from s2s.tasks.speech.model import SpeechSeq2Seq, build_speech_model
+from s2s.tasks.translation.metrics import Score, speech_scores
+
+TRANSCRIBE_CHUNK = 32  # files read, decoded and printed together
+
+
+@dataclass
+class Recognizer:
+    model: SpeechSeq2Seq
+    tokenizer: Tokenizer
+    decode: DecodeConfig
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        self.autocast = decode_autocast(self.decode.amp, self.device)
+
+    def search(
+        self,
+        features: Sequence[torch.Tensor],
+        beam_size: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[Hypothesis]:
+        """The best hypothesis for each utterance's features, in input order. Output
+        length is limited to ``max_length_ratio`` x frames + ``max_length_offset``."""
+        ensure_eval_mode(self.model)
+        results: list[Hypothesis] = [Hypothesis([], 0.0) for _ in features]
+        if not features:
+            return results
+        lengths = [f.size(0) for f in features]
+        budget = batch_budget(self.decode.batch_tokens, beam_size, max(lengths))
+        weight = self.decode.ctc_weight
+        model = JointCTCDecoder(self.model, weight) if weight > 0 else self.model
+        searched = search_batches(
+            model,
+            token_batches(lengths, None, budget),
+            lambda indices: speech_collate(indices, features),
+            self.decode,
+            self.device,
+            beam_size,
+            autocast=self.autocast,
+        )
+        for batch, beams in searched:
+            found = [hyps[0] if hyps else Hypothesis([], 0.0) for hyps in beams]
+            for index, hyp in zip(batch.indices, found, strict=True):
+                results[index] = hyp
+            if on_batch is not None:
+                on_batch(len(batch.indices))
+        return results
+
+    def transcribe(
+        self,
+        features: Sequence[torch.Tensor],
+        beam_size: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """One transcript per utterance, in input order."""
+        hyps = self.search(features, beam_size, on_batch)
+        return [self.tokenizer.decode(h.tokens) for h in hyps]
+
+
+def validation_scores(
+    recognizer: Recognizer, features: Sequence[torch.Tensor], references: Sequence[str]
+) -> dict[str, float]:
+    """Greedy ``valid_wer`` and ``valid_cer`` (percent, rounded as the metrics log rounds
+    them): what training logs at each validation and `s2s average` reports."""
+    hypotheses = recognizer.transcribe(features, beam_size=1)
+    scores = {s.name: s.score for s in speech_scores(hypotheses, list(references))}
+    return {"valid_wer": round(scores["WER"], 2), "valid_cer": round(scores["CER"], 2)}
+
+
+def load_speech_run(
+    path: Path,
+    checkpoint: Path | None = None,
+    device: str = "auto",
+    amp: str | None = None,
+    *,
+    cast_weights: bool = True,
+    decode_overrides: Sequence[str] = (),
+) -> tuple[Config, Recognizer]:
+    """A speech run's config and its recogniser (model in eval mode on ``device``).
+    ``decode_overrides`` and ``amp`` change the saved [decode] settings and the weights
+    are stored in the decoding precision unless ``cast_weights`` is off, as
+    `s2s.run.directory.load_run` does."""
+    run = RunDir(path).require()
+    config = read_saved_config(run.config_file)
+    config = with_decode_overrides(config, list(decode_overrides))
+    if config.task.type != "speech":
+        raise S2SError(f"{path}: a {config.task.type} run; transcribing needs a speech run")
+    tokenizer = load_tokenizers(run.path, joint=True).tgt
+    model = build_speech_model(config, tokenizer.vocab_size)
+    load_model_weights(model, run, checkpoint)
+    torch_device = resolve_device(device)
+    model = ready_to_decode(model, config, torch_device, amp, cast_weights)
+    return config, Recognizer(model, tokenizer, config.decode, torch_device)
+
+
+def evaluate_speech_run(
+    run_dir: Path,
+    split: str,
+    beam: int | None,
+    output: Path | None,
+    checkpoint: Path | None,
+    device: str,
+    amp: str | None = None,
+    decode_overrides: Sequence[str] = (),
+) -> list[Score]:
+    """Transcribe one split of the recipe and score it: WER, CER, exact-transcript accuracy;
+    ``amp`` and ``decode_overrides`` change the saved [decode] settings."""
+    from s2s.progress import TaskProgress
+
+    config, recognizer = load_speech_run(
+        run_dir, checkpoint, device, amp, decode_overrides=decode_overrides
+    )
+    if split not in config.data:
+        known = ", ".join(sorted(config.data))
+        raise S2SError(f"{run_dir}: the recipe has no split {split!r} (splits: {known})")
+    manifest, features = split_features(
+        config.data[split], split, config.audio, RunDir(run_dir).cache
+    )
+    beam = beam or config.decode.beam_size
+    with TaskProgress(f"transcribing {split}", total=len(features)) as progress:
+        hypotheses = recognizer.transcribe(features, beam, on_batch=progress.update)
+    if output is not None:
+        output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    scores = speech_scores(hypotheses, manifest.transcripts)
+    used = checkpoint or RunDir(run_dir).default_checkpoint()
+    precision = decoding_precision(config.decode.amp, recognizer.device)
+    record_evaluation(run_dir, split, used, beam, scores, decode_overrides, precision)
+    return scores
+
+
+def transcribe_paths(
+    recognizer: Recognizer,
+    config: Config,
+    paths: Iterable[str],
+    beam_size: int,
+    out: TextIO,
+) -> int:
+    """Write one transcript line per path, in order (a blank path gives an empty line).
+
+    Files are read and decoded in chunks; a file that is missing or unreadable stops the
+    run with an error naming it, after the transcripts of every file before it are written.
+    Returns the number of lines written."""
+    written = 0
+    pending: list[torch.Tensor | None] = []  # None: a blank line
+
+    def flush() -> None:
+        nonlocal written
+        texts = iter(recognizer.transcribe([f for f in pending if f is not None], beam_size))
+        for feature in pending:
+            out.write((next(texts) if feature is not None else "") + "\n")
+        out.flush()
+        written += len(pending)
+        pending.clear()
+
+    for text in paths:
+        name = text.strip()
+        try:
+            feature = utterance_features(Path(name), config.audio) if name else None
+        except S2SError:
+            flush()
+            raise
+        pending.append(feature)
+        if len(pending) >= TRANSCRIBE_CHUNK:
+            flush()
+    flush()
+    return written

@@ -1,0 +1,1 @@
+"""Summarisation: the translation model and trainer, validated and evaluated with ROUGE."""

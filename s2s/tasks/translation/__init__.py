@@ -1,0 +1,1 @@
+"""Translation: decoding text, streaming input, evaluation with BLEU/chrF, alignments."""

@@ -1,0 +1,110 @@
+"""Turning text into translations with a trained model: batching by length, search, and
+restoring the input order. Used by validation, `s2s evaluate` and `s2s translate` alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from s2s.config import DecodeConfig
+from s2s.core.search import Hypothesis, batch_budget, search_batches
+from s2s.core.seq2seq import Seq2Seq
+from s2s.data.batching import collate, token_batches
+from s2s.data.tokenizer import TokenizerPair
+from s2s.kernels.packed_linear import ensure_eval_mode
+from s2s.kernels.precision import decode_autocast
+
+
+@dataclass
+class Translator:
+    model: Seq2Seq
+    tokenizers: TokenizerPair
+    decode: DecodeConfig
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        self.autocast = decode_autocast(self.decode.amp, self.device)
+
+    def search_ids(
+        self,
+        src_ids: Sequence[Sequence[int]],
+        beam_size: int,
+        nbest: int = 1,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[list[Hypothesis]]:
+        """n-best hypotheses for each tokenised source, in input order; ``on_batch`` hears
+        how many sentences each finished batch held (for progress bars)."""
+        ensure_eval_mode(self.model)
+        results: list[list[Hypothesis]] = [[] for _ in src_ids]
+        if not src_ids:
+            return results
+        lengths = [len(s) + 1 for s in src_ids]
+        budget = batch_budget(self.decode.batch_tokens, beam_size, max(lengths))
+        batches = token_batches(lengths, None, budget)
+        searched = search_batches(
+            self.model,
+            batches,
+            lambda indices: collate(indices, src_ids),
+            self.decode,
+            self.device,
+            beam_size,
+            nbest,
+            self.autocast,
+        )
+        for batch, found in searched:
+            for index, hyps in zip(batch.indices, found, strict=True):
+                results[index] = hyps
+            if on_batch is not None:
+                on_batch(len(batch.indices))
+        return results
+
+    def encode(self, lines: Sequence[str]) -> list[list[int]]:
+        """Source token ids per line; a blank line gives no tokens."""
+        wanted = [i for i, line in enumerate(lines) if line.strip()]
+        ids: list[list[int]] = [[] for _ in lines]
+        encoded = self.tokenizers.src.encode_batch([lines[i] for i in wanted])
+        for index, seq in zip(wanted, encoded, strict=True):
+            ids[index] = seq
+        return ids
+
+    def hypotheses(
+        self,
+        src_ids: Sequence[Sequence[int]],
+        beam_size: int,
+        nbest: int = 1,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[list[Hypothesis]]:
+        """n-best hypotheses per source; a source without tokens (a blank line) gets none."""
+        wanted = [i for i, seq in enumerate(src_ids) if seq]
+        results: list[list[Hypothesis]] = [[] for _ in src_ids]
+        found = self.search_ids([src_ids[i] for i in wanted], beam_size, nbest, on_batch)
+        for index, hyps in zip(wanted, found, strict=True):
+            results[index] = hyps
+        return results
+
+    def detokenize(self, hypotheses: Sequence[Sequence[Hypothesis]]) -> list[list[str]]:
+        """Text of each source's hypotheses; a source without any gives one empty output."""
+        decode = self.tokenizers.tgt.decode
+        return [[decode(h.tokens) for h in hyps] or [""] for hyps in hypotheses]
+
+    def translate_ids(
+        self,
+        src_ids: Sequence[Sequence[int]],
+        beam_size: int,
+        nbest: int = 1,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[list[str]]:
+        """Detokenised n-best lists, one per source; no tokens gives one empty output."""
+        return self.detokenize(self.hypotheses(src_ids, beam_size, nbest, on_batch))
+
+    def translate(
+        self,
+        lines: Sequence[str],
+        beam_size: int,
+        nbest: int = 1,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[list[str]]:
+        """Detokenised n-best lists, one per line; an empty line gives one empty output."""
+        return self.translate_ids(self.encode(lines), beam_size, nbest, on_batch)

@@ -1,0 +1,706 @@
+"""The training loop: token-budget batches, AdamW with warm-up, clipping, label smoothing,
+gradient accumulation, mixed precision, validation with BLEU, best-k checkpoints, early
+stopping, and resume from the last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from s2s.config import Config, SplitConfig, TrainConfig, config_to_toml
+from s2s.core.cell_registry import cell_factory
+from s2s.core.initialisation import initialise
+from s2s.data.batching import Batch, collate, token_batches
+from s2s.data.corpus import ParallelText, TokenizedSplit, load_parallel, tokenize_split
+from s2s.data.tokenizer import (
+    PAD_ID,
+    TokenizerPair,
+    load_tokenizers,
+    tokenizer_files,
+    train_tokenizers,
+)
+from s2s.errors import S2SError
+from s2s.inspect.model_card import record_session
+from s2s.kernels.compiling import compile_step_cells
+from s2s.kernels.precision import autocast_factory, make_grad_scaler, resolve_amp
+from s2s.run.atomic import DATASETS_TEMPORARY, atomic_write_bytes, remove_stale_temporaries
+from s2s.run.averaging import prune_step_checkpoints
+from s2s.run.checkpoint import load_checkpoint, save_checkpoint
+from s2s.run.directory import RunDir, build_model, load_weights, resolve_device
+from s2s.run.lock import lock_run_directory
+from s2s.run.metrics_log import append_record
+from s2s.run.resume import (
+    capture_rng,
+    check_resumable,
+    keep_saved_start,
+    read_last_record,
+    restore_rng,
+    seed_all,
+    trim_metrics_log,
+)
+from s2s.tasks.translation.metrics import bleu
+from s2s.tasks.translation.translator import Translator
+from s2s.train.distributed import Single, join
+from s2s.train.faults import (
+    BatchPlace,
+    PendingStep,
+    StepChecks,
+    clip_divisor,
+    grad_norm,
+    nonfinite,
+    out_of_memory_hint,
+    step_unless,
+    supports_skip_flag,
+)
+from s2s.train.schedule import LearningRateSchedule
+from s2s.train.signals import GracefulStop, Interrupted
+from s2s.train.tensorboard_log import TrainingBoard
+from s2s.train.validation import corpus_loss, loss_scores
+
+log = logging.getLogger("s2s.train")
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint so a run resumes where it stopped."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    bad_validations: int = 0
+    elapsed: float = 0.0
+    best_metric: float | None = None
+    best: list[dict] = field(default_factory=list)  # [{'file','step','metric'}], best first
+    bad_steps: int = 0  # consecutive steps skipped for a non-finite loss or gradient
+    validated_step: int = -1  # step of the last validation
+    # the loss window (see LossWindow) at the save, so train_loss is the same after resume
+    window_loss: float = 0.0
+    window_tokens: int = 0
+    window_seconds: float = 0.0
+
+    @classmethod
+    def from_json(cls, text: str) -> Progress:
+        """Read a checkpoint's progress; keys of other s2s versions are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+
+def prepare_tokenizers(config: Config, run: RunDir) -> TokenizerPair:
+    """Reuse the run's tokeniser, or train one from the training split (again when the
+    recipe's [tokenizer] settings differ from those it was trained with: `--restart`)."""
+    files = set(tokenizer_files(run.path, config.tokenizer.joint))
+    wanted = config.tokenizer.model_dump(mode="json")
+    settings = run.path / "tokenizer.json"
+    if all(f.is_file() for f in files):
+        # A run from before tokenizer.json was written: its tokeniser is taken as it is.
+        saved = json.loads(settings.read_text(encoding="utf-8")) if settings.is_file() else wanted
+        if saved == wanted:
+            return load_tokenizers(run.path, config.tokenizer.joint)
+        changed = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
+        log.info("tokenizer settings changed (%s): training a new tokenizer", ", ".join(changed))
+    text = load_parallel(config.data["train"], "train")
+    require_text(config.data["train"], text)
+    tokenizers = train_tokenizers(config.tokenizer, text.src, text.tgt, run.path)
+    atomic_write_bytes(settings, json.dumps(wanted, indent=1).encode("utf-8"))
+    return tokenizers
+
+
+LAST_KEPT = "the last checkpoint is kept; free some space and run the same command to resume"
+
+
+def remove_run_temporaries(run: RunDir) -> None:
+    """Delete every temporary a killed run can leave (never valid files): of atomic writes
+    and the data cache (HF datasets' own included) and of archive extraction."""
+    for folder in (run.path, run.checkpoints, run.cache / "archives"):
+        remove_stale_temporaries(folder)
+    remove_stale_temporaries(run.cache, DATASETS_TEMPORARY)
+
+
+def require_text(split: SplitConfig, text: ParallelText) -> None:
+    """Refuse a training split with a side of only blank lines before the tokeniser is
+    trained on it (sentencepiece would stop with an internal message, or the model would
+    learn to translate into nothing)."""
+    empty = [
+        _side_name(split, side)
+        for side, lines in (("src", text.src), ("tgt", text.tgt))
+        if not any(line.strip() for line in lines)
+    ]
+    if empty:
+        verb = "hold" if len(empty) > 1 else "holds"
+        raise S2SError(
+            f"{' and '.join(empty)} {verb} no text (only blank lines): "
+            "nothing to train the tokenizer on"
+        )
+
+
+def _side_name(split: SplitConfig, side: str) -> str:
+    """Where one side of the training split comes from, for an error message."""
+    file = getattr(split, side)
+    if file is not None:
+        return f"data.train.{side} ({file})"
+    if split.path is not None:
+        return f"data.train.{side}_field {getattr(split, f'{side}_field')!r} of {split.path}"
+    return f"data.train ({side} of hub dataset {split.hub!r})"
+
+
+def truncate_sources(split: TokenizedSplit, max_source_length: int) -> None:
+    """Cut sources to the ``model.max_source_length`` tokens the encoder reads, so length
+    filtering and batch budgets count the tokens actually used. (The EOS collate appends
+    to a cut source is then cut by the model, as it is in search: the same input both ways.)"""
+    if max_source_length:
+        limit = max_source_length
+        split.src = [ids if len(ids) <= limit else ids[:limit] for ids in split.src]
+
+
+def filter_long(split: TokenizedSplit, max_length: int) -> list[int]:
+    """Indices of pairs that fit ``max_length`` tokens (EOS/BOS included) on both sides."""
+    keep = [
+        i
+        for i, (s, t) in enumerate(zip(split.src, split.tgt, strict=True))
+        if len(s) + 1 <= max_length and len(t) + 1 <= max_length
+    ]
+    dropped = len(split.src) - len(keep)
+    if dropped:
+        log.info(
+            "dropped %d of %d training pairs longer than %d tokens",
+            dropped,
+            len(split.src),
+            max_length,
+        )
+    if not keep:
+        raise S2SError(f"train.max_length = {max_length} leaves no training pair")
+    return keep
+
+
+def label_smoothed_loss(
+    logits: torch.Tensor, target: torch.Tensor, smoothing: float
+) -> torch.Tensor:
+    """Summed cross-entropy over non-pad target tokens."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(),
+        target.reshape(-1),
+        ignore_index=PAD_ID,
+        label_smoothing=smoothing,
+        reduction="sum",
+    )
+
+
+def fused_optimizer_fits(params: list[torch.nn.Parameter]) -> bool:
+    """torch's fused AdamW/SGD kernels exist for floating-point parameters on CPU and CUDA;
+    they are faster there (AdamW about 3x on CPU) and skip a bad step without a sync."""
+    return bool(params) and all(
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
+    )
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (the default), or plain SGD, which trains small recurrent language models
+    faster than Adam (with a high rate, tight clipping and plateau decay); fused where the
+    parameters allow it."""
+    params = list(model.parameters())
+    fused = True if fused_optimizer_fits(params) else None
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.AdamW(
+        params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused
+    )
+
+
+LOWER_IS_BETTER = frozenset({"loss", "ppl", "wer", "cer"})
+
+
+@dataclass
+class LossWindow:
+    """The finite steps since the last validation: summed loss (on the device), target
+    tokens, and when the window opened."""
+
+    loss: torch.Tensor | float = 0.0
+    tokens: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def resumed(cls, progress: Progress) -> LossWindow:
+        """The window a checkpoint saved (empty in checkpoints from before it was saved)."""
+        start = time.perf_counter() - progress.window_seconds
+        return cls(progress.window_loss, progress.window_tokens, start)
+
+    def keep_in(self, progress: Progress) -> None:
+        """Note the window in ``progress`` as plain numbers (one sync), for a checkpoint."""
+        progress.window_loss = float(self.loss)
+        progress.window_tokens = self.tokens
+        progress.window_seconds = time.perf_counter() - self.start
+
+
+class Trainer:
+    """Owns the model, optimiser and schedule of one run directory."""
+
+    def __init__(self, config: Config, run: RunDir, quiet: bool = False) -> None:
+        self.config = config
+        self.run = run
+        self.quiet = quiet
+        cfg = config.train
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_all(cfg.seed)
+        device = resolve_device(cfg.device)
+        self.dist: Single = join(device, config.task.type)  # torchrun: one rank of several
+        self.device = self.dist.device(device)
+        self.quiet = quiet or not self.dist.is_main  # one progress display: rank 0's
+        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        self.autocast = autocast_factory(self.amp_dtype, self.device)
+        self.scaler = make_grad_scaler(self.amp_dtype, self.device)
+
+        cell_factory(config.model.cell, config.model.cell_options)  # bad cell: fail before work
+        with self.dist.main_first():  # rank 0 trains the tokeniser, fills caches; then the rest
+            if self.dist.is_main:
+                lock_run_directory(run.path)  # creates it; before anything is read or rewritten
+                remove_run_temporaries(run)
+            saved = self._resumable_payload()  # checked before anything is rewritten
+            if saved is not None:
+                self._require_tokenizer_files()
+            self._prepare_data()
+            if self.dist.is_main:
+                atomic_write_bytes(run.config_file, config_to_toml(config).encode("utf-8"))
+
+        self.model = initialise(self._build_model(), config.model).to(self.device)
+        if cfg.compile:
+            compile_step_cells(self.model)
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.skip_on_device = supports_skip_flag(self.optimizer)  # no sync to skip a step
+        batches_per_epoch = len(self._epoch_batches(0))
+        per_step = cfg.accum_steps * self.dist.world_size
+        total = cfg.max_steps or math.ceil(batches_per_epoch / per_step) * cfg.max_epochs
+        self.schedule = LearningRateSchedule(cfg, total)
+        self.progress = Progress()
+        self.window = LossWindow()  # the finite steps since the last validation
+        self.last_grad_norm: torch.Tensor | None = None  # on the device, read when logged
+        self._after_model()
+        self._saved_at: tuple[int, int] | None = None  # (step, epoch) of the last save
+        if saved is not None:
+            self._resume(saved)
+        if not self.dist.is_main:  # dropout masks of their own (weights come from rank 0)
+            seed_all(cfg.seed + 7919 * self.dist.rank + self.progress.step)
+        # training runs through DDP's wrapper; validation and decoding use the bare model
+        self.train_model = self.dist.wrap(self.model, self.device)
+
+    # -- task hooks: a trainer for another task overrides these ----------------------------
+    def _prepare_data(self) -> None:
+        """Set the tokenisers and the tokenised train and valid splits."""
+        config, run = self.config, self.run
+        self.tokenizers = prepare_tokenizers(config, run)
+        self.train_data = tokenize_split(config.data["train"], "train", self.tokenizers, run.cache)
+        self.valid_data = tokenize_split(config.data["valid"], "valid", self.tokenizers, run.cache)
+        for data in (self.train_data, self.valid_data):  # the encoder reads no further
+            truncate_sources(data, config.model.max_source_length)
+        self.train_indices = filter_long(self.train_data, config.train.max_length)
+
+    def _build_model(self) -> torch.nn.Module:
+        return build_model(self.config, self.tokenizers)
+
+    def _after_model(self) -> None:
+        """Objects that need the model on its device (the validation decoder)."""
+        self.translator = Translator(self.model, self.tokenizers, self.config.decode, self.device)
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This epoch's batches (deterministic in seed and epoch, so resume can rebuild them)."""
+        src = [len(self.train_data.src[i]) + 1 for i in self.train_indices]
+        tgt = [len(self.train_data.tgt[i]) + 1 for i in self.train_indices]
+        rng = random.Random(self.config.train.seed * 100_003 + epoch)
+        batches = token_batches(src, tgt, self.config.train.max_tokens, rng)
+        return [[self.train_indices[i] for i in batch] for batch in batches]
+
+    def _collate(self, indices: list[int]) -> Batch:
+        """The batch of training examples ``indices`` (on the CPU)."""
+        return collate(indices, self.train_data.src, self.train_data.tgt)
+
+    def _batch_loss(self, batch: Batch) -> torch.Tensor:
+        """Summed training loss of one batch already on the device (smoothed cross-entropy);
+        its normaliser is ``batch.num_tgt_tokens``."""
+        with self.autocast():
+            logits = self.train_model(batch.src, batch.src_lengths, batch.tgt_in)
+        return label_smoothed_loss(logits, batch.tgt_out, self.config.train.label_smoothing)
+
+    def _loss_scores(self) -> dict[str, float]:
+        """Further scores of the last `validation_loss` (a language model's word-level
+        perplexity); none for translation."""
+        return {}
+
+    def _decoded_scores(self) -> dict[str, float]:
+        """Scores of decoding the validation split (greedy), rounded for the metrics log."""
+        with self.autocast():
+            hyps = self.translator.search_ids(self.valid_data.src, beam_size=1)
+        text = [self.tokenizers.tgt.decode(h[0].tokens) for h in hyps]
+        return {"valid_bleu": round(bleu(text, self.valid_data.raw.tgt), 2)}
+
+    def _record_session(self) -> None:
+        """Note the session and the data sizes in the run's about.json (for `s2s info`)."""
+        used = len(self.train_indices)
+        record_session(self.run, self.progress.step, self.train_data, self.valid_data, used)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _payload(self, full: bool) -> dict:
+        payload = {"model": self.model.state_dict(), "config": config_to_toml(self.config)}
+        payload["progress"] = json.dumps(asdict(self.progress))
+        if full:
+            payload["optimizer"] = self.optimizer.state_dict()
+            payload["schedule"] = self.schedule.state_dict()
+            payload["scaler"] = self.scaler.state_dict()
+            payload["rng"] = capture_rng()
+        return payload
+
+    def _save_last(self) -> None:
+        """Write ``last.pt`` (everything resuming needs), at most once per step, and again
+        when an epoch ended or a validation ran after that step's save, so the saved
+        progress counts them (`validate` forgets the save)."""
+        here = (self.progress.step, self.progress.epoch)
+        if self._saved_at != here:
+            self.window.keep_in(self.progress)
+            if self.dist.is_main:  # every rank holds the same state
+                save_checkpoint(self.run.last_checkpoint, self._payload(full=True))
+            self._saved_at = here
+
+    def _resumable_payload(self) -> dict | None:
+        """The run's last checkpoint, if any, checked against the recipe."""
+        path = self.run.last_checkpoint
+        if not path.is_file():
+            return None
+        payload = load_checkpoint(path)
+        keep_saved_start(payload, self.config, path)
+        check_resumable(payload, self.config, path)
+        return payload
+
+    def _tokenizer_files(self) -> set[Path]:
+        """The tokeniser model file(s) of the run (task hook)."""
+        return set(tokenizer_files(self.run.path, self.config.tokenizer.joint))
+
+    def _require_tokenizer_files(self) -> None:
+        """Refuse to resume without the tokeniser the checkpoint was trained with: a new one
+        would give the saved embeddings other pieces under the same ids."""
+        for path in sorted(self._tokenizer_files()):
+            if not path.is_file():
+                raise S2SError(
+                    f"{path}: tokenizer model missing; the run cannot be resumed without the "
+                    "tokenizer it was trained with: restore the file, or start over with "
+                    "--restart"
+                )
+
+    def _resume(self, payload: dict) -> None:
+        """Restore every piece of training state, then drop what the run wrote after it."""
+        path = self.run.last_checkpoint
+        load_weights(self.model, payload["model"], path)
+        try:
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.schedule.load_state_dict(payload["schedule"])
+            self.scaler.load_state_dict(payload["scaler"])
+            restore_rng(payload["rng"])
+            self.progress = Progress.from_json(payload["progress"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise S2SError(
+                f"{path}: cannot resume from its training state ({first}); "
+                "use --restart or another --out"
+            ) from None
+        self._saved_at = (self.progress.step, self.progress.epoch)
+        if self.dist.is_main:
+            trim_metrics_log(self.run.metrics_log, self.progress.step)
+            self._forget_later_best()
+        log.info("resuming from step %d (epoch %d)", self.progress.step, self.progress.epoch + 1)
+
+    def _forget_later_best(self) -> None:
+        """Best checkpoints saved after ``last.pt`` (then killed) are written again on replay;
+        listed ones that are gone (pruned after ``last.pt``, then killed) are forgotten."""
+        present = [e for e in self.progress.best if (self.run.checkpoints / e["file"]).is_file()]
+        for entry in self.progress.best:
+            if entry not in present:
+                log.warning("%s: best checkpoint %s is gone", self.run.path, entry["file"])
+        self.progress.best = present
+        listed = {entry["file"] for entry in present}
+        for path in self.run.checkpoints.glob("step-*.pt"):
+            step = path.stem.removeprefix("step-")
+            if path.name not in listed and step.isdigit() and int(step) > self.progress.step:
+                path.unlink(missing_ok=True)
+        self.run.write_best(self.progress.best)
+
+    def _save_best(self, metric: float, higher_is_better: bool) -> bool:
+        """Keep the best ``keep_best`` validated weights and the ``keep_last`` most recent;
+        True if this one is the new best."""
+        progress, keep = self.progress, self.config.train.keep_best
+        keep_last = self.config.train.keep_last
+        name = f"step-{progress.step}.pt"
+        entries = [*progress.best, {"file": name, "step": progress.step, "metric": metric}]
+        entries.sort(key=lambda e: -e["metric"] if higher_is_better else e["metric"])
+        kept = entries[:keep]
+        improved = kept[0]["file"] == name
+        if keep_last or any(e["file"] == name for e in kept):
+            save_checkpoint(self.run.checkpoints / name, self._payload(full=False))
+        prune_step_checkpoints(self.run.checkpoints, [e["file"] for e in kept], keep_last)
+        progress.best = kept
+        self.run.write_best(kept)
+        return improved
+
+    # -- validation -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def validation_loss(self) -> tuple[float, int]:
+        """Mean per-token cross-entropy (no smoothing) on the validation split; under DDP
+        each rank scores every world_size-th pair and the sums are added up."""
+        max_tokens = self.config.train.max_tokens
+        data = self.valid_data
+        if self.dist.world_size == 1:
+            return corpus_loss(self.model, data, max_tokens, self.device, self.autocast)
+        data = TokenizedSplit(self.dist.shard(data.src), self.dist.shard(data.tgt), data.raw)
+        loss, tokens = 0.0, 0
+        if data.src:
+            loss, tokens = corpus_loss(self.model, data, max_tokens, self.device, self.autocast)
+        total, count = self.dist.sum_floats([loss * tokens, tokens])
+        return total / max(count, 1), int(count)
+
+    def validate(self, train_loss: float, tokens_per_second: float) -> dict:
+        """Score the model on `valid`, keep the best checkpoints, log the record. Under DDP
+        rank 0 alone decodes (BLEU and ROUGE are corpus scores, not sums over shards) and
+        decides; its record reaches every rank, so all take the same early-stopping and
+        learning-rate decisions."""
+        loss, _ = self.validation_loss()
+        record = None
+        if self.dist.is_main:
+            record = self._validation_record(loss, train_loss, tokens_per_second)
+        record, best = self.dist.broadcast((record, self.progress.best))
+        name = self.config.train.early_stopping_metric
+        metric = loss if name == "loss" else record[f"valid_{name}"]
+        improved = record["best"]
+        self.progress.best = best
+        self.progress.bad_validations = 0 if improved else self.progress.bad_validations + 1
+        if improved:
+            self.progress.best_metric = metric
+        self.progress.validated_step = self.progress.step
+        self.schedule.on_validation(improved)
+        self._saved_at = None  # a save at this step predates the validation: save again
+        self.model.train()
+        return record
+
+    def _validation_record(self, loss: float, train_loss: float, tokens_per_second: float) -> dict:
+        """The metrics-log record of a validation (rank 0): scores, and whether they are the
+        best so far (its checkpoint then saved)."""
+        record = {
+            "step": self.progress.step,
+            "epoch": self.progress.epoch + 1,
+            "train_loss": round(train_loss, 4),
+            **loss_scores(loss),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "tokens_per_second": round(tokens_per_second, 1),
+            "elapsed_minutes": round(self.progress.elapsed / 60, 2),
+        }
+        record.update(self._loss_scores())
+        if self.config.train.valid_decode:
+            record.update(self._decoded_scores())
+        name = self.config.train.early_stopping_metric
+        metric = loss if name == "loss" else record.get(f"valid_{name}")
+        if metric is None:
+            raise S2SError(
+                f"train.early_stopping_metric = {name!r}: validation gives no valid_{name} "
+                f"(it gives {', '.join(k for k in record if k.startswith('valid_'))})"
+            )
+        improved = False
+        if math.isfinite(loss) and math.isfinite(metric):
+            improved = self._save_best(metric, higher_is_better=name not in LOWER_IS_BETTER)
+        else:  # diverged weights: never a best checkpoint, and patience keeps counting
+            log.warning(
+                "step %d: validation %s is not finite; its weights are not saved",
+                self.progress.step,
+                "loss" if not math.isfinite(loss) else name,
+            )
+        record["best"] = improved
+        append_record(self.run.metrics_log, record, kept=LAST_KEPT)
+        return record
+
+    # -- training -------------------------------------------------------------------------
+    def _train_step(
+        self, batches: list[Batch], idle: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | int, torch.Tensor]:
+        """One optimiser step over this rank's batches (``accum_steps`` of them, fewer at the
+        end of an epoch). Returns the step's summed loss and target tokens over all ranks and
+        its non-finite flag, all left on the device (no host sync); a step with the flag set
+        changed neither the weights nor the optimiser. An ``idle`` rank (no batch left in an
+        epoch's last group) runs its one batch with weight 0, to join the gradient all-reduce.
+        """
+        cfg = self.config.train
+        tokens: torch.Tensor | int = 0 if idle else sum(b.num_tgt_tokens for b in batches)
+        divisor: torch.Tensor | int = tokens
+        if self.dist.world_size > 1:
+            # DDP averages gradients over ranks: divide by (tokens of all ranks) / world
+            tokens = self.dist.sum_tensor(torch.full((), tokens, device=self.device))
+            divisor = tokens.clamp(min=1) / self.dist.world_size
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule.rate(self.progress.step)
+        total = torch.zeros((), device=self.device)
+        for number, batch in enumerate(batches, 1):
+            with self.dist.no_sync(self.train_model, last=number == len(batches)):
+                loss = self._batch_loss(batch.to(self.device))
+                if idle:
+                    loss = loss * 0.0
+                self.scaler.scale(loss / divisor).backward()
+            total += loss.detach()
+        total = self.dist.sum_tensor(total)  # every rank judges the same loss: same skips
+        self.scaler.unscale_(self.optimizer)
+        clip_in_step = self.skip_on_device and cfg.clip_norm > 0  # fused: clips as it steps
+        clip_first = 0.0 if clip_in_step else cfg.clip_norm
+        self.last_grad_norm = grad_norm(self.model.parameters(), clip_first)
+        bad = nonfinite(total, self.last_grad_norm)
+        if self.skip_on_device:
+            divisor = clip_divisor(self.last_grad_norm, cfg.clip_norm) if clip_in_step else None
+            step_unless(self.optimizer, bad, divisor)
+        elif not bad or self.scaler.is_enabled():  # one sync; fp16's scaler skips by itself
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total, tokens, bad
+
+    def _time_up(self) -> bool:
+        limit = self.config.train.max_minutes
+        return bool(limit) and self.progress.elapsed >= limit * 60
+
+    def _should_stop(self, time_up: bool) -> str | None:
+        """Why training ends now, or None. ``time_up``: the time limit as all ranks agree on
+        it (each rank's clock differs a little)."""
+        cfg, progress = self.config.train, self.progress
+        if cfg.max_steps and progress.step >= cfg.max_steps:
+            return f"reached train.max_steps = {cfg.max_steps}"
+        if time_up:
+            return f"reached train.max_minutes = {cfg.max_minutes}"
+        if cfg.patience and progress.bad_validations >= cfg.patience:
+            return f"no improvement in {cfg.patience} validations (early stopping)"
+        return None
+
+    def train(self) -> dict:
+        """Train until a limit is reached; returns the last validation record. SIGINT or
+        SIGTERM finishes the step, saves and raises `Interrupted`; running out of memory is
+        a one-line error suggesting a smaller batch."""
+        with GracefulStop() as stop, out_of_memory_hint(self.config.train.max_tokens, self._where):
+            return self._run(stop)
+
+    def _where(self) -> str:
+        return f"at step {self.progress.step + 1} (epoch {self.progress.epoch + 1})"
+
+    def _interrupted(self, signum: int) -> Interrupted:
+        self._save_last()
+        return Interrupted(
+            signum,
+            f"stopped at step {self.progress.step}; checkpoint saved in {self.run.checkpoints}",
+        )
+
+    def _step_on_group(self, group: list[list[int]], checks: StepChecks) -> None:
+        """Train one optimiser step on a group of an epoch's batches (this rank's share of
+        them) and queue its non-finite flag, unread, in ``checks``."""
+        progress = self.progress
+        share = self.dist.share(group, self.config.train.accum_steps)
+        collated = [self._collate(indices) for indices in share or group[:1]]
+        if share:
+            loss, tokens, bad = self._train_step(collated)
+        else:  # past the end of the epoch's short last group: join the all-reduce only
+            loss, tokens, bad = self._train_step(collated, idle=True)
+        first = progress.batch_in_epoch + 1
+        progress.step += 1
+        progress.batch_in_epoch += len(group)
+        lines = tuple(sorted(i + 1 for batch in group for i in batch))
+        place = BatchPlace(progress.epoch + 1, first, progress.batch_in_epoch, lines)
+        checks.add(PendingStep(progress.step, bad, place, (loss, tokens, self.last_grad_norm)))
+
+    def _settle(self, checks: StepChecks, window: LossWindow, board: TrainingBoard) -> bool:
+        """Read the queued step flags (one sync): report skipped steps, count bad steps in a
+        row, add the finite steps to the loss window and the board. True if the last step
+        was finite."""
+        self.progress.bad_steps, finite = checks.settle(self.progress.bad_steps)
+        counts = [tokens for _, tokens, _ in finite]  # type: ignore[misc]
+        if any(isinstance(count, torch.Tensor) for count in counts):  # DDP: summed on device
+            counts = torch.stack(counts).tolist()
+        for (loss, _, norm), count in zip(finite, counts, strict=True):  # type: ignore[misc]
+            window.loss = window.loss + loss
+            window.tokens += int(count)
+            board.add(loss, int(count), norm)
+        return checks.last_finite
+
+    def _validate_window(self, bar, board: TrainingBoard) -> dict:
+        """Validate with the loss window's mean training loss and speed, then open a new
+        window (before any save, so a checkpoint after a validation holds an empty one)."""
+        window = self.window
+        seconds = time.perf_counter() - window.start
+        speed = window.tokens / max(seconds, 1e-9)
+        record = self.validate(float(window.loss) / max(window.tokens, 1), speed)
+        self.window = LossWindow()
+        bar.report(record)
+        board.validation(record)
+        return record
+
+    def _run(self, stop: GracefulStop) -> dict:
+        from s2s.progress import TrainingProgress
+
+        cfg, progress = self.config.train, self.progress
+        self.model.train()
+        bar = TrainingProgress(cfg, quiet=self.quiet)
+        tensorboard = cfg.tensorboard and self.dist.is_main
+        board = TrainingBoard.for_run(
+            self.run.tensorboard, tensorboard, cfg.log_every, progress.step
+        )
+        if self.dist.is_main:
+            self._record_session()
+        last_record: dict = {}
+        checks = StepChecks(cfg.max_bad_steps)
+        self.window = LossWindow.resumed(progress)
+        stop_reason = self._should_stop(self._time_up())  # a resumed run may already be done
+        session_start = time.perf_counter() - progress.elapsed
+        per_step = cfg.accum_steps * self.dist.world_size
+        while progress.epoch < cfg.max_epochs and stop_reason is None:
+            batches = self._epoch_batches(progress.epoch)
+            bar.start_epoch(progress.epoch + 1, len(batches), progress.batch_in_epoch)
+            while progress.batch_in_epoch < len(batches):
+                position = progress.batch_in_epoch
+                self._step_on_group(batches[position : position + per_step], checks)
+                progress.elapsed = time.perf_counter() - session_start
+                validating = progress.step % cfg.valid_every == 0
+                saving = bool(cfg.save_every) and progress.step % cfg.save_every == 0
+                finite = True
+                if validating or saving or progress.step % cfg.log_every == 0:
+                    finite = self._settle(checks, self.window, board)  # the only reads of the flags
+                window = self.window
+                seconds = time.perf_counter() - window.start
+                done = progress.batch_in_epoch - position
+                norm = self.last_grad_norm
+                bar.update(progress.step, done, window.loss, window.tokens, seconds, norm)
+                board.end_step(progress.step, self.optimizer.param_groups[0]["lr"])
+                if validating:
+                    last_record = self._validate_window(bar, board)
+                    self._save_last()
+                elif saving and finite:
+                    self._save_last()  # not in a run of skipped steps: keep the last good one
+                signalled, time_up = self.dist.any_true([stop.signum is not None, self._time_up()])
+                if signalled:  # on any rank: all stop at this step
+                    self._settle(checks, self.window, board)
+                    bar.close()
+                    board.close(progress.step)
+                    raise self._interrupted(stop.signum or signal.SIGTERM)
+                stop_reason = self._should_stop(time_up)
+                if stop_reason:
+                    break
+            if progress.batch_in_epoch >= len(batches):
+                progress.epoch += 1
+                progress.batch_in_epoch = 0
+        bar.close()
+        self._settle(checks, self.window, board)
+        if progress.validated_step != progress.step:
+            last_record = self._validate_window(bar, board)
+        board.close(progress.step)
+        self._save_last()
+        last_record = last_record or read_last_record(self.run.metrics_log)
+        reason = stop_reason or f"reached train.max_epochs = {cfg.max_epochs}"
+        if not self.quiet:
+            print(f"training stopped: {reason}", file=sys.stderr)
+        return last_record
