@@ -3,7 +3,7 @@
 `nn.Dropout` draws its mask with `bernoulli_`, which on this project's 2-core CPU took
 13.6 ms for 3 500 x 512 values, three times `torch.rand` (4.2 ms): forward and backward
 of one dropout cost 16.2 ms against 7.1 ms here. That was 7 % of a `recipes/mt.toml`
-training step in fp32; trainings run 3-4 % faster with this (docs/performance.md). On a
+training step in fp32; trainings run 3-4 % faster with this (docs/performance-log.md). On a
 GPU `F.dropout` is one fused kernel and is kept.
 """
 

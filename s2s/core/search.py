@@ -316,7 +316,7 @@ def batch_budget(batch_tokens: int, beam_size: int, longest: int) -> int:
     """Source tokens (or frames) per decoding batch: ``batch_tokens`` for greedy search. A
     beam of k carries k hypotheses per sentence, so its batches hold 2 / (k + 1) of that
     (2 000 of 6 000 for a beam of 5): on the CPU, beam-5 decoding of Multi30k was fastest
-    there and about 15 % slower with 6 000 (docs/performance.md). Never below ``longest``,
+    there and about 15 % slower with 6 000 (docs/performance-log.md). Never below ``longest``,
     the longest source, which must fit in a batch."""
     return max(batch_tokens * 2 // (beam_size + 1), longest)
 

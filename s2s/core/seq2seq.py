@@ -35,7 +35,7 @@ from s2s.kernels.time_batched_linear import TimeBatchedLinear, time_batching_app
 # tanh) ran 20-35 % faster in bf16 as calls of at most 160 rows than in one call over
 # 320-1 000 rows, and skips building kernels for more rows, 3-12 ms each. The output layer
 # reads a large weight for every call, so it takes all rows at once
-# (`tools/bench_packed.py --max-rows`, docs/performance.md).
+# (`tools/bench_packed.py --max-rows`, docs/performance-log.md).
 COMBINE_BF16_MAX_ROWS = 160
 
 # DecoderState = (per-layer cell states, previous attentional vector [B, A]); all batch-first.

@@ -5,7 +5,7 @@ Training allocates and frees the same large tensors at every step: the logits of
 pages from the kernel and hands them back when they are freed, so every step page-faults
 its memory in again, zeroed: about 180 000 page faults per fp32 training step of that
 recipe on this project's CPU. tcmalloc keeps freed memory for reuse; the recipe trained 27 %
-faster in fp32 and 36 % faster in bf16 under it, with flat memory (docs/performance.md). Raising
+faster in fp32 and 36 % faster in bf16 under it, with flat memory (docs/performance-log.md). Raising
 glibc's own thresholds with mallopt saved the page faults too, but its heap fragmented and
 bf16 training grew past 4.9 GB; jemalloc gave memory back as eagerly as glibc and was no
 faster.

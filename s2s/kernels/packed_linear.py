@@ -40,7 +40,7 @@ Packed = Tensor | torch.ScriptObject  # oneDNN's fp32/bf16 copy, or an int8 one
 # to a multiple of ROW_BUCKET, a step that doubles whenever the rows pass 16 steps, so the
 # padding stays under 1/8 of the rows past 320 and the kernels few: 29 row counts up to
 # 1 000 rows instead of 1 000. Over 1 000 sentences (beam 5, bf16, 64-sentence batches) the
-# first pass took 8-12 % less time, later ones 0-3 % more (docs/performance.md).
+# first pass took 8-12 % less time, later ones 0-3 % more (docs/performance-log.md).
 ROW_BUCKET = 20
 
 

@@ -120,7 +120,7 @@ def make_grad_scaler(dtype: torch.dtype | None, device: torch.device):
 # keeps it flat, and building a training primitive again costs nothing measurable next to
 # running it. Decoding is the opposite: its primitives are small, but a beam search of 1 000
 # sentences brings about 600 shapes of cheap steps, and under a cap of 64 rebuilding them
-# made bf16 beam search 1.3-1.5x slower (docs/performance.md). Only training is capped.
+# made bf16 beam search 1.3-1.5x slower (docs/performance-log.md). Only training is capped.
 ONEDNN_CACHE_CAPACITY = "64"
 
 

@@ -7,7 +7,7 @@ below the CPU's matmul peak) and an accumulation into ``.grad`` after it. Here e
 keeps its input and the gradient of its output, and the first step, whose backward runs
 last because every later step depends on it, computes the weight gradient of the whole
 pass as one matmul over all steps' rows. On this project's CPU that made fp32 training of
-the peer benchmark model 4-5 % faster, and bf16 7-9 % (docs/performance.md). In fp32 the
+the peer benchmark model 4-5 % faster, and bf16 7-9 % (docs/performance-log.md). In fp32 the
 steps' own products also run on the weight packed for oneDNN once per pass
 (`packs_in_training`).
 """
@@ -33,7 +33,7 @@ def packs_in_training(weight: Tensor) -> bool:
     pass (s2s.kernels.packed_linear): fp32 on the CPU. For the 64-row steps of the peer benchmark
     model that made fp32 training 12 % faster on an AMD EPYC (Zen 4), where MKL ran the
     LSTM step's 64-row product at 108-160 GFLOP/s and oneDNN on a packed weight at 218
-    (docs/performance.md). bf16 (autocast) already runs on oneDNN and gained nothing
+    (docs/performance-log.md). bf16 (autocast) already runs on oneDNN and gained nothing
     clear, so it keeps ``F.linear``."""
     return (
         weight.dtype == torch.float32
