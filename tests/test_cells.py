@@ -16,7 +16,7 @@ from s2s.cli import app
 from s2s.config import ModelConfig, load_config
 from s2s.core.cell_registry import cell_factory, discover_cells, load_cell_class
 from s2s.core.recurrent_stack import RecurrentStack
-from s2s.core.search import beam_search, max_output_lengths
+from s2s.core.search import BeamSearch, max_output_lengths
 from s2s.core.seq2seq import Seq2Seq
 from s2s.data.batching import collate
 from s2s.errors import ConfigError, S2SError
@@ -157,7 +157,7 @@ def test_a_model_of_each_cell_trains_and_decodes(name: str, options: dict[str, A
         stepwise = search_step_log_probs(model, batch)
     torch.testing.assert_close(stepwise, log_probs, atol=1e-5, rtol=1e-5)
     limits = max_output_lengths(batch.src_lengths, 2.0, 3)
-    found = beam_search(model, batch.src, batch.src_lengths, limits, beam_size=3, nbest=2)
+    found = BeamSearch(3, nbest=2).search(model, batch.src, batch.src_lengths, limits)
     assert [len(hyps) for hyps in found] == [2, 2]
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from s2s.config import load_config
+from s2s.core.search import filter_top_k, filter_top_p
 from s2s.data.tokenizer import EOS_ID
 from s2s.errors import ConfigError, S2SError
 from s2s.run.averaging import average_last
@@ -21,12 +22,7 @@ from s2s.run.directory import RunDir
 from s2s.run.metrics_log import read_metrics
 from s2s.tasks.language_model.data import batchify, count_words, to_stream, window, window_count
 from s2s.tasks.language_model.model import build_language_model
-from s2s.tasks.language_model.sampling import (
-    SamplingOptions,
-    filter_top_k,
-    filter_top_p,
-    generate_ids,
-)
+from s2s.tasks.language_model.sampling import SamplingOptions, generate_ids
 from s2s.tasks.language_model.scoring import Perplexity, score_lines, stream_perplexity, total
 from s2s.tasks.language_model.trainer import LanguageModelTrainer
 

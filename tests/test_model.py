@@ -7,7 +7,7 @@ import torch
 from helpers import make_model, search_step_log_probs
 
 from s2s.config import ModelConfig
-from s2s.core.search import beam_search, max_output_lengths
+from s2s.core.search import BeamSearch, max_output_lengths
 from s2s.data.batching import collate
 
 
@@ -63,8 +63,8 @@ def test_translation_is_the_same_alone_and_padded_in_a_batch() -> None:
     batch = collate([0, 1], sentences)
     alone = collate([0], [sentences[1]])
     limits = max_output_lengths(batch.src_lengths, 2.0, 5)
-    together = beam_search(model, batch.src, batch.src_lengths, limits, beam_size=4)
-    single = beam_search(model, alone.src, alone.src_lengths, limits[1:], beam_size=4)
+    together = BeamSearch(4).search(model, batch.src, batch.src_lengths, limits)
+    single = BeamSearch(4).search(model, alone.src, alone.src_lengths, limits[1:])
     assert together[1][0].tokens == single[0][0].tokens
     assert together[1][0].score == pytest.approx(single[0][0].score, abs=1e-4)
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 from helpers import VOCAB, make_model
 
-import s2s.core.search as search_module
+import s2s.core.search.beam as beam_module
+from s2s.core.decoding import SearchState
 from s2s.core.search import (
-    beam_search,
-    greedy_search,
+    BeamSearch,
+    GreedySearch,
     length_penalty,
     max_output_lengths,
     top_k_rows,
@@ -34,23 +35,36 @@ class ScriptedModel:
     """A decoder whose distributions come from SCRIPT; its state is the token history."""
 
     vocab = 6
+    scores_chosen_rows = False
 
-    def encode(self, src, src_lengths):
-        return (src,)
+    def start(self, src, src_lengths):
+        return SearchState(torch.zeros(src.size(0), 0, dtype=torch.long))
 
-    def initial_state(self, encoded):
-        return (torch.zeros(encoded[0].size(0), 0, dtype=torch.long),)
-
-    def decode_step(self, prev_tokens, state, encoded):
+    def step(self, prev_tokens, state, rows=None):
         first = bool((prev_tokens == BOS_ID).all())
-        history = state[0] if first else torch.cat([state[0], prev_tokens.unsqueeze(1)], dim=1)
+        history = state.hypotheses
+        if not first:
+            history = torch.cat([history, prev_tokens.unsqueeze(1)], dim=1)
         rows = []
         for row in history.tolist():
             probs = torch.full((self.vocab,), 1e-9)
             for token, p in SCRIPT.get(tuple(row), {EOS_ID: 1.0}).items():
                 probs[token] = p
             rows.append(probs.log())
-        return torch.stack(rows), (history,), None
+        return torch.stack(rows), SearchState(history)
+
+
+def greedy_search(model, src, src_lengths, max_lengths):
+    """Greedy search's one hypothesis per sentence."""
+    return [h for [h] in GreedySearch().search(model, src, src_lengths, max_lengths)]
+
+
+def beam_search(
+    model, src, src_lengths, max_lengths, beam_size, alpha=1.0, nbest=1, stopping="exact"
+):
+    """Beam search's n-best lists."""
+    strategy = BeamSearch(beam_size, alpha, nbest, stopping)
+    return strategy.search(model, src, src_lengths, max_lengths)
 
 
 def run_scripted(search, **kwargs):
@@ -167,16 +181,33 @@ def test_beams_reading_one_encoder_row_per_sentence_find_the_same(
     batch = collate(list(range(24)), sentences)
     limits = max_output_lengths(batch.src_lengths, 1.5, 3)
 
-    def search():
-        return beam_search(model, batch.src, batch.src_lengths, limits, beam_size=4, nbest=4)
+    def search(decoder):
+        return beam_search(decoder, batch.src, batch.src_lengths, limits, beam_size=4, nbest=4)
 
-    assert model.beams_share_encoder_rows
-    shared = search()
-    model.beams_share_encoder_rows = False  # instance attribute: copy for every beam
-    copied = search()
+    assert model.start(batch.src, batch.src_lengths).sentences is not None
+    shared = search(model)
+    copied = search(EncoderPerHypothesis(model))
     for one, other in zip(shared, copied, strict=True):
         assert [h.tokens for h in one] == [h.tokens for h in other]
         assert [h.score for h in one] == pytest.approx([h.score for h in other], abs=1e-4)
+
+
+class EncoderPerHypothesis:
+    """The model with its encoder output declared per hypothesis, so beam search copies it
+    for every beam."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.scores_chosen_rows = model.scores_chosen_rows
+
+    def start(self, src, src_lengths):
+        state = self.model.start(src, src_lengths)
+        return SearchState((state.hypotheses, state.sentences))
+
+    def step(self, tokens, state, rows=None):
+        decoder_state, encoded = state.hypotheses
+        log_probs, after = self.model.step(tokens, SearchState(decoder_state, encoded), rows)
+        return log_probs, SearchState((after.hypotheses, encoded))
 
 
 @pytest.mark.parametrize("amp", [None, torch.bfloat16])
@@ -234,6 +265,7 @@ class MarkovModel:
     hypotheses end at many different steps, as a trained model's do."""
 
     vocab = 12
+    scores_chosen_rows = False
 
     def __init__(self, sentences: int, seed: int) -> None:
         generator = torch.Generator().manual_seed(seed)
@@ -241,14 +273,11 @@ class MarkovModel:
         logits[..., [PAD_ID, BOS_ID]] = float("-inf")
         self.table = logits.log_softmax(dim=-1)
 
-    def encode(self, src, src_lengths):
-        return (src,)
+    def start(self, src, src_lengths):
+        return SearchState(torch.arange(src.size(0)))  # which sentence's table a row reads
 
-    def initial_state(self, encoded):
-        return (torch.arange(encoded[0].size(0)),)  # which sentence's table a row reads
-
-    def decode_step(self, prev_tokens, state, encoded):
-        return self.table[state[0], prev_tokens], state, None
+    def step(self, prev_tokens, state, rows=None):
+        return self.table[state.hypotheses, prev_tokens], state
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
@@ -261,7 +290,7 @@ def test_stopping_once_the_nbest_are_settled_changes_no_output(
     model = MarkovModel(256, seed=int(alpha * 10) + nbest)
     settled, settled_rows = _search_rows(model, alpha, nbest, "exact")
     monkeypatch.setitem(
-        search_module.STOPPING_RULES, "exact", lambda finished, *_: finished.all(dim=1)
+        beam_module.STOPPING_RULES, "exact", lambda finished, *_: finished.all(dim=1)
     )
     exhaustive, exhaustive_rows = _search_rows(model, alpha, nbest, "exact")
     assert settled_rows < exhaustive_rows
@@ -273,17 +302,17 @@ def test_stopping_once_the_nbest_are_settled_changes_no_output(
 def _search_rows(model: MarkovModel, alpha: float, nbest: int, stopping: str):
     """Beam-4 search of 256 one-token sources under ``stopping``; with the decoder rows run."""
     rows = []
-    step = model.decode_step
+    step = model.step
 
-    def counting_step(prev, state, encoded):
+    def counting_step(prev, state, rows_to_score=None):
         rows.append(prev.size(0))
-        return step(prev, state, encoded)
+        return step(prev, state, rows_to_score)
 
-    model.decode_step = counting_step
+    model.step = counting_step
     src = torch.full((256, 1), 7)
     limits = torch.randint(3, 20, (256,), generator=torch.Generator().manual_seed(1))
     found = beam_search(model, src, torch.ones(256), limits, 4, alpha, nbest, stopping)
-    model.decode_step = step
+    model.step = step
     return found, sum(rows)
 
 

@@ -20,8 +20,9 @@ from s2s.cli import app
 from s2s.config import ModelConfig, SplitConfig, load_config
 from s2s.core.cell_registry import cell_factory
 from s2s.core.copy_attention import copy_distribution
-from s2s.core.search import beam_search, greedy_search, max_output_lengths
-from s2s.core.seq2seq import Seq2Seq, reorder
+from s2s.core.decoding import select_rows
+from s2s.core.search import BeamSearch, GreedySearch, max_output_lengths
+from s2s.core.seq2seq import Seq2Seq
 from s2s.data.batching import collate
 from s2s.data.corpus import load_parallel
 from s2s.errors import ConfigError, S2SError
@@ -83,11 +84,11 @@ def test_beam_search_reorders_the_source_ids_copying_reads() -> None:
     model = make_model(copy=True).eval()
     batch = collate([0, 1], [[5, 6, 7], [9, 8, 30, 31]])
     encoded = model.encode(batch.src, batch.src_lengths)
-    assert torch.equal(reorder(encoded, torch.tensor([1, 0])).src_ids[0], encoded.src_ids[1])
+    assert torch.equal(select_rows(encoded, torch.tensor([1, 0])).src_ids[0], encoded.src_ids[1])
     limits = max_output_lengths(batch.src_lengths, 1.0, 2)
-    both = beam_search(model, batch.src, batch.src_lengths, limits, beam_size=3)
+    both = BeamSearch(3).search(model, batch.src, batch.src_lengths, limits)
     alone = collate([0], [[9, 8, 30, 31]])
-    single = beam_search(model, alone.src, alone.src_lengths, limits[1:], beam_size=3)
+    single = BeamSearch(3).search(model, alone.src, alone.src_lengths, limits[1:])
     assert both[1][0].tokens == single[0][0].tokens
 
 
@@ -138,7 +139,7 @@ def unseen_name_outputs(model: Seq2Seq) -> tuple[float, int]:
     pairs = [name_example(rng, UNSEEN) for _ in range(100)]
     batch = collate(list(range(100)), [s for s, _ in pairs])
     limits = max_output_lengths(batch.src_lengths, 1.0, 2)
-    hyps = greedy_search(model, batch.src, batch.src_lengths, limits)
+    hyps = [h for [h] in GreedySearch().search(model, batch.src, batch.src_lengths, limits)]
     exact = sum(h.tokens == t for h, (_, t) in zip(hyps, pairs, strict=True)) / len(pairs)
     holding = sum(any(token in UNSEEN for token in h.tokens) for h in hyps)
     return exact, holding

@@ -16,7 +16,7 @@ from helpers import tiny_recipe
 from typer.testing import CliRunner
 
 from s2s.cli import app
-from s2s.core.search import greedy_search, max_output_lengths
+from s2s.core.search import GreedySearch, max_output_lengths
 from s2s.errors import S2SError
 from s2s.inspect.model_card import format_card, model_card
 from s2s.inspect.plots import run_labels
@@ -253,7 +253,7 @@ def test_forced_attention_is_what_greedy_search_saw(trained_run: Path) -> None:
         src = torch.tensor([[*ids, 3]])
         lengths = torch.tensor([len(ids) + 1])
         limit = max_output_lengths(lengths, 1.0, 3)
-        tokens = greedy_search(model, src, lengths, limit)[0].tokens
+        tokens = GreedySearch().search(model, src, lengths, limit)[0][0].tokens
         # step the decoder as search does, keeping every step's attention
         encoded = model.encode(src, lengths)
         state, prev, seen = model.initial_state(encoded), torch.tensor([2]), []

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from s2s.config import ModelConfig
 from s2s.core.attention import build_attention
 from s2s.core.copy_attention import CopySwitch
+from s2s.core.decoding import SearchState
 from s2s.core.dropout import Dropout
 from s2s.core.recurrent_stack import CellFactory, RecurrentStack
 from s2s.kernels.packed_linear import DropsPackedCopies, PackedWeight, can_pack
@@ -51,21 +52,8 @@ class EncoderOutput(NamedTuple):
     src_ids: Tensor  # B x S source token ids (PAD beyond the length), for copying
 
 
-def reorder(value, index: Tensor):
-    """Select rows ``index`` of every tensor in a nested tuple/list state (beam search)."""
-    if isinstance(value, Tensor):
-        return value.index_select(0, index)
-    if isinstance(value, EncoderOutput):
-        return EncoderOutput(*(reorder(v, index) for v in value))
-    return type(value)(reorder(v, index) for v in value)
-
-
 class Seq2Seq(DropsPackedCopies, nn.Module):
     """Attentional recurrent encoder-decoder."""
-
-    # decode_step reads one encoder row for the consecutive rows of a sentence's beams
-    # (s2s.core.attention), so beam search need not copy the encoder output for every beam
-    beams_share_encoder_rows = True
 
     def __init__(
         self,
@@ -261,3 +249,19 @@ class Seq2Seq(DropsPackedCopies, nn.Module):
         # log_softmax of the copy mixture's log-probs only rounds: it is already normalised
         log_probs = scores.squeeze(1).float().log_softmax(dim=-1)
         return log_probs, (states, attentional.squeeze(1)), weights.squeeze(1)
+
+    def start(self, src: Tensor, src_lengths: Tensor) -> SearchState:
+        """Search's start (s2s.core.decoding): the decoder state per hypothesis, and the
+        encoder output per sentence: decode_step reads one encoder row for the consecutive
+        rows of a sentence's beams (s2s.core.attention), so beams need not copy it."""
+        encoded = self.encode(src, src_lengths)
+        return SearchState(self.initial_state(encoded), encoded)
+
+    def step(
+        self, tokens: Tensor, state: SearchState, rows: Tensor | None = None
+    ) -> tuple[Tensor, SearchState]:
+        """Search's step (s2s.core.decoding): `decode_step` without the attention weights."""
+        log_probs, decoder_state, _ = self.decode_step(
+            tokens, state.hypotheses, state.sentences, rows
+        )
+        return log_probs, SearchState(decoder_state, state.sentences)

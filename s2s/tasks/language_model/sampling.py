@@ -1,21 +1,19 @@
-"""Sampling text from a language model: temperature, top-k and nucleus (top-p) filtering,
-reproducible with a seed.
-
-Filtering works on logits: what is filtered out becomes -inf, so the softmax spreads the
-probability over what is left. Temperature 0 is greedy decoding (the most probable token).
+"""Sampling text from a language model: the options of `s2s generate`, and the prompt and
+its continuation as text. The sampling itself (temperature, top-k, top-p, seed) is the
+search strategy `s2s.core.search.Sampling`, over the model's `LanguageModelDecoder`.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
-from s2s.data.tokenizer import EOS_ID, UNK_ID, Tokenizer
+from s2s.core.search import Sampling
+from s2s.data.tokenizer import EOS_ID, Tokenizer
 from s2s.errors import S2SError
 from s2s.tasks.language_model.data import encode_lines
+from s2s.tasks.language_model.decoder import LanguageModelDecoder
 from s2s.tasks.language_model.model import LanguageModel
 
 
@@ -38,37 +36,6 @@ class SamplingOptions:
             raise S2SError(f"--top-p must be in (0, 1], not {self.top_p}")
 
 
-def filter_top_k(logits: Tensor, k: int) -> Tensor:
-    """Keep the ``k`` largest logits of each row [B, V] (ties at the k-th value are kept)."""
-    if k <= 0 or k >= logits.size(-1):
-        return logits
-    kth = logits.topk(k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-def filter_top_p(logits: Tensor, p: float) -> Tensor:
-    """Nucleus filtering (Holtzman et al. 2020): keep the smallest set of most probable
-    tokens whose probabilities sum to at least ``p``; the most probable token always stays."""
-    if p >= 1.0:
-        return logits
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(dim=-1)
-    before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
-    drop_sorted = before >= p  # already p without it
-    drop = drop_sorted.scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
-
-
-def next_tokens(logits: Tensor, options: SamplingOptions, generator: torch.Generator) -> Tensor:
-    """Choose one token per row of logits [B, V]."""
-    if options.temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = filter_top_k(logits / options.temperature, options.top_k)
-    logits = filter_top_p(logits, options.top_p)
-    probs = logits.float().softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
 @torch.inference_mode()
 def generate_ids(
     model: LanguageModel,
@@ -80,21 +47,16 @@ def generate_ids(
     ``max_tokens`` ids; stops after sampling EOS (the end of the line). Never samples
     ``<unk>``, which is not text."""
     options.check()
-    generator = torch.Generator(device=device)
-    seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(7), "big")
-    generator.manual_seed(seed)
     model.eval()
-    logits, states = model(torch.tensor([context], device=device))
-    last = logits[:, -1].float()
-    out: list[int] = []
-    for _ in range(options.max_tokens):
-        last[:, UNK_ID] = float("-inf")
-        token = next_tokens(last, options, generator)
-        out.append(int(token))
-        if out[-1] == EOS_ID:
-            break
-        last, states = model.step(token, states)
-    return out
+    prompt = torch.tensor([context], device=device)
+    strategy = Sampling(options.temperature, options.top_k, options.top_p, options.seed)
+    # At its limit a hypothesis may only end: with a limit of max_tokens, a continuation
+    # that holds max_tokens tokens sampled none of them as EOS, and keeps none.
+    limit = torch.tensor([options.max_tokens], device=device)
+    lengths = torch.tensor([len(context)], device=device)
+    [[found]] = strategy.search(LanguageModelDecoder(model), prompt, lengths, limit)
+    ended = len(found.tokens) < options.max_tokens
+    return [*found.tokens, EOS_ID] if ended else found.tokens
 
 
 def generate_text(

@@ -8,8 +8,8 @@ score well; the CTC prefix score is monotonic and bound to the frames, so it vet
 hypotheses while they are being built rather than only ranking finished ones. EOS gets the
 probability that CTC has emitted the whole prefix by the last frame.
 
-`JointCTCDecoder` wraps a speech model in the search's step protocol (`s2s.core.search`), so
-greedy and beam search use it unchanged. Its decoder state carries, per hypothesis, the
+`JointCTCDecoder` wraps a speech model in the search's step protocol (`s2s.core.decoding`),
+so greedy and beam search use it unchanged. Its decoder state carries, per hypothesis, the
 CTC forward variables of the prefix extended by each scored candidate; the next step picks
 the row of the token the search appended.
 """
@@ -21,6 +21,7 @@ import math
 import torch
 from torch import Tensor
 
+from s2s.core.decoding import SearchState
 from s2s.data.tokenizer import BOS_ID, EOS_ID
 from s2s.tasks.speech.model import CTC_BLANK, SpeechSeq2Seq
 
@@ -68,6 +69,8 @@ def prefix_forward(
 class JointCTCDecoder(torch.nn.Module):
     """A speech model whose step log-probabilities are (1 - w) x attention + w x CTC prefix
     score; ``weight`` = 1 decodes by CTC alone (the attention decoder still runs)."""
+
+    scores_chosen_rows = False  # the CTC prefix scores need every row
 
     def __init__(self, model: SpeechSeq2Seq, weight: float) -> None:
         super().__init__()
@@ -134,3 +137,17 @@ class JointCTCDecoder(torch.nn.Module):
         log_probs = torch.full_like(attention, NEG_INF).scatter(1, next_candidates, mixed)
         ctc_state = (next_candidates, new_nonblank, new_blank, new_scores)
         return log_probs, (inner_state, ctc_state), weights
+
+    def start(self, src: Tensor, src_lengths: Tensor) -> SearchState:
+        """Search's start (s2s.core.decoding): the CTC frames are read per hypothesis, so
+        the encoder output travels with each hypothesis too."""
+        encoded = self.encode(src, src_lengths)
+        return SearchState((self.initial_state(encoded), encoded))
+
+    def step(
+        self, tokens: Tensor, state: SearchState, rows: Tensor | None = None
+    ) -> tuple[Tensor, SearchState]:
+        """Search's step: `decode_step` without the attention weights (every row scored)."""
+        decoder_state, encoded = state.hypotheses
+        log_probs, decoder_state, _ = self.decode_step(tokens, decoder_state, encoded)
+        return log_probs, SearchState((decoder_state, encoded))

@@ -1,0 +1,64 @@
+"""The decoder-step protocol: what search needs from a model, and nothing more.
+
+A decoder starts from its input (a source batch, or prompts for a language model) and then
+advances one token per hypothesis per step. Its state is a `SearchState`, whose structure is
+declared rather than known: two trees (nested tuples, lists, NamedTuples, ``None`` leaves)
+of tensors with the batch on dimension 0. ``hypotheses`` has one row per hypothesis and
+follows them when search reorders, expands or drops rows; ``sentences`` has one row per
+sentence, read in place by that sentence's consecutive hypotheses (an encoder output that a
+beam need not copy k times), and only loses the rows of sentences that are done. Search
+reorders either tree by a gather, never by looking inside.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+from torch import Tensor
+
+
+class SearchState(NamedTuple):
+    """A decoder's state as search sees it (see the module docstring)."""
+
+    hypotheses: Any  # tree of tensors, one row per hypothesis
+    sentences: Any = None  # tree of tensors, one row per sentence, shared by its hypotheses
+
+
+class Decoder(Protocol):
+    """A model (or an adapter around one) that search can drive.
+
+    ``scores_chosen_rows``: `step` accepts ``rows`` (indices) and then returns
+    log-probabilities for those rows only, so beam search can skip finished hypotheses.
+    """
+
+    scores_chosen_rows: bool
+
+    def start(self, src: Tensor, src_lengths: Tensor) -> SearchState:
+        """The state before the first token, for a batch of inputs [B, ...] and lengths [B]."""
+        ...
+
+    def step(
+        self, tokens: Tensor, state: SearchState, rows: Tensor | None = None
+    ) -> tuple[Tensor, SearchState]:
+        """Previous tokens [N] (BOS first) -> (log-probabilities [N, V] in fp32, new state)."""
+        ...
+
+
+def select_rows(tree: Any, index: Tensor) -> Any:
+    """Rows ``index`` of every tensor in a tree of batch-first tensors (``None`` stays)."""
+    if tree is None:
+        return None
+    if isinstance(tree, Tensor):
+        return tree.index_select(0, index)
+    selected = [select_rows(value, index) for value in tree]
+    return type(tree)(*selected) if hasattr(tree, "_fields") else type(tree)(selected)
+
+
+def select_hypotheses(state: SearchState, rows: Tensor) -> SearchState:
+    """Hypothesis rows ``rows`` (reordered, repeated or dropped); sentences stay as they are."""
+    return SearchState(select_rows(state.hypotheses, rows), state.sentences)
+
+
+def keep_sentences(state: SearchState, sentences: Tensor, rows: Tensor) -> SearchState:
+    """Only the sentences ``sentences`` and their hypothesis rows ``rows`` (compaction)."""
+    return SearchState(select_rows(state.hypotheses, rows), select_rows(state.sentences, sentences))
