@@ -225,15 +225,12 @@ def load_run(
     ``decode_overrides`` (``--set decode.key=value``) change the saved [decode] settings,
     and ``amp`` then replaces decode.amp; the weights are stored in that precision unless
     ``cast_weights`` is off (for scoring as training does, in fp32 weights)."""
+    from s2s.tasks.registry import find_task  # tasks sit above run/: asked, not imported
+
     run = RunDir(path).require()
     config = read_saved_config(run.config_file)
     config = with_decode_overrides(config, list(decode_overrides))
-    if config.task.type == "language_model":
-        raise S2SError(
-            f"{path}: a language model; use s2s generate, s2s score or s2s evaluate with it"
-        )
-    if config.task.type == "speech":
-        raise S2SError(f"{path}: a speech recogniser; use s2s transcribe or s2s evaluate with it")
+    find_task(config.task.type).require_text_decoding(path)  # not a language model, say
     tokenizers = load_tokenizers(run.path, config.tokenizer.joint)
     model = build_model(config, tokenizers)
     load_model_weights(model, run, checkpoint)
