@@ -15,8 +15,8 @@ def _is_task_type(node: ast.AST) -> bool:
     if isinstance(node, ast.Attribute):
         if node.attr == "type" and isinstance(node.value, ast.Attribute):
             return node.value.attr == "task"
-        return node.attr in ("task_type", "task")
-    return isinstance(node, ast.Name) and node.id in ("task_type", "task")
+        return node.attr == "task_type"
+    return isinstance(node, ast.Name) and node.id == "task_type"
 
 
 def _is_task_name(node: ast.AST) -> bool:
@@ -63,3 +63,4 @@ def test_the_walk_finds_each_kind_of_switch() -> None:
     for source in switches:
         assert task_type_comparisons(source), source
     assert not task_type_comparisons("if find_task(config.task.type).supports_ddp: pass")
+    assert not task_type_comparisons("task = task if task is not None else default")

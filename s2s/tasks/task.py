@@ -95,6 +95,10 @@ class Task(ABC):
         return
 
     # -- the model ------------------------------------------------------------------------
+    def joint_vocabulary(self, config: Config) -> bool:
+        """Whether the run has one tokeniser for both sides (its files in the run)."""
+        return config.tokenizer.joint
+
     def build_model(self, config: Config, tokenizers: TokenizerPair) -> torch.nn.Module:
         """The recipe's model, sized for ``tokenizers``, with fresh weights."""
         from s2s.run.directory import build_model

@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -163,14 +163,16 @@ class LossWindow:
 
 class Trainer:
     """The training loop of one run directory: owns the model, optimiser and schedule, and
-    asks its task's hooks (a subclass per task) for data, batches, loss and scores."""
+    asks its task's hooks (a subclass per task) for data, batches, loss and scores.
+    ``task`` is the recipe's task object (`Task.make_trainer` passes itself); left out, the
+    subclass's own ``task_class`` serves."""
+
+    task_class: ClassVar[type[Task]]
 
     def __init__(
         self, config: Config, run: RunDir, quiet: bool = False, task: Task | None = None
     ) -> None:
-        from s2s.tasks.registry import find_task  # the task registry reads package metadata
-
-        self.task = task or find_task(config.task.type)
+        self.task = task if task is not None else self.task_class()
         self.config = config
         self.run = run
         self.quiet = quiet

@@ -27,6 +27,7 @@ from s2s.tasks.language_model.data import (
 )
 from s2s.tasks.language_model.model import LayerStates, detach_states
 from s2s.tasks.language_model.scoring import Perplexity, stream_perplexity
+from s2s.tasks.language_model.task import LanguageModelTask
 from s2s.train.trainer import Trainer
 
 
@@ -36,6 +37,8 @@ def stream_summary(stream: TokenStream) -> dict[str, int]:
 
 class LanguageModelTrainer(Trainer):
     """`Trainer` with the language-model task hooks."""
+
+    task_class = LanguageModelTask
 
     def _prepare_data(self) -> None:
         config = self.config

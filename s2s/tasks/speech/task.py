@@ -36,6 +36,9 @@ class SpeechTask(Task):
                 "a speech run has one vocabulary (its targets): tokenizer.joint = true"
             )
 
+    def joint_vocabulary(self, config: Config) -> bool:
+        return True  # one vocabulary: its targets'
+
     def check_extras(self, config: Config) -> None:
         from s2s.tasks.speech.audio import check_speech_extra
 

@@ -19,6 +19,7 @@ from s2s.tasks.speech.audio import check_speech_extra
 from s2s.tasks.speech.data import SpeechSplit, speech_collate, split_features
 from s2s.tasks.speech.model import SpeechSeq2Seq, ctc_loss_sum
 from s2s.tasks.speech.specaugment import spec_augment, tempo_perturb
+from s2s.tasks.speech.task import SpeechTask
 from s2s.tasks.speech.transcriber import Recognizer, speech_log_scores
 from s2s.train.trainer import Trainer, label_smoothed_loss
 from s2s.train.validation import greedy_scores
@@ -59,6 +60,8 @@ def joint_loss(
 class SpeechTrainer(Trainer):
     """The `Trainer` loop with speech's hooks; ``train.max_tokens`` and
     ``train.max_length`` count feature frames (and target tokens)."""
+
+    task_class = SpeechTask
 
     def _prepare_data(self) -> None:
         config, run = self.config, self.run

@@ -11,20 +11,20 @@ from typing import TextIO
 
 import torch
 
-from s2s.config import Config, DecodeConfig, read_saved_config, with_decode_overrides
+from s2s.config import Config, DecodeConfig
 from s2s.core.search import Hypothesis, batch_budget, search_batches
 from s2s.data.batching import token_batches
-from s2s.data.tokenizer import Tokenizer, load_tokenizers
+from s2s.data.tokenizer import Tokenizer
 from s2s.errors import S2SError
 from s2s.inspect.model_card import record_evaluation
 from s2s.kernels.packed_linear import ensure_eval_mode
 from s2s.kernels.precision import decode_autocast, decoding_precision
-from s2s.run.directory import RunDir, load_model_weights, ready_to_decode, resolve_device
+from s2s.run.directory import RunDir, load_trained_run
 from s2s.tasks.speech.audio import utterance_features
 from s2s.tasks.speech.ctc_prefix import JointCTCDecoder
 from s2s.tasks.speech.data import speech_collate, split_features
-from s2s.tasks.speech.model import SpeechSeq2Seq, build_speech_model
-from s2s.tasks.task import EvaluationRequest
+from s2s.tasks.speech.model import SpeechSeq2Seq
+from s2s.tasks.task import EvaluationRequest, Task
 from s2s.tasks.translation.metrics import Score, speech_scores
 from s2s.train.validation import greedy_scores
 
@@ -109,20 +109,22 @@ def load_speech_run(
     ``decode_overrides`` and ``amp`` change the saved [decode] settings and the weights
     are stored in the decoding precision unless ``cast_weights`` is off, as
     `s2s.run.directory.load_run` does."""
-    from s2s.tasks.registry import find_task
     from s2s.tasks.speech.task import SpeechTask
 
-    run = RunDir(path).require()
-    config = read_saved_config(run.config_file)
-    config = with_decode_overrides(config, list(decode_overrides))
-    if not isinstance(find_task(config.task.type), SpeechTask):
-        raise S2SError(f"{path}: a {config.task.type} run; transcribing needs a speech run")
-    tokenizer = load_tokenizers(run.path, joint=True).tgt
-    model = build_speech_model(config, tokenizer.vocab_size)
-    load_model_weights(model, run, checkpoint)
-    torch_device = resolve_device(device)
-    model = ready_to_decode(model, config, torch_device, amp, cast_weights)
-    return config, Recognizer(model, tokenizer, config.decode, torch_device)
+    def require_speech(task: Task, config: Config) -> None:
+        if not isinstance(task, SpeechTask):
+            raise S2SError(f"{path}: a {config.task.type} run; transcribing needs a speech run")
+
+    config, tokenizers, model, torch_device = load_trained_run(
+        path,
+        checkpoint,
+        device,
+        amp,
+        cast_weights=cast_weights,
+        decode_overrides=decode_overrides,
+        require=require_speech,
+    )
+    return config, Recognizer(model, tokenizers.tgt, config.decode, torch_device)
 
 
 def evaluate_speech_run(run_dir: Path, request: EvaluationRequest) -> list[Score]:

@@ -18,6 +18,7 @@ from s2s.errors import S2SError
 from s2s.inspect.model_card import record_session
 from s2s.run.atomic import atomic_write_bytes
 from s2s.run.directory import RunDir
+from s2s.tasks.translation.task import TranslationTask
 from s2s.tasks.translation.translator import Translator
 from s2s.train.trainer import Trainer, label_smoothed_loss
 from s2s.train.validation import corpus_loss, greedy_scores
@@ -104,6 +105,8 @@ def filter_long(split: TokenizedSplit, max_length: int) -> list[int]:
 class TranslationTrainer(Trainer):
     """The `Trainer` loop with the text-to-text hooks; validation decodes greedily and
     scores with the task's `validation_scores` (BLEU for translation)."""
+
+    task_class = TranslationTask
 
     def _prepare_data(self) -> None:
         """Set the tokenisers and the tokenised train and valid splits."""
