@@ -30,10 +30,23 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+def _installed_task(name: str) -> str:
+    """A task type names an installed task (s2s.tasks.registry; imported here, as it reads
+    the installed packages' metadata)."""
+    from s2s.tasks.registry import task_names, unknown_task_message
+
+    known = task_names()
+    if name not in known:
+        raise ValueError(unknown_task_message(name, known).removeprefix("task.type: "))
+    return name
+
+
 class TaskConfig(Section):
     name: str = Field("", description="run name; the default run directory is runs/<name>")
-    type: Literal["translation", "summarization", "language_model", "speech"] = Field(
-        "translation", description="what the run learns; picks the trainer, metric and commands"
+    type: Annotated[str, AfterValidator(_installed_task)] = Field(
+        "translation",
+        description="what the run learns: an installed task (`s2s tasks` lists them); "
+        "picks the trainer, metric and commands",
     )
     src_lang: str = "src"
     tgt_lang: str = "tgt"
@@ -195,7 +208,9 @@ class TrainConfig(Section):
         description="at each validation also decode `valid` greedily and score it with the "
         "task's metric (BLEU, ROUGE, WER/CER); `valid_bleu` is the old name",
     )
-    early_stopping_metric: Literal["bleu", "rouge_l", "wer", "cer", "loss"] = "bleu"
+    early_stopping_metric: str = Field(
+        "bleu", description="a metric the task validates by (default: the task's first)"
+    )
     patience: int = Field(8, ge=0, description="validations without improvement; 0: off")
     keep_best: int = Field(2, ge=1)
     keep_last: int = Field(
@@ -301,68 +316,11 @@ class Config(Section):
         if self.decode.ctc_weight > 0 and self.train.ctc_weight == 0:
             # joint decoding reads the CTC head that only train.ctc_weight > 0 builds
             raise ValueError("decode.ctc_weight > 0 needs a CTC head: set train.ctc_weight > 0")
-        if "early_stopping_metric" not in self.train.model_fields_set:
-            # left out: the task's own metric (a speech run's WER, not translation's BLEU)
-            self.train.early_stopping_metric = TASK_METRICS[self.task.type][0]  # type: ignore[assignment]
-        if self.task.type == "language_model":
-            _check_language_model(self)
-        else:
-            text_splits = [name for name, split in self.data.items() if split.text is not None]
-            if text_splits:
-                raise ValueError(f"data.{text_splits[0]}.text is for task.type = 'language_model'")
+        from s2s.tasks.registry import find_task  # reads installed metadata: imported here
+
+        # the task's defaults (a speech run's WER, not translation's BLEU) and its refusals
+        find_task(self.task.type).apply_defaults(self)
         return self
-
-
-# The metrics each task's validation logs as valid_<name>, and "loss", which every task
-# logs: the values of train.early_stopping_metric that the task's trainer can follow.
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "translation": ("bleu", "loss"),
-    "summarization": ("rouge_l", "loss"),
-    "speech": ("wer", "cer", "loss"),
-    "language_model": ("loss",),
-}
-
-
-def check_task_settings(config: Config) -> None:
-    """Settings only some tasks can serve, refused when a recipe is read rather than at the
-    first validation (an unknown metric) or silently ignored (a CTC weight outside speech).
-    Saved configs are not checked again: a run trained before these checks stays usable."""
-    task, train = config.task.type, config.train
-    metrics = TASK_METRICS[task]
-    if train.early_stopping_metric not in metrics:
-        choices = " or ".join([", ".join(metrics[:-1]), metrics[-1]] if metrics[:-1] else metrics)
-        raise ConfigError(
-            f"train.early_stopping_metric = {train.early_stopping_metric!r}: "
-            f"a {task.replace('_', ' ')} run validates by {choices}"
-        )
-    if task != "speech" and train.ctc_weight > 0:
-        raise ConfigError("train.ctc_weight > 0: a CTC loss is for task.type = 'speech'")
-    if task == "speech" and not config.tokenizer.joint:
-        raise ConfigError("a speech run has one vocabulary (its targets): tokenizer.joint = true")
-
-
-def _check_language_model(config: Config) -> None:
-    """A language model reads `text` splits with one vocabulary and a one-way stack, and
-    validates by loss; keys left out get those values, keys set otherwise are errors."""
-    for name, split in config.data.items():
-        if split.text is None:
-            raise ValueError(f"data.{name}: a language model reads a `text` file")
-    train, model = config.train, config.model
-    if "early_stopping_metric" not in train.model_fields_set:
-        train.early_stopping_metric = "loss"
-    if "valid_decode" not in train.model_fields_set:
-        train.valid_decode = False
-    if "bidirectional" not in model.model_fields_set:
-        model.bidirectional = False
-    if not config.tokenizer.joint:
-        raise ValueError("a language model has one vocabulary: tokenizer.joint = true")
-    if config.model.bidirectional:
-        raise ValueError("a language model reads left to right: model.bidirectional = false")
-    if config.train.early_stopping_metric != "loss" or config.train.valid_decode:
-        raise ValueError(
-            "a language model validates by loss: train.early_stopping_metric = 'loss' "
-            "and train.valid_decode = false"
-        )
 
 
 def _format_validation_error(error: ValidationError, set_by: dict[str, str] | None = None) -> str:
@@ -480,7 +438,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         config.task.name = path.stem
     _resolve_paths(config, path)
     try:
-        check_task_settings(config)
         _check_before_work(config)
     except ConfigError as error:  # raised without the file: name it
         raise ConfigError(f"{path}: {error}") from None
@@ -488,7 +445,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 def _check_before_work(config: Config) -> None:
-    """The cell and the task's packages (s2s.tasks.registry, imported here: it needs torch)."""
+    """The task's checks, its packages and the cell (s2s.tasks.registry, imported here: the
+    checks need torch)."""
     from s2s.tasks.registry import check_before_work
 
     check_before_work(config)

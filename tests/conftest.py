@@ -13,10 +13,10 @@ def trained_run(tmp_path_factory) -> Path:
     """A run directory trained for a few steps; shared by the inference tests."""
     from s2s.config import load_config
     from s2s.run.directory import RunDir
-    from s2s.train.trainer import Trainer
+    from s2s.tasks.translation.trainer import TranslationTrainer
 
     folder = tmp_path_factory.mktemp("tiny")
     config = load_config(tiny_recipe(folder))
     run = RunDir(folder / "run")
-    Trainer(config, run, quiet=True).train()
+    TranslationTrainer(config, run, quiet=True).train()
     return run.path

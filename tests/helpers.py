@@ -16,7 +16,7 @@ from s2s.config import ModelConfig, load_config
 from s2s.core.cell_registry import cell_factory
 from s2s.core.seq2seq import Seq2Seq
 from s2s.run.directory import RunDir
-from s2s.train.trainer import Trainer
+from s2s.tasks.translation.trainer import TranslationTrainer
 
 ROOT = Path(__file__).resolve().parent.parent
 MULTI30K = ROOT / "recipes" / "data" / "multi30k"
@@ -94,9 +94,9 @@ def make_model(cell: str = "lstm", **options) -> Seq2Seq:
     return Seq2Seq(config, cell_factory(cell, {}), VOCAB, VOCAB, 0, share_vocab=True).eval()
 
 
-def make_trainer(folder: Path, *overrides: str) -> Trainer:
+def make_trainer(folder: Path, *overrides: str) -> TranslationTrainer:
     config = load_config(tiny_recipe(folder, pairs=150, steps=4), list(overrides))
-    return Trainer(config, RunDir(folder / "run"), quiet=True)
+    return TranslationTrainer(config, RunDir(folder / "run"), quiet=True)
 
 
 class Elman(RecurrentCell):

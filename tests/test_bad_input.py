@@ -16,7 +16,7 @@ from helpers import ROOT, tiny_recipe
 from s2s.config import load_config
 from s2s.data.corpus import ParallelText, TokenizedSplit
 from s2s.errors import ConfigError, S2SError
-from s2s.train.trainer import filter_long
+from s2s.tasks.translation.trainer import filter_long
 
 
 def s2s(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:

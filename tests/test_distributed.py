@@ -17,8 +17,9 @@ from helpers import tiny_recipe
 from s2s.config import load_config
 from s2s.errors import S2SError
 from s2s.run.directory import RunDir
+from s2s.tasks.registry import find_task
+from s2s.tasks.translation.trainer import TranslationTrainer
 from s2s.train.distributed import Single, join
-from s2s.train.trainer import Trainer
 
 STEPS = 12  # 120 pairs make 9 batches an epoch: 5 steps of 2, the fifth with one batch
 SETTINGS = [
@@ -62,7 +63,7 @@ def runs(tmp_path_factory) -> dict:
     recipe = tiny_recipe(folder, pairs=120, steps=STEPS)
     single = folder / "single"
     config = load_config(recipe, [*SETTINGS, "train.accum_steps=2"])
-    Trainer(config, RunDir(single), quiet=True).train()
+    TranslationTrainer(config, RunDir(single), quiet=True).train()
     double = folder / "double"
     first = train_two_processes(recipe, double, steps=6)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -110,7 +111,7 @@ def test_input_feeding_two_processes_follow_one_with_doubled_accumulation(tmp_pa
     steps, feeding = 4, ("model.input_feeding=true",)
     recipe = tiny_recipe(tmp_path, pairs=120, steps=steps)
     config = load_config(recipe, [*SETTINGS, *feeding, "train.accum_steps=2"])
-    Trainer(config, RunDir(tmp_path / "single"), quiet=True).train()
+    TranslationTrainer(config, RunDir(tmp_path / "single"), quiet=True).train()
     run = train_two_processes(recipe, tmp_path / "double", steps, feeding)
     assert run.returncode == 0, run.stderr[-3000:]
     single, double = records(tmp_path / "single"), records(tmp_path / "double")
@@ -122,14 +123,14 @@ def test_input_feeding_two_processes_follow_one_with_doubled_accumulation(tmp_pa
 
 def test_outside_torchrun_training_is_one_process(monkeypatch) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert isinstance(join(torch.device("cpu"), "translation"), Single)
+    assert isinstance(join(torch.device("cpu"), find_task("translation")), Single)
 
 
 def test_tasks_without_ddp_support_refuse_clearly(monkeypatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    with pytest.raises(S2SError, match=r"DDP supports task\.type translation/summarization only"):
-        join(torch.device("cpu"), "language_model")
+    with pytest.raises(S2SError, match=r"DDP does not serve task\.type 'language_model' yet"):
+        join(torch.device("cpu"), find_task("language_model"))
 
 
 def test_more_processes_than_cuda_devices_is_a_clear_error(monkeypatch) -> None:

@@ -17,19 +17,20 @@ from s2s.config import TrainConfig, load_config
 from s2s.errors import S2SError
 from s2s.run.checkpoint import load_checkpoint
 from s2s.run.directory import RunDir
+from s2s.tasks.translation import trainer as translation_training
+from s2s.tasks.translation.trainer import TranslationTrainer
 from s2s.train import trainer as training
 from s2s.train.faults import clip_divisor, step_unless, supports_skip_flag
-from s2s.train.trainer import Trainer
 
 
-def make_trainer(folder: Path, *overrides: str) -> Trainer:
+def make_trainer(folder: Path, *overrides: str) -> TranslationTrainer:
     config = load_config(tiny_recipe(folder, pairs=150, steps=6), list(overrides))
-    return Trainer(config, RunDir(folder / "run"), quiet=True)
+    return TranslationTrainer(config, RunDir(folder / "run"), quiet=True)
 
 
 def poison_loss(monkeypatch, bad_calls: set[int]) -> None:
     """Make the training loss nan on the given calls (1-based), leaving the others alone."""
-    real = training.label_smoothed_loss
+    real = translation_training.label_smoothed_loss
     calls = 0
 
     def loss(logits, target, smoothing):
@@ -38,10 +39,10 @@ def poison_loss(monkeypatch, bad_calls: set[int]) -> None:
         value = real(logits, target, smoothing)
         return value * float("nan") if calls in bad_calls else value
 
-    monkeypatch.setattr(training, "label_smoothed_loss", loss)
+    monkeypatch.setattr(translation_training, "label_smoothed_loss", loss)
 
 
-def adam_steps(trainer: Trainer) -> int:
+def adam_steps(trainer: TranslationTrainer) -> int:
     return int(next(iter(trainer.optimizer.state.values()))["step"])
 
 
@@ -151,7 +152,7 @@ def test_out_of_memory_suggests_a_smaller_batch(tmp_path: Path, monkeypatch) -> 
     def out_of_memory(self, batches):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(Trainer, "_train_step", out_of_memory)
+    monkeypatch.setattr(TranslationTrainer, "_train_step", out_of_memory)
     with pytest.raises(S2SError) as caught:
         trainer.train()
     message = str(caught.value)
@@ -166,7 +167,7 @@ def test_cpu_allocator_failure_is_also_out_of_memory(tmp_path: Path, monkeypatch
     def fail(self, batches):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 GB")
 
-    monkeypatch.setattr(Trainer, "_train_step", fail)
+    monkeypatch.setattr(TranslationTrainer, "_train_step", fail)
     with pytest.raises(S2SError, match="out of memory at step 1"):
         trainer.train()
 
@@ -177,7 +178,7 @@ def test_other_runtime_errors_are_not_disguised(tmp_path: Path, monkeypatch) -> 
     def fail(self, batches):
         raise RuntimeError("shape mismatch in a plugin")
 
-    monkeypatch.setattr(Trainer, "_train_step", fail)
+    monkeypatch.setattr(TranslationTrainer, "_train_step", fail)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         trainer.train()
 

@@ -9,8 +9,8 @@ from helpers import write_lines
 
 from s2s.config import load_config
 from s2s.run.directory import RunDir, load_run
+from s2s.tasks.translation.trainer import TranslationTrainer
 from s2s.tasks.translation.translator import Translator
-from s2s.train.trainer import Trainer
 
 RECIPE = """
 [data.train]
@@ -55,7 +55,7 @@ def test_model_learns_to_reverse_50_sequences_exactly(tmp_path: Path) -> None:
     (tmp_path / "reverse.toml").write_text(RECIPE, encoding="utf-8")
 
     config = load_config(tmp_path / "reverse.toml")
-    Trainer(config, RunDir(tmp_path / "run"), quiet=True).train()
+    TranslationTrainer(config, RunDir(tmp_path / "run"), quiet=True).train()
 
     config, tokenizers, model, device = load_run(tmp_path / "run")
     translator = Translator(model, tokenizers, config.decode, device)

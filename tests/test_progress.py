@@ -11,7 +11,7 @@ from helpers import tiny_recipe
 from s2s.config import TrainConfig, load_config
 from s2s.progress import TrainingProgress
 from s2s.run.directory import RunDir
-from s2s.train.trainer import Trainer
+from s2s.tasks.translation.trainer import TranslationTrainer
 
 
 def lines_of(capsys: pytest.CaptureFixture[str]) -> list[str]:
@@ -60,7 +60,7 @@ def test_training_prints_lines_labelled_with_their_steps(
 ) -> None:
     recipe = tiny_recipe(tmp_path, pairs=150, steps=4)
     config = load_config(recipe, ["train.log_every=2", "train.valid_every=4"])
-    Trainer(config, RunDir(tmp_path / "run")).train()
+    TranslationTrainer(config, RunDir(tmp_path / "run")).train()
     lines = lines_of(capsys)
     assert [line.split(":")[0] for line in lines] == ["epoch 1 step 2", "epoch 1 step 4"]
     assert all("(last 2 steps)" in line for line in lines)

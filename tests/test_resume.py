@@ -25,7 +25,7 @@ from s2s.errors import S2SError
 from s2s.run.checkpoint import load_checkpoint, save_checkpoint
 from s2s.run.directory import RunDir
 from s2s.run.resume import changed_keys, model_changes, read_last_record, trim_metrics_log
-from s2s.train.trainer import Trainer
+from s2s.tasks.translation.trainer import TranslationTrainer
 
 STEPS = 14
 SETTINGS = [
@@ -57,9 +57,9 @@ def environment() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def trainer(recipe: Path, out: Path, *extra: str) -> Trainer:
+def trainer(recipe: Path, out: Path, *extra: str) -> TranslationTrainer:
     """A trainer in this process (one thread, like the subprocesses): faster to start."""
-    return Trainer(load_config(recipe, [*SETTINGS, *extra]), RunDir(out), quiet=True)
+    return TranslationTrainer(load_config(recipe, [*SETTINGS, *extra]), RunDir(out), quiet=True)
 
 
 def start_slow(recipe: Path, out: Path, seconds: float) -> subprocess.Popen:
@@ -257,17 +257,17 @@ def test_train_loss_after_a_mid_interval_resume_is_exact(
     copy_tokenizer(tokenised, whole)
     copy_tokenizer(tokenised, out)
     trainer(recipe, whole, *interval).train()
-    step = Trainer._train_step
+    step = TranslationTrainer._train_step
 
     def killed_at_step_3(self, batches, idle=False):
         if self.progress.step == 2:
             raise Killed
         return step(self, batches, idle)
 
-    monkeypatch.setattr(Trainer, "_train_step", killed_at_step_3)
+    monkeypatch.setattr(TranslationTrainer, "_train_step", killed_at_step_3)
     with pytest.raises(Killed):
         trainer(recipe, out, *interval).train()
-    monkeypatch.setattr(Trainer, "_train_step", step)
+    monkeypatch.setattr(TranslationTrainer, "_train_step", step)
     resumed = trainer(recipe, out, *interval)
     assert resumed.progress.step == 2
     resumed.train()

@@ -18,7 +18,7 @@ from s2s.run.checkpoint import load_checkpoint
 from s2s.run.directory import RunDir
 from s2s.run.metrics_log import read_metrics
 from s2s.run.resume import check_resumable
-from s2s.train.trainer import Trainer
+from s2s.tasks.translation.trainer import TranslationTrainer
 
 # the last step is a save_every step, and no step but the last is validated
 SAVED_EVERY_STEP = ["train.valid_every=100", "train.save_every=1", "train.threads=1"]
@@ -26,7 +26,7 @@ SAVED_EVERY_STEP = ["train.valid_every=100", "train.save_every=1", "train.thread
 
 def train(recipe: Path, out: Path, *overrides: str) -> dict:
     config = load_config(recipe, [*SAVED_EVERY_STEP, *overrides])
-    return Trainer(config, RunDir(out), quiet=True).train()
+    return TranslationTrainer(config, RunDir(out), quiet=True).train()
 
 
 def saved_progress(out: Path) -> dict:
@@ -82,7 +82,7 @@ def strict_records(log: Path) -> list[dict]:
 def test_a_nan_model_is_never_best(recipe: Path, tmp_path: Path, monkeypatch, metric: str) -> None:
     """Weights gone NaN after step 2 (as a huge learning rate does): the validation at step 4
     is logged as null, not kept as best, and counts against patience."""
-    step = Trainer._train_step
+    step = TranslationTrainer._train_step
 
     def poisoned(self, batches, idle=False):
         result = step(self, batches, idle)
@@ -91,7 +91,7 @@ def test_a_nan_model_is_never_best(recipe: Path, tmp_path: Path, monkeypatch, me
                 parameter.data.fill_(float("nan"))
         return result
 
-    monkeypatch.setattr(Trainer, "_train_step", poisoned)
+    monkeypatch.setattr(TranslationTrainer, "_train_step", poisoned)
     out = tmp_path / "run"
     overrides = ["train.valid_every=2", f"train.early_stopping_metric={metric}"]
     train(recipe, out, "train.max_steps=4", *overrides)

@@ -64,7 +64,7 @@ def visual_run(tmp_path_factory) -> tuple[Path, str]:
     the 3 most recent checkpoints; returns its path and what training wrote to stderr."""
     from s2s.config import load_config
     from s2s.run.directory import RunDir
-    from s2s.train.trainer import Trainer
+    from s2s.tasks.translation.trainer import TranslationTrainer
 
     folder = tmp_path_factory.mktemp("visual")
     overrides = ["train.valid_every=4", "train.log_every=2", "train.keep_last=3"]
@@ -72,7 +72,7 @@ def visual_run(tmp_path_factory) -> tuple[Path, str]:
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr), restored_logging():
         configure_logging(quiet=False)
-        Trainer(config, RunDir(folder / "run")).train()
+        TranslationTrainer(config, RunDir(folder / "run")).train()
     return folder / "run", stderr.getvalue()
 
 
@@ -122,12 +122,12 @@ def test_resumed_run_continues_its_curves(tmp_path: Path) -> None:
 
     from s2s.config import load_config
     from s2s.run.directory import RunDir
-    from s2s.train.trainer import Trainer
+    from s2s.tasks.translation.trainer import TranslationTrainer
 
     recipe = tiny_recipe(tmp_path, pairs=100, steps=4)
     for steps in (4, 6):
         sets = [f"train.max_steps={steps}", "train.valid_every=2", "train.log_every=1"]
-        Trainer(load_config(recipe, sets), RunDir(tmp_path / "run"), quiet=True).train()
+        TranslationTrainer(load_config(recipe, sets), RunDir(tmp_path / "run"), quiet=True).train()
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]

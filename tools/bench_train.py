@@ -22,11 +22,11 @@ from bench_machine import OtherLoad, PeakMemory, synchronize
 from s2s.config import load_config
 from s2s.errors import S2SError
 from s2s.run.directory import RunDir
-from s2s.train.trainer import Trainer
+from s2s.tasks.translation.trainer import TranslationTrainer
 
 
-class SentenceBatchTrainer(Trainer):
-    """A Trainer whose batches hold a fixed number of sentences (the peers' ``batch_size:
+class SentenceBatchTrainer(TranslationTrainer):
+    """A TranslationTrainer whose batches hold a fixed number of sentences (the peers' ``batch_size:
     64, batch_type: sents``) instead of a token budget: examples sorted by length (ties at
     random) so padding stays small, cut into groups, the groups shuffled every epoch."""
 
@@ -46,8 +46,8 @@ class SentenceBatchTrainer(Trainer):
 
 def build_trainer(
     recipe: Path, overrides: list[str], work_dir: Path, batch_sentences: int = 0
-) -> Trainer:
-    """A Trainer for ``recipe`` with ``overrides`` in ``work_dir`` (its tokeniser and
+) -> TranslationTrainer:
+    """A TranslationTrainer for ``recipe`` with ``overrides`` in ``work_dir`` (its tokeniser and
     tokenised-data cache are reused when the directory is reused); ``batch_sentences`` > 0
     batches by sentence count instead of ``train.max_tokens``."""
     config = load_config(recipe, overrides)
@@ -61,14 +61,14 @@ def build_trainer(
             "SentenceBatchTrainer", (SentenceBatchTrainer,), {"batch_sentences": batch_sentences}
         )
         return trainer_class(config, run, quiet=True)
-    return Trainer(config, run, quiet=True)
+    return TranslationTrainer(config, run, quiet=True)
 
 
 @dataclass
 class StepSource:
     """Walks a trainer's epochs batch group by batch group, as `Trainer._run` does."""
 
-    trainer: Trainer
+    trainer: TranslationTrainer
     epoch: int = 0
     position: int = 0
     batches: list[list[int]] = field(default_factory=list)
@@ -84,7 +84,7 @@ class StepSource:
         return group
 
 
-def run_steps(trainer: Trainer, source: StepSource, steps: int) -> tuple[int, int]:
+def run_steps(trainer: TranslationTrainer, source: StepSource, steps: int) -> tuple[int, int]:
     """Take ``steps`` optimiser steps; returns (target tokens, sentences) seen."""
     tokens = sentences = 0
     for _ in range(steps):
@@ -97,7 +97,7 @@ def run_steps(trainer: Trainer, source: StepSource, steps: int) -> tuple[int, in
 
 
 def measure_training(
-    trainer: Trainer, source: StepSource, steps: int, warmup: int, window: int
+    trainer: TranslationTrainer, source: StepSource, steps: int, warmup: int, window: int
 ) -> dict[str, Any]:
     """Target tokens/s over ``steps`` timed steps after ``warmup`` untimed ones.
 
@@ -151,11 +151,11 @@ def measure_training(
     }
 
 
-def _accum(trainer: Trainer) -> int:
+def _accum(trainer: TranslationTrainer) -> int:
     return trainer.config.train.accum_steps
 
 
-def _train_summary(trainer: Trainer) -> dict[str, Any]:
+def _train_summary(trainer: TranslationTrainer) -> dict[str, Any]:
     cfg = trainer.config.train
     keys = "max_tokens accum_steps optimizer lr weight_decay schedule warmup_steps clip_norm"
     keys += " label_smoothing max_length amp seed"
@@ -166,7 +166,7 @@ def _train_summary(trainer: Trainer) -> dict[str, Any]:
     return summary
 
 
-def train_until(trainer: Trainer, source: StepSource, total_steps: int) -> None:
+def train_until(trainer: TranslationTrainer, source: StepSource, total_steps: int) -> None:
     """Carry on training (untimed) until ``total_steps`` optimiser steps were taken."""
     trainer.model.train()
     left = total_steps - trainer.progress.step

@@ -320,12 +320,13 @@ def evaluate(
     The scores are also recorded in the run directory, for `s2s info`."""
     use_threads(threads)
     setup_logging(quiet, verbose)
-    from s2s.tasks.translation.evaluation import evaluate_run
+    from s2s.tasks.evaluation import evaluate_run
+    from s2s.tasks.task import EvaluationRequest
 
     amp = checked_amp(amp)
-    scores = evaluate_run(
-        run_dir, split, src, ref, beam, output, checkpoint, device, amp, decode_overrides or []
-    )
+    overrides = decode_overrides or []
+    request = EvaluationRequest(split, src, ref, beam, output, checkpoint, device, amp, overrides)
+    scores = evaluate_run(run_dir, request)
     for score in scores:
         print(score.text)
         print(f"  signature: {score.signature}")
@@ -378,6 +379,18 @@ def cells() -> None:
     for row in rows:
         if row.error:
             print(f"s2s: warning: {row.error}", file=sys.stderr)
+
+
+@app.command()
+@user_errors
+def tasks() -> None:
+    """List the installed tasks, who registered them, and the metrics they validate by.
+
+    A task that fails to load is listed with its error."""
+    from s2s.tasks.registry import task_table
+
+    for line in task_table():
+        print(line)
 
 
 @app.command()
@@ -485,8 +498,7 @@ def average(
             which = report.inputs[-1].name if label == "before" else report.output.name
             values = ", ".join(f"{k.removeprefix('valid_')} {v}" for k, v in scores.items())
             print(f"validation {label} ({which}): {values}")
-    command = "translate" if report.task in ("translation", "summarization") else "evaluate"
-    print(f"use it with: s2s {command} {run_dir} --checkpoint {report.output}")
+    print(f"use it with: s2s {report.next_command} {run_dir} --checkpoint {report.output}")
 
 
 @app.command()

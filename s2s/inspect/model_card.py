@@ -179,21 +179,12 @@ def build_card(run_path: Path) -> dict[str, Any]:
     """Everything `s2s info` shows, as JSON-ready values."""
     from s2s.config import read_saved_config
     from s2s.data.tokenizer import load_tokenizers
-    from s2s.run.directory import build_model
+    from s2s.tasks.registry import find_task
 
     run = RunDir(run_path).require()
     config = read_saved_config(run.config_file)
     tokenizers = load_tokenizers(run.path, config.tokenizer.joint)
-    if config.task.type == "language_model":
-        from s2s.tasks.language_model.model import build_language_model
-
-        model = build_language_model(config, tokenizers.src.vocab_size)
-    elif config.task.type == "speech":
-        from s2s.tasks.speech.model import build_speech_model
-
-        model = build_speech_model(config, tokenizers.tgt.vocab_size)
-    else:
-        model = build_model(config, tokenizers)
+    model = find_task(config.task.type).build_model(config, tokenizers)
     parameters = sum(p.numel() for p in model.parameters())
     records = read_metrics(run.metrics_log) if run.metrics_log.is_file() else []
     name = config.train.early_stopping_metric
@@ -246,13 +237,16 @@ def _data_line(data: dict[str, Any] | None) -> str:
 
 def format_card(card: dict[str, Any]) -> str:
     """The card as aligned 'field  value' lines for people."""
+    from s2s.tasks.registry import find_task  # tasks sit above inspect/: asked, not imported
+
     task, model, vocab, training = card["task"], card["model"], card["vocabulary"], card["training"]
+    task_type = find_task(task["type"])
     options = ", ".join(f"{k}={v}" for k, v in model["cell_options"].items())
     rows = [
         ("run", card["run"]),
-        ("task", _task_line(task)),
+        ("task", task_type.task_line(task)),
         ("cell", model["cell"] + (f" ({options})" if options else "")),
-        ("layers", _layers_line(task["type"], model)),
+        ("layers", task_type.layers_line(model)),
         ("parameters", f"{model['parameters']:,} ({model['parameters'] * 4 / 2**20:.1f} MiB fp32)"),
         (
             "vocabulary",
@@ -294,18 +288,8 @@ def format_card(card: dict[str, Any]) -> str:
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
 
 
-def _task_line(task: dict[str, Any]) -> str:
-    if task["type"] == "language_model":  # one text, no source and target sides
-        return f"{task['name']} ({task['type']})"
-    return f"{task['name']} ({task['type']}, {task['src_lang']} -> {task['tgt_lang']})"
-
-
-def _layers_line(task_type: str, model: dict[str, Any]) -> str:
-    if task_type == "language_model":
-        return (
-            f"embed {model['embed_size']}, hidden {model['hidden_size']}, "
-            f"{model['decoder_layers']} layers, decoder only (no encoder, no attention)"
-        )
+def seq2seq_layers_line(model: dict[str, Any]) -> str:
+    """The layers line of an encoder-decoder's card (`Task.layers_line`'s default)."""
     return (
         f"embed {model['embed_size']}, hidden {model['hidden_size']}, encoder "
         f"{model['encoder_layers']}{' bidirectional' if model['bidirectional'] else ''}, "

@@ -22,7 +22,7 @@ from s2s.errors import S2SError
 from s2s.run.checkpoint import load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
-    from s2s.run.directory import RunDir
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def average_checkpoints(inputs: list[Path], out: Path) -> Path:
 
 @dataclass
 class AverageReport:
-    task: str  # task.type of the run, which says what the averaged checkpoint serves
+    next_command: str  # the s2s command that uses the averaged checkpoint (the task's)
     inputs: list[Path]
     output: Path
     before: dict[str, float] | None  # validation scores of the newest input
@@ -127,84 +127,28 @@ def average_last(
     from s2s.config import read_saved_config
     from s2s.run.directory import RunDir
     from s2s.run.lock import lock_run_directory
+    from s2s.tasks.registry import find_task
 
     run = RunDir(run_path).require()
     lock_run_directory(run.path, "s2s average")  # writes the average, maybe the data cache
-    task = read_saved_config(run.config_file).task.type
+    next_command = find_task(read_saved_config(run.config_file).task.type).decode_command
     inputs = select_last(run.checkpoints, last)
     output = out or run.checkpoints / f"averaged-last-{last}.pt"
     average_checkpoints(inputs, output)
     if not validate:
-        return AverageReport(task, inputs, output, None, None)
+        return AverageReport(next_command, inputs, output, None, None)
     before = score_checkpoint(run_path, inputs[-1], device)
     after = score_checkpoint(run_path, output, device)
-    return AverageReport(task, inputs, output, before, after)
+    return AverageReport(next_command, inputs, output, before, after)
 
 
 def score_checkpoint(run_path: Path, checkpoint: Path, device: str) -> dict[str, float]:
-    """Validation scores of one checkpoint, computed as training computes them."""
+    """Validation scores of one checkpoint, computed as training computes them (by the
+    run's task)."""
     from s2s.config import read_saved_config
-    from s2s.data.corpus import tokenize_split
-    from s2s.kernels.precision import autocast_factory, resolve_amp
-    from s2s.run.directory import RunDir, load_run
-    from s2s.tasks.translation.translator import Translator
-    from s2s.train.validation import validation_scores
+    from s2s.run.directory import RunDir
+    from s2s.tasks.registry import find_task
 
     run = RunDir(run_path).require()
-    config = read_saved_config(run.config_file)
-    task = config.task.type
-    if task == "speech":
-        return score_speech_checkpoint(run, checkpoint, device)
-    if task == "language_model":
-        return score_language_model_checkpoint(run, checkpoint, device)
-    if task not in ("translation", "summarization"):
-        raise S2SError(
-            f"{run_path}: s2s average validates text-to-text, language-model and speech "
-            f"runs only (task.type = {task!r}); use --no-validate, then s2s evaluate --checkpoint"
-        )
-    # fp32 weights: the validation loss runs under train.amp, as in training
-    config, tokenizers, model, torch_device = load_run(
-        run_path, checkpoint, device, cast_weights=False
-    )
-    data = tokenize_split(config.data["valid"], "valid", tokenizers, run.cache)
-    autocast = autocast_factory(resolve_amp(config.train.amp, torch_device), torch_device)
-    translator = Translator(model, tokenizers, config.decode, torch_device)
-    with_bleu = config.train.valid_decode and task == "translation"
-    scores = validation_scores(translator, data, config.train.max_tokens, with_bleu, autocast)
-    if config.train.valid_decode and task == "summarization":
-        from s2s.tasks.summarization.trainer import rouge_log_scores
-
-        with autocast():
-            hypotheses = translator.search_ids(data.src, beam_size=1)
-        text = [tokenizers.tgt.decode(h[0].tokens if h else []) for h in hypotheses]
-        scores |= rouge_log_scores(text, data.raw.all_references())
-    return scores
-
-
-def score_language_model_checkpoint(run: RunDir, checkpoint: Path, device: str) -> dict[str, float]:
-    """Validation loss and perplexities of a language-model checkpoint, as its training
-    scores them: the valid text read as ``train.streams`` rows, under train.amp."""
-    from s2s.kernels.precision import autocast_factory, resolve_amp
-    from s2s.tasks.language_model.data import load_stream
-    from s2s.tasks.language_model.model import load_language_model
-    from s2s.tasks.language_model.scoring import stream_perplexity
-    from s2s.train.validation import loss_scores
-
-    config, tokenizer, model, torch_device = load_language_model(run.path, checkpoint, device)
-    stream = load_stream(config, "valid", tokenizer)
-    autocast = autocast_factory(resolve_amp(config.train.amp, torch_device), torch_device)
-    result = stream_perplexity(model, stream, config.train.streams, torch_device, autocast)
-    scores = loss_scores(result.nll / max(result.tokens, 1))
-    if config.tokenizer.model_type != "word":
-        scores["valid_word_ppl"] = round(result.word_ppl, 3)
-    return scores
-
-
-def score_speech_checkpoint(run: RunDir, checkpoint: Path, device: str) -> dict[str, float]:
-    """Greedy valid WER and CER of a speech checkpoint, decoded as validation decodes."""
-    from s2s.tasks.speech.data import split_features
-    from s2s.tasks.speech.transcriber import load_speech_run, validation_scores
-
-    config, recognizer = load_speech_run(run.path, checkpoint, device, cast_weights=False)
-    manifest, features = split_features(config.data["valid"], "valid", config.audio, run.cache)
-    return validation_scores(recognizer, features, manifest.transcripts)
+    task = find_task(read_saved_config(run.config_file).task.type)
+    return task.score_checkpoint(run, checkpoint, device)

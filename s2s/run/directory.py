@@ -4,10 +4,10 @@ tokeniser model(s), checkpoints and the metrics log."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
@@ -20,6 +20,9 @@ from s2s.errors import S2SError
 from s2s.kernels.precision import cast_for_decoding
 from s2s.run.averaging import STEP_FILE
 from s2s.run.checkpoint import CheckpointNotFound, atomic_write_bytes, load_checkpoint
+
+if TYPE_CHECKING:
+    from s2s.tasks.task import Task
 
 LoadedModel = TypeVar("LoadedModel", bound=nn.Module)
 # How often a reader follows best.json to a newer best after training pruned the one it named
@@ -221,21 +224,42 @@ def load_run(
     cast_weights: bool = True,
     decode_overrides: Sequence[str] = (),
 ) -> tuple[Config, TokenizerPair, Seq2Seq, torch.device]:
-    """Everything inference needs from a run directory, model in eval mode on ``device``.
-    ``decode_overrides`` (``--set decode.key=value``) change the saved [decode] settings,
-    and ``amp`` then replaces decode.amp; the weights are stored in that precision unless
-    ``cast_weights`` is off (for scoring as training does, in fp32 weights)."""
+    """Everything text-to-text inference needs from a run directory (`load_trained_run`);
+    a run of a task these loaders do not serve (a language model, say) is refused."""
+    return load_trained_run(
+        path,
+        checkpoint,
+        device,
+        amp,
+        cast_weights=cast_weights,
+        decode_overrides=decode_overrides,
+        require=lambda task, _: task.require_text_decoding(path),
+    )
+
+
+def load_trained_run(
+    path: Path,
+    checkpoint: Path | None,
+    device: str,
+    amp: str | None,
+    *,
+    cast_weights: bool,
+    decode_overrides: Sequence[str],
+    require: Callable[[Task, Config], None],
+) -> tuple[Config, TokenizerPair, Any, torch.device]:
+    """A run's config, tokenisers and model (built by its task, in eval mode on
+    ``device``), after ``require`` accepted the run's task. ``decode_overrides`` (``--set
+    decode.key=value``) change the saved [decode] settings, and ``amp`` then replaces
+    decode.amp; the weights are stored in that precision unless ``cast_weights`` is off
+    (for scoring as training does, in fp32 weights)."""
+    from s2s.tasks.registry import find_task  # tasks sit above run/: asked, not imported
+
     run = RunDir(path).require()
-    config = read_saved_config(run.config_file)
-    config = with_decode_overrides(config, list(decode_overrides))
-    if config.task.type == "language_model":
-        raise S2SError(
-            f"{path}: a language model; use s2s generate, s2s score or s2s evaluate with it"
-        )
-    if config.task.type == "speech":
-        raise S2SError(f"{path}: a speech recogniser; use s2s transcribe or s2s evaluate with it")
-    tokenizers = load_tokenizers(run.path, config.tokenizer.joint)
-    model = build_model(config, tokenizers)
+    config = with_decode_overrides(read_saved_config(run.config_file), list(decode_overrides))
+    task = find_task(config.task.type)
+    require(task, config)
+    tokenizers = load_tokenizers(run.path, task.joint_vocabulary(config))
+    model = task.build_model(config, tokenizers)
     load_model_weights(model, run, checkpoint)
     torch_device = resolve_device(device)
     model = ready_to_decode(model, config, torch_device, amp, cast_weights)

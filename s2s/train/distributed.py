@@ -22,17 +22,17 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from s2s.errors import S2SError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from s2s.tasks.task import Task
 
-# Tasks whose trainer shards its batches and validation across ranks.
-DDP_TASKS = frozenset({"translation", "summarization"})
+T = TypeVar("T")
 
 
 def launched_by_torchrun() -> bool:
@@ -168,16 +168,13 @@ class Distributed(Single):
         return box[0]
 
 
-def join(device: torch.device, task_type: str) -> Single:
+def join(device: torch.device, task: Task) -> Single:
     """The process group of this run: `Single` outside torchrun, else joined (once) with
-    the backend that suits ``device``."""
+    the backend that suits ``device``, if the task's trainer shards its work."""
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         return Single()
-    if task_type not in DDP_TASKS:
-        raise S2SError(
-            f"DDP supports task.type translation/summarization only for now, not {task_type!r}: "
-            "train it in one process"
-        )
+    if not task.supports_ddp:
+        raise S2SError(f"DDP does not serve task.type {task.name!r} yet: train it in one process")
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)

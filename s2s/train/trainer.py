@@ -7,36 +7,31 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from s2s.config import Config, SplitConfig, TrainConfig, config_to_toml
+from s2s.config import Config, TrainConfig, config_to_toml
 from s2s.core.cell_registry import cell_factory
 from s2s.core.initialisation import initialise
-from s2s.data.batching import Batch, collate, token_batches
-from s2s.data.corpus import ParallelText, TokenizedSplit, load_parallel, tokenize_split
+from s2s.data.batching import Batch
 from s2s.data.tokenizer import (
     PAD_ID,
-    TokenizerPair,
-    load_tokenizers,
     tokenizer_files,
-    train_tokenizers,
 )
 from s2s.errors import S2SError
-from s2s.inspect.model_card import record_session
 from s2s.kernels.compiling import compile_step_cells
 from s2s.kernels.precision import autocast_factory, make_grad_scaler, resolve_amp
 from s2s.run.atomic import DATASETS_TEMPORARY, atomic_write_bytes, remove_stale_temporaries
 from s2s.run.averaging import prune_step_checkpoints
 from s2s.run.checkpoint import load_checkpoint, save_checkpoint
-from s2s.run.directory import RunDir, build_model, load_weights, resolve_device
+from s2s.run.directory import RunDir, load_weights, resolve_device
 from s2s.run.lock import lock_run_directory
 from s2s.run.metrics_log import append_record
 from s2s.run.resume import (
@@ -48,8 +43,6 @@ from s2s.run.resume import (
     seed_all,
     trim_metrics_log,
 )
-from s2s.tasks.translation.metrics import bleu
-from s2s.tasks.translation.translator import Translator
 from s2s.train.distributed import Single, join
 from s2s.train.faults import (
     BatchPlace,
@@ -65,7 +58,10 @@ from s2s.train.faults import (
 from s2s.train.schedule import LearningRateSchedule
 from s2s.train.signals import GracefulStop, Interrupted
 from s2s.train.tensorboard_log import TrainingBoard
-from s2s.train.validation import corpus_loss, loss_scores
+from s2s.train.validation import loss_scores
+
+if TYPE_CHECKING:
+    from s2s.tasks.task import Task
 
 log = logging.getLogger("s2s.train")
 
@@ -95,26 +91,6 @@ class Progress:
         return cls(**{k: v for k, v in json.loads(text).items() if k in known})
 
 
-def prepare_tokenizers(config: Config, run: RunDir) -> TokenizerPair:
-    """Reuse the run's tokeniser, or train one from the training split (again when the
-    recipe's [tokenizer] settings differ from those it was trained with: `--restart`)."""
-    files = set(tokenizer_files(run.path, config.tokenizer.joint))
-    wanted = config.tokenizer.model_dump(mode="json")
-    settings = run.path / "tokenizer.json"
-    if all(f.is_file() for f in files):
-        # A run from before tokenizer.json was written: its tokeniser is taken as it is.
-        saved = json.loads(settings.read_text(encoding="utf-8")) if settings.is_file() else wanted
-        if saved == wanted:
-            return load_tokenizers(run.path, config.tokenizer.joint)
-        changed = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
-        log.info("tokenizer settings changed (%s): training a new tokenizer", ", ".join(changed))
-    text = load_parallel(config.data["train"], "train")
-    require_text(config.data["train"], text)
-    tokenizers = train_tokenizers(config.tokenizer, text.src, text.tgt, run.path)
-    atomic_write_bytes(settings, json.dumps(wanted, indent=1).encode("utf-8"))
-    return tokenizers
-
-
 LAST_KEPT = "the last checkpoint is kept; free some space and run the same command to resume"
 
 
@@ -124,62 +100,6 @@ def remove_run_temporaries(run: RunDir) -> None:
     for folder in (run.path, run.checkpoints, run.cache / "archives"):
         remove_stale_temporaries(folder)
     remove_stale_temporaries(run.cache, DATASETS_TEMPORARY)
-
-
-def require_text(split: SplitConfig, text: ParallelText) -> None:
-    """Refuse a training split with a side of only blank lines before the tokeniser is
-    trained on it (sentencepiece would stop with an internal message, or the model would
-    learn to translate into nothing)."""
-    empty = [
-        _side_name(split, side)
-        for side, lines in (("src", text.src), ("tgt", text.tgt))
-        if not any(line.strip() for line in lines)
-    ]
-    if empty:
-        verb = "hold" if len(empty) > 1 else "holds"
-        raise S2SError(
-            f"{' and '.join(empty)} {verb} no text (only blank lines): "
-            "nothing to train the tokenizer on"
-        )
-
-
-def _side_name(split: SplitConfig, side: str) -> str:
-    """Where one side of the training split comes from, for an error message."""
-    file = getattr(split, side)
-    if file is not None:
-        return f"data.train.{side} ({file})"
-    if split.path is not None:
-        return f"data.train.{side}_field {getattr(split, f'{side}_field')!r} of {split.path}"
-    return f"data.train ({side} of hub dataset {split.hub!r})"
-
-
-def truncate_sources(split: TokenizedSplit, max_source_length: int) -> None:
-    """Cut sources to the ``model.max_source_length`` tokens the encoder reads, so length
-    filtering and batch budgets count the tokens actually used. (The EOS collate appends
-    to a cut source is then cut by the model, as it is in search: the same input both ways.)"""
-    if max_source_length:
-        limit = max_source_length
-        split.src = [ids if len(ids) <= limit else ids[:limit] for ids in split.src]
-
-
-def filter_long(split: TokenizedSplit, max_length: int) -> list[int]:
-    """Indices of pairs that fit ``max_length`` tokens (EOS/BOS included) on both sides."""
-    keep = [
-        i
-        for i, (s, t) in enumerate(zip(split.src, split.tgt, strict=True))
-        if len(s) + 1 <= max_length and len(t) + 1 <= max_length
-    ]
-    dropped = len(split.src) - len(keep)
-    if dropped:
-        log.info(
-            "dropped %d of %d training pairs longer than %d tokens",
-            dropped,
-            len(split.src),
-            max_length,
-        )
-    if not keep:
-        raise S2SError(f"train.max_length = {max_length} leaves no training pair")
-    return keep
 
 
 def label_smoothed_loss(
@@ -242,9 +162,17 @@ class LossWindow:
 
 
 class Trainer:
-    """Owns the model, optimiser and schedule of one run directory."""
+    """The training loop of one run directory: owns the model, optimiser and schedule, and
+    asks its task's hooks (a subclass per task) for data, batches, loss and scores.
+    ``task`` is the recipe's task object (`Task.make_trainer` passes itself); left out, the
+    subclass's own ``task_class`` serves."""
 
-    def __init__(self, config: Config, run: RunDir, quiet: bool = False) -> None:
+    task_class: ClassVar[type[Task]]
+
+    def __init__(
+        self, config: Config, run: RunDir, quiet: bool = False, task: Task | None = None
+    ) -> None:
+        self.task = task if task is not None else self.task_class()
         self.config = config
         self.run = run
         self.quiet = quiet
@@ -253,7 +181,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         seed_all(cfg.seed)
         device = resolve_device(cfg.device)
-        self.dist: Single = join(device, config.task.type)  # torchrun: one rank of several
+        self.dist: Single = join(device, self.task)  # torchrun: one rank of several
         self.device = self.dist.device(device)
         self.quiet = quiet or not self.dist.is_main  # one progress display: rank 0's
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
@@ -293,59 +221,44 @@ class Trainer:
         # training runs through DDP's wrapper; validation and decoding use the bare model
         self.train_model = self.dist.wrap(self.model, self.device)
 
-    # -- task hooks: a trainer for another task overrides these ----------------------------
+    # -- task hooks: each task's trainer implements these ---------------------------------
     def _prepare_data(self) -> None:
-        """Set the tokenisers and the tokenised train and valid splits."""
-        config, run = self.config, self.run
-        self.tokenizers = prepare_tokenizers(config, run)
-        self.train_data = tokenize_split(config.data["train"], "train", self.tokenizers, run.cache)
-        self.valid_data = tokenize_split(config.data["valid"], "valid", self.tokenizers, run.cache)
-        for data in (self.train_data, self.valid_data):  # the encoder reads no further
-            truncate_sources(data, config.model.max_source_length)
-        self.train_indices = filter_long(self.train_data, config.train.max_length)
+        """Set ``tokenizers``, the training and validation data, and whatever
+        `_epoch_batches` needs to cut the training data into batches."""
+        raise NotImplementedError
 
     def _build_model(self) -> torch.nn.Module:
-        return build_model(self.config, self.tokenizers)
+        return self.task.build_model(self.config, self.tokenizers)
 
     def _after_model(self) -> None:
         """Objects that need the model on its device (the validation decoder)."""
-        self.translator = Translator(self.model, self.tokenizers, self.config.decode, self.device)
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This epoch's batches (deterministic in seed and epoch, so resume can rebuild them)."""
-        src = [len(self.train_data.src[i]) + 1 for i in self.train_indices]
-        tgt = [len(self.train_data.tgt[i]) + 1 for i in self.train_indices]
-        rng = random.Random(self.config.train.seed * 100_003 + epoch)
-        batches = token_batches(src, tgt, self.config.train.max_tokens, rng)
-        return [[self.train_indices[i] for i in batch] for batch in batches]
+        """This epoch's batches of example numbers (deterministic in seed and epoch, so
+        resume can rebuild them)."""
+        raise NotImplementedError
 
     def _collate(self, indices: list[int]) -> Batch:
         """The batch of training examples ``indices`` (on the CPU)."""
-        return collate(indices, self.train_data.src, self.train_data.tgt)
+        raise NotImplementedError
 
     def _batch_loss(self, batch: Batch) -> torch.Tensor:
-        """Summed training loss of one batch already on the device (smoothed cross-entropy);
-        its normaliser is ``batch.num_tgt_tokens``."""
-        with self.autocast():
-            logits = self.train_model(batch.src, batch.src_lengths, batch.tgt_in)
-        return label_smoothed_loss(logits, batch.tgt_out, self.config.train.label_smoothing)
+        """Summed training loss of one batch already on the device; its normaliser is
+        ``batch.num_tgt_tokens``."""
+        raise NotImplementedError
 
     def _loss_scores(self) -> dict[str, float]:
         """Further scores of the last `validation_loss` (a language model's word-level
-        perplexity); none for translation."""
+        perplexity)."""
         return {}
 
     def _decoded_scores(self) -> dict[str, float]:
-        """Scores of decoding the validation split (greedy), rounded for the metrics log."""
-        with self.autocast():
-            hyps = self.translator.search_ids(self.valid_data.src, beam_size=1)
-        text = [self.tokenizers.tgt.decode(h[0].tokens) for h in hyps]
-        return {"valid_bleu": round(bleu(text, self.valid_data.raw.tgt), 2)}
+        """Scores of decoding the validation split greedily, under their metrics-log keys."""
+        return {}
 
     def _record_session(self) -> None:
         """Note the session and the data sizes in the run's about.json (for `s2s info`)."""
-        used = len(self.train_indices)
-        record_session(self.run, self.progress.step, self.train_data, self.valid_data, used)
+        raise NotImplementedError
 
     # -- checkpoints ----------------------------------------------------------------------
     def _payload(self, full: bool) -> dict:
@@ -449,20 +362,10 @@ class Trainer:
         return improved
 
     # -- validation -----------------------------------------------------------------------
-    @torch.inference_mode()
     def validation_loss(self) -> tuple[float, int]:
-        """Mean per-token cross-entropy (no smoothing) on the validation split; under DDP
-        each rank scores every world_size-th pair and the sums are added up."""
-        max_tokens = self.config.train.max_tokens
-        data = self.valid_data
-        if self.dist.world_size == 1:
-            return corpus_loss(self.model, data, max_tokens, self.device, self.autocast)
-        data = TokenizedSplit(self.dist.shard(data.src), self.dist.shard(data.tgt), data.raw)
-        loss, tokens = 0.0, 0
-        if data.src:
-            loss, tokens = corpus_loss(self.model, data, max_tokens, self.device, self.autocast)
-        total, count = self.dist.sum_floats([loss * tokens, tokens])
-        return total / max(count, 1), int(count)
+        """Mean per-token cross-entropy (no smoothing) on the validation split, and its
+        token count."""
+        raise NotImplementedError
 
     def validate(self, train_loss: float, tokens_per_second: float) -> dict:
         """Score the model on `valid`, keep the best checkpoints, log the record. Under DDP

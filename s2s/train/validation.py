@@ -1,4 +1,5 @@
-"""Validation scores of a model: per-token loss, perplexity and greedy BLEU on a split.
+"""Validation scores of a model: per-token loss, perplexity, and greedy decoding scored by
+the task's metric.
 
 Training and `s2s average` both call these, so a checkpoint's logged scores and the scores
 of an averaged checkpoint are computed the same way and can be compared.
@@ -7,8 +8,9 @@ of an averaged checkpoint are computed the same way and can be compared.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +19,6 @@ from s2s.core.seq2seq import Seq2Seq
 from s2s.data.batching import collate, token_batches
 from s2s.data.corpus import TokenizedSplit
 from s2s.data.tokenizer import PAD_ID
-from s2s.tasks.translation.metrics import bleu
-from s2s.tasks.translation.translator import Translator
 
 
 @torch.inference_mode()
@@ -57,20 +57,20 @@ def loss_scores(loss: float) -> dict[str, float]:
     return {"valid_loss": round(loss, 4), "valid_ppl": round(math.exp(min(loss, 50.0)), 3)}
 
 
-def validation_scores(
-    translator: Translator,
-    data: TokenizedSplit,
-    max_tokens: int,
-    with_bleu: bool,
+class GreedyDecoder(Protocol):
+    """A task's decoder as validation uses it: greedy output text per source."""
+
+    def greedy(self, sources: Sequence[Any]) -> list[str]: ...
+
+
+def greedy_scores(
+    decoder: GreedyDecoder,
+    sources: Sequence[Any],
+    score: Callable[[list[str]], dict[str, float]],
     autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> dict[str, float]:
-    """``valid_loss``, ``valid_ppl`` and (optionally) greedy ``valid_bleu``, rounded as the
-    metrics log rounds them."""
-    loss, _ = corpus_loss(translator.model, data, max_tokens, translator.device, autocast)
-    scores = loss_scores(loss)
-    if with_bleu:
-        with autocast():
-            hypotheses = translator.search_ids(data.src, beam_size=1)
-        text = [translator.tokenizers.tgt.decode(h[0].tokens if h else []) for h in hypotheses]
-        scores["valid_bleu"] = round(bleu(text, data.raw.tgt), 2)
-    return scores
+    """Decode ``sources`` greedily (under ``autocast``) and ``score`` the outputs: what
+    training logs at each validation and `s2s average` reports, for every task."""
+    with autocast():
+        hypotheses = decoder.greedy(sources)
+    return score(hypotheses)

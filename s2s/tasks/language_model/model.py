@@ -113,10 +113,12 @@ def load_language_model(
     from s2s.data.tokenizer import load_tokenizers
     from s2s.errors import S2SError
     from s2s.run.directory import RunDir, load_model_weights, resolve_device
+    from s2s.tasks.language_model.task import LanguageModelTask
+    from s2s.tasks.registry import find_task
 
     run = RunDir(run_path).require()
     config = read_saved_config(run.config_file)
-    if config.task.type != "language_model":
+    if not isinstance(find_task(config.task.type), LanguageModelTask):
         raise S2SError(
             f"{run_path}: a {config.task.type} run, not a language model "
             "(task.type = 'language_model')"

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,9 @@ from s2s.tasks.language_model.data import (
 )
 from s2s.tasks.language_model.model import LanguageModel, load_language_model
 from s2s.tasks.translation.metrics import Score
+
+if TYPE_CHECKING:
+    from s2s.run.directory import RunDir
 
 # Tokens per forward pass when scoring. Without gradients the state is carried exactly, so
 # this only trades memory for speed; it does not change the result.
@@ -160,6 +164,22 @@ def evaluate_language_model(
     scores = perplexity_scores(result, config.tokenizer.model_type != "word")
     used = checkpoint or RunDir(run_dir).default_checkpoint()
     record_evaluation(run_dir, split, used, None, scores)
+    return scores
+
+
+def score_language_model_checkpoint(run: RunDir, checkpoint: Path, device: str) -> dict[str, float]:
+    """Validation loss and perplexities of a language-model checkpoint, as its training
+    scores them: the valid text read as ``train.streams`` rows, under train.amp."""
+    from s2s.kernels.precision import autocast_factory, resolve_amp
+    from s2s.train.validation import loss_scores
+
+    config, tokenizer, model, torch_device = load_language_model(run.path, checkpoint, device)
+    stream = load_stream(config, "valid", tokenizer)
+    autocast = autocast_factory(resolve_amp(config.train.amp, torch_device), torch_device)
+    result = stream_perplexity(model, stream, config.train.streams, torch_device, autocast)
+    scores = loss_scores(result.nll / max(result.tokens, 1))
+    if config.tokenizer.model_type != "word":
+        scores["valid_word_ppl"] = round(result.word_ppl, 3)
     return scores
 
 

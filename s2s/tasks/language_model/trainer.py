@@ -25,8 +25,9 @@ from s2s.tasks.language_model.data import (
     window,
     window_count,
 )
-from s2s.tasks.language_model.model import LayerStates, build_language_model, detach_states
+from s2s.tasks.language_model.model import LayerStates, detach_states
 from s2s.tasks.language_model.scoring import Perplexity, stream_perplexity
+from s2s.tasks.language_model.task import LanguageModelTask
 from s2s.train.trainer import Trainer
 
 
@@ -37,6 +38,8 @@ def stream_summary(stream: TokenStream) -> dict[str, int]:
 class LanguageModelTrainer(Trainer):
     """`Trainer` with the language-model task hooks."""
 
+    task_class = LanguageModelTask
+
     def _prepare_data(self) -> None:
         config = self.config
         tokenizer = prepare_lm_tokenizer(config, self.run)
@@ -46,9 +49,6 @@ class LanguageModelTrainer(Trainer):
         self.train_grid = batchify(self.train_stream.ids, config.train.streams)
         self.train_states: LayerStates | None = None
         self.last_valid: Perplexity | None = None
-
-    def _build_model(self) -> torch.nn.Module:
-        return build_language_model(self.config, self.tokenizers.src.vocab_size)
 
     def _after_model(self) -> None:
         """Nothing to decode at validation: a language model is judged by its perplexity."""
@@ -88,9 +88,6 @@ class LanguageModelTrainer(Trainer):
         if self.last_valid is None or self.config.tokenizer.model_type == "word":
             return {}
         return {"valid_word_ppl": round(self.last_valid.word_ppl, 3)}
-
-    def _decoded_scores(self) -> dict[str, float]:
-        return {}
 
     def _record_session(self) -> None:
         data = {

@@ -17,10 +17,12 @@ from s2s.inspect.model_card import record_session_data
 from s2s.run.checkpoint import atomic_write_bytes
 from s2s.tasks.speech.audio import check_speech_extra
 from s2s.tasks.speech.data import SpeechSplit, speech_collate, split_features
-from s2s.tasks.speech.model import SpeechSeq2Seq, build_speech_model, ctc_loss_sum
+from s2s.tasks.speech.model import SpeechSeq2Seq, ctc_loss_sum
 from s2s.tasks.speech.specaugment import spec_augment, tempo_perturb
-from s2s.tasks.speech.transcriber import Recognizer, validation_scores
+from s2s.tasks.speech.task import SpeechTask
+from s2s.tasks.speech.transcriber import Recognizer, speech_log_scores
 from s2s.train.trainer import Trainer, label_smoothed_loss
+from s2s.train.validation import greedy_scores
 
 log = logging.getLogger("s2s.train")
 
@@ -59,6 +61,8 @@ class SpeechTrainer(Trainer):
     """The `Trainer` loop with speech's hooks; ``train.max_tokens`` and
     ``train.max_length`` count feature frames (and target tokens)."""
 
+    task_class = SpeechTask
+
     def _prepare_data(self) -> None:
         config, run = self.config, self.run
         check_speech_extra()
@@ -96,9 +100,6 @@ class SpeechTrainer(Trainer):
                 f"audio.feature_dim = {audio.feature_dim}, but data.train's features are {raw} wide"
             )
         audio.feature_dim = raw
-
-    def _build_model(self) -> torch.nn.Module:
-        return build_speech_model(self.config, self.tokenizers.tgt.vocab_size)
 
     def _after_model(self) -> None:
         decode = self.config.decode
@@ -149,10 +150,9 @@ class SpeechTrainer(Trainer):
 
     def _decoded_scores(self) -> dict[str, float]:
         """Greedy WER and CER (percent) on the valid split."""
-        with self.autocast():
-            return validation_scores(
-                self.recognizer, self.valid_data.src, self.valid_data.manifest.transcripts
-            )
+        references = self.valid_data.manifest.transcripts
+        score = lambda h: speech_log_scores(h, references)  # noqa: E731
+        return greedy_scores(self.recognizer, self.valid_data.src, score, self.autocast)
 
     def _record_session(self) -> None:
         """Note the session and the data sizes (utterances, frames) for `s2s info`."""

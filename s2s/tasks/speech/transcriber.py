@@ -11,20 +11,22 @@ from typing import TextIO
 
 import torch
 
-from s2s.config import Config, DecodeConfig, read_saved_config, with_decode_overrides
+from s2s.config import Config, DecodeConfig
 from s2s.core.search import Hypothesis, batch_budget, search_batches
 from s2s.data.batching import token_batches
-from s2s.data.tokenizer import Tokenizer, load_tokenizers
+from s2s.data.tokenizer import Tokenizer
 from s2s.errors import S2SError
 from s2s.inspect.model_card import record_evaluation
 from s2s.kernels.packed_linear import ensure_eval_mode
 from s2s.kernels.precision import decode_autocast, decoding_precision
-from s2s.run.directory import RunDir, load_model_weights, ready_to_decode, resolve_device
+from s2s.run.directory import RunDir, load_trained_run
 from s2s.tasks.speech.audio import utterance_features
 from s2s.tasks.speech.ctc_prefix import JointCTCDecoder
 from s2s.tasks.speech.data import speech_collate, split_features
-from s2s.tasks.speech.model import SpeechSeq2Seq, build_speech_model
+from s2s.tasks.speech.model import SpeechSeq2Seq
+from s2s.tasks.task import EvaluationRequest, Task
 from s2s.tasks.translation.metrics import Score, speech_scores
+from s2s.train.validation import greedy_scores
 
 TRANSCRIBE_CHUNK = 32  # files read, decoded and printed together
 
@@ -72,6 +74,10 @@ class Recognizer:
                 on_batch(len(batch.indices))
         return results
 
+    def greedy(self, features: Sequence[torch.Tensor]) -> list[str]:
+        """The greedy transcript of each utterance, in input order (validation)."""
+        return self.transcribe(features, beam_size=1)
+
     def transcribe(
         self,
         features: Sequence[torch.Tensor],
@@ -83,12 +89,9 @@ class Recognizer:
         return [self.tokenizer.decode(h.tokens) for h in hyps]
 
 
-def validation_scores(
-    recognizer: Recognizer, features: Sequence[torch.Tensor], references: Sequence[str]
-) -> dict[str, float]:
-    """Greedy ``valid_wer`` and ``valid_cer`` (percent, rounded as the metrics log rounds
-    them): what training logs at each validation and `s2s average` reports."""
-    hypotheses = recognizer.transcribe(features, beam_size=1)
+def speech_log_scores(hypotheses: list[str], references: Sequence[str]) -> dict[str, float]:
+    """``valid_wer`` and ``valid_cer`` (percent, rounded as the metrics log rounds them) of
+    greedy transcripts: what training logs at each validation and `s2s average` reports."""
     scores = {s.name: s.score for s in speech_scores(hypotheses, list(references))}
     return {"valid_wer": round(scores["WER"], 2), "valid_cer": round(scores["CER"], 2)}
 
@@ -106,35 +109,33 @@ def load_speech_run(
     ``decode_overrides`` and ``amp`` change the saved [decode] settings and the weights
     are stored in the decoding precision unless ``cast_weights`` is off, as
     `s2s.run.directory.load_run` does."""
-    run = RunDir(path).require()
-    config = read_saved_config(run.config_file)
-    config = with_decode_overrides(config, list(decode_overrides))
-    if config.task.type != "speech":
-        raise S2SError(f"{path}: a {config.task.type} run; transcribing needs a speech run")
-    tokenizer = load_tokenizers(run.path, joint=True).tgt
-    model = build_speech_model(config, tokenizer.vocab_size)
-    load_model_weights(model, run, checkpoint)
-    torch_device = resolve_device(device)
-    model = ready_to_decode(model, config, torch_device, amp, cast_weights)
-    return config, Recognizer(model, tokenizer, config.decode, torch_device)
+    from s2s.tasks.speech.task import SpeechTask
+
+    def require_speech(task: Task, config: Config) -> None:
+        if not isinstance(task, SpeechTask):
+            raise S2SError(f"{path}: a {config.task.type} run; transcribing needs a speech run")
+
+    config, tokenizers, model, torch_device = load_trained_run(
+        path,
+        checkpoint,
+        device,
+        amp,
+        cast_weights=cast_weights,
+        decode_overrides=decode_overrides,
+        require=require_speech,
+    )
+    return config, Recognizer(model, tokenizers.tgt, config.decode, torch_device)
 
 
-def evaluate_speech_run(
-    run_dir: Path,
-    split: str,
-    beam: int | None,
-    output: Path | None,
-    checkpoint: Path | None,
-    device: str,
-    amp: str | None = None,
-    decode_overrides: Sequence[str] = (),
-) -> list[Score]:
+def evaluate_speech_run(run_dir: Path, request: EvaluationRequest) -> list[Score]:
     """Transcribe one split of the recipe and score it: WER, CER, exact-transcript accuracy;
-    ``amp`` and ``decode_overrides`` change the saved [decode] settings."""
+    the request's ``amp`` and ``decode_overrides`` change the saved [decode] settings."""
     from s2s.progress import TaskProgress
 
+    split, beam, output = request.split, request.beam, request.output
+    checkpoint, decode_overrides = request.checkpoint, request.decode_overrides
     config, recognizer = load_speech_run(
-        run_dir, checkpoint, device, amp, decode_overrides=decode_overrides
+        run_dir, checkpoint, request.device, request.amp, decode_overrides=decode_overrides
     )
     if split not in config.data:
         known = ", ".join(sorted(config.data))
@@ -152,6 +153,14 @@ def evaluate_speech_run(
     precision = decoding_precision(config.decode.amp, recognizer.device)
     record_evaluation(run_dir, split, used, beam, scores, decode_overrides, precision)
     return scores
+
+
+def score_speech_checkpoint(run: RunDir, checkpoint: Path, device: str) -> dict[str, float]:
+    """Greedy valid WER and CER of a speech checkpoint, decoded as validation decodes."""
+    config, recognizer = load_speech_run(run.path, checkpoint, device, cast_weights=False)
+    manifest, features = split_features(config.data["valid"], "valid", config.audio, run.cache)
+    references = manifest.transcripts
+    return greedy_scores(recognizer, features, lambda h: speech_log_scores(h, references))
 
 
 def transcribe_paths(

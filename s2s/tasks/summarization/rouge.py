@@ -15,6 +15,15 @@ from s2s.tasks.translation.metrics import Score
 # rouge-score's metric names -> the names s2s reports and logs
 METRICS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
 
+# ROUGE names -> metrics-log keys; ROUGE-L first, as the task metric `s2s info` shows
+LOG_KEYS = {"ROUGE-L": "valid_rouge_l", "ROUGE-1": "valid_rouge_1", "ROUGE-2": "valid_rouge_2"}
+
+
+def rouge_log_scores(summaries: list[str], references: list[list[str]]) -> dict[str, float]:
+    """ROUGE-1/2/L F1 under their metrics-log keys, rounded as the log rounds them."""
+    scores = rouge(summaries, references)
+    return {key: round(scores[name], 2) for name, key in LOG_KEYS.items()}
+
 
 def require_rouge() -> None:
     """Fail now, in one line naming the extra, rather than at the first validation."""

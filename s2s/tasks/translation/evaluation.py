@@ -1,85 +1,86 @@
-"""`s2s evaluate`: translate a split or a file pair and score it with sacrebleu (ROUGE for
-summarization runs, taking the best of several references where a split has them); speech
-and language-model runs are handed to their own evaluation."""
+"""Text-to-text runs (translation, summarisation): `s2s evaluate` translates a split or a
+file pair and scores it by the task's metric; `s2s average` scores a checkpoint as
+validation does."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from s2s.config import SplitConfig, read_saved_config
-from s2s.data.corpus import load_parallel
+from s2s.config import Config, SplitConfig
+from s2s.data.corpus import ParallelText, load_parallel, tokenize_split
 from s2s.errors import S2SError
 from s2s.inspect.model_card import record_evaluation
-from s2s.kernels.precision import decoding_precision
+from s2s.kernels.precision import autocast_factory, decoding_precision, resolve_amp
 from s2s.progress import TaskProgress
 from s2s.run.directory import RunDir, load_run
-from s2s.tasks.translation.metrics import Score, bleu_and_chrf
+from s2s.tasks.task import EvaluationRequest
+from s2s.tasks.translation.metrics import Score
 from s2s.tasks.translation.translator import Translator
+from s2s.train.validation import corpus_loss, greedy_scores, loss_scores
+
+if TYPE_CHECKING:
+    from s2s.tasks.translation.task import TranslationTask
 
 
-def evaluate_run(
-    run_dir: Path,
-    split: str,
-    src: Path | None,
-    ref: Path | None,
-    beam: int | None,
-    output: Path | None,
-    checkpoint: Path | None,
-    device: str,
-    amp: str | None = None,
-    decode_overrides: Sequence[str] = (),
+def evaluate_text_run(
+    task: TranslationTask, run_dir: Path, request: EvaluationRequest
 ) -> list[Score]:
-    """Scores of decoding a split (or src/ref files) with the run's model; ``amp`` and
-    ``decode_overrides`` (``--set decode.key=value``) change the saved [decode] settings
-    (a language model is scored, not decoded: it takes neither)."""
-    task = read_saved_config(RunDir(run_dir).require().config_file).task.type
-    if task == "speech":
-        from s2s.tasks.speech.transcriber import evaluate_speech_run
-
-        if src is not None or ref is not None:
-            raise S2SError("a speech run is evaluated on a manifest split (--split), not --src")
-        return evaluate_speech_run(
-            run_dir, split, beam, output, checkpoint, device, amp, decode_overrides
-        )
-    if task == "language_model":
-        from s2s.tasks.language_model.scoring import evaluate_language_model
-
-        options = (src, ref, beam, output, amp)
-        if any(option is not None for option in options) or decode_overrides:
-            raise S2SError("a language model is evaluated on a split (--split) only")
-        return evaluate_language_model(run_dir, split, checkpoint, device)
+    """Scores of decoding a split (or src/ref files) with the run's model, by the task's
+    `corpus_scores`; the request's ``amp`` and ``decode_overrides`` (``--set
+    decode.key=value``) change the saved [decode] settings."""
+    overrides = request.decode_overrides
     config, tokenizers, model, torch_device = load_run(
-        run_dir, checkpoint, device, amp, decode_overrides=decode_overrides
+        run_dir, request.checkpoint, request.device, request.amp, decode_overrides=overrides
     )
+    text = evaluation_text(run_dir, config, request)
+    translator = Translator(model, tokenizers, config.decode, torch_device)
+    beam = request.beam or config.decode.beam_size
+    label = request.split if request.src is None else str(request.src)
+    with TaskProgress(f"translating {label}", total=len(text.src)) as progress:
+        outputs = translator.translate(text.src, beam, on_batch=progress.update)
+        progress.advance_to(len(text.src))  # empty lines are not searched
+    hypotheses = [h[0] for h in outputs]
+    if request.output is not None:
+        request.output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    scores = task.corpus_scores(hypotheses, text)
+    used = request.checkpoint or RunDir(run_dir).default_checkpoint()
+    precision = decoding_precision(config.decode.amp, torch_device)
+    record_evaluation(run_dir, label, used, beam, scores, overrides, precision)
+    return scores
+
+
+def evaluation_text(run_dir: Path, config: Config, request: EvaluationRequest) -> ParallelText:
+    """The pairs to evaluate on: the --src/--ref files, or a split of the recipe."""
+    src, ref, split = request.src, request.ref, request.split
     if (src is None) != (ref is None):
         raise S2SError("--src and --ref go together")
     if src is not None and ref is not None:
         for path in (src, ref):
             if not path.is_file():
                 raise S2SError(f"{path}: file not found")
-        text = load_parallel(SplitConfig(src=src, tgt=ref), "evaluate")
-    else:
-        if split not in config.data:
-            known = ", ".join(sorted(config.data))
-            raise S2SError(f"{run_dir}: the recipe has no split {split!r} (splits: {known})")
-        text = load_parallel(config.data[split], split)
-    translator = Translator(model, tokenizers, config.decode, torch_device)
-    beam = beam or config.decode.beam_size
-    label = split if src is None else str(src)
-    with TaskProgress(f"translating {label}", total=len(text.src)) as progress:
-        outputs = translator.translate(text.src, beam, on_batch=progress.update)
-        progress.advance_to(len(text.src))  # empty lines are not searched
-    hypotheses = [h[0] for h in outputs]
-    if output is not None:
-        output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
-    if config.task.type == "summarization":
-        from s2s.tasks.summarization.rouge import rouge_scores
+        return load_parallel(SplitConfig(src=src, tgt=ref), "evaluate")
+    if split not in config.data:
+        known = ", ".join(sorted(config.data))
+        raise S2SError(f"{run_dir}: the recipe has no split {split!r} (splits: {known})")
+    return load_parallel(config.data[split], split)
 
-        scores = rouge_scores(hypotheses, text.all_references())
-    else:
-        scores = bleu_and_chrf(hypotheses, text.tgt)
-    used = checkpoint or RunDir(run_dir).default_checkpoint()
-    precision = decoding_precision(config.decode.amp, torch_device)
-    record_evaluation(run_dir, label, used, beam, scores, decode_overrides, precision)
+
+def score_text_checkpoint(
+    task: TranslationTask, run: RunDir, checkpoint: Path, device: str
+) -> dict[str, float]:
+    """Validation loss and perplexity of one checkpoint and, when the recipe decodes at
+    validation, the task's greedy scores: computed as training computes them (fp32
+    weights, under train.amp)."""
+    config, tokenizers, model, torch_device = load_run(
+        run.path, checkpoint, device, cast_weights=False
+    )
+    data = tokenize_split(config.data["valid"], "valid", tokenizers, run.cache)
+    autocast = autocast_factory(resolve_amp(config.train.amp, torch_device), torch_device)
+    loss, _ = corpus_loss(model, data, config.train.max_tokens, torch_device, autocast)
+    scores = loss_scores(loss)
+    if config.train.valid_decode:
+        translator = Translator(model, tokenizers, config.decode, torch_device)
+        score = lambda h: task.validation_scores(h, data.raw)  # noqa: E731
+        scores |= greedy_scores(translator, data.src, score, autocast)
     return scores

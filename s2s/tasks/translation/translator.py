@@ -60,6 +60,11 @@ class Translator:
                 on_batch(len(batch.indices))
         return results
 
+    def greedy(self, src_ids: Sequence[Sequence[int]]) -> list[str]:
+        """The greedy output text of each tokenised source, in input order (validation)."""
+        found = self.search_ids(src_ids, beam_size=1)
+        return [self.tokenizers.tgt.decode(hyps[0].tokens if hyps else []) for hyps in found]
+
     def encode(self, lines: Sequence[str]) -> list[list[int]]:
         """Source token ids per line; a blank line gives no tokens."""
         wanted = [i for i, line in enumerate(lines) if line.strip()]

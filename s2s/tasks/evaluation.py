@@ -1,0 +1,18 @@
+"""`s2s evaluate`: the run's task evaluates it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from s2s.config import read_saved_config
+from s2s.run.directory import RunDir
+from s2s.tasks.registry import find_task
+from s2s.tasks.task import EvaluationRequest
+from s2s.tasks.translation.metrics import Score
+
+
+def evaluate_run(run_dir: Path, request: EvaluationRequest) -> list[Score]:
+    """The scores of the run's model on the request's split (or files), as its task
+    computes them."""
+    config = read_saved_config(RunDir(run_dir).require().config_file)
+    return find_task(config.task.type).evaluate(run_dir, request)
