@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from s2s.atomic import append_line, atomic_write_bytes
 from s2s.data.corpus import TokenizedSplit
 from s2s.errors import S2SError
-from s2s.run.atomic import append_line, atomic_write_bytes
 from s2s.run.directory import RunDir
 from s2s.run.metrics_log import read_metrics, task_metric
-from s2s.tasks.translation.metrics import Score
+from s2s.scores import Score
 
 log = logging.getLogger(__name__)
 

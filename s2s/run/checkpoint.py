@@ -18,8 +18,8 @@ from typing import Any, BinaryIO
 
 import torch
 
+from s2s.atomic import atomic_write_bytes, remove_stale_temporaries
 from s2s.errors import S2SError
-from s2s.run.atomic import atomic_write_bytes, remove_stale_temporaries
 
 __all__ = [
     "CheckpointNotFound",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 import torch.nn.functional as F
 
+from s2s.atomic import DATASETS_TEMPORARY, atomic_write_bytes, remove_stale_temporaries
 from s2s.config import Config, TrainConfig, config_to_toml
 from s2s.core.cell_registry import cell_factory
 from s2s.core.initialisation import initialise
@@ -26,9 +27,7 @@ from s2s.data.tokenizer import (
     tokenizer_files,
 )
 from s2s.errors import S2SError
-from s2s.kernels.compiling import compile_step_cells
 from s2s.kernels.precision import autocast_factory, make_grad_scaler, resolve_amp
-from s2s.run.atomic import DATASETS_TEMPORARY, atomic_write_bytes, remove_stale_temporaries
 from s2s.run.averaging import prune_step_checkpoints
 from s2s.run.checkpoint import load_checkpoint, save_checkpoint
 from s2s.run.directory import RunDir, load_weights, resolve_device
@@ -43,6 +42,7 @@ from s2s.run.resume import (
     seed_all,
     trim_metrics_log,
 )
+from s2s.train.compiling import compile_step_cells
 from s2s.train.distributed import Single, join
 from s2s.train.faults import (
     BatchPlace,

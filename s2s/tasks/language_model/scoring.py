@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from s2s.data.batching import pad, token_batches
 from s2s.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
 from s2s.errors import S2SError
+from s2s.scores import Score
 from s2s.tasks.language_model.data import (
     TokenStream,
     batchify,
@@ -32,7 +33,6 @@ from s2s.tasks.language_model.data import (
     load_stream,
 )
 from s2s.tasks.language_model.model import LanguageModel, load_language_model
-from s2s.tasks.translation.metrics import Score
 
 if TYPE_CHECKING:
     from s2s.run.directory import RunDir

@@ -20,12 +20,13 @@ from s2s.inspect.model_card import record_evaluation
 from s2s.kernels.packed_linear import ensure_eval_mode
 from s2s.kernels.precision import decode_autocast, decoding_precision
 from s2s.run.directory import RunDir, load_trained_run
+from s2s.scores import Score
 from s2s.tasks.speech.audio import utterance_features
 from s2s.tasks.speech.ctc_prefix import JointCTCDecoder
 from s2s.tasks.speech.data import speech_collate, split_features
 from s2s.tasks.speech.model import SpeechSeq2Seq
 from s2s.tasks.task import EvaluationRequest, Task
-from s2s.tasks.translation.metrics import Score, speech_scores
+from s2s.tasks.translation.metrics import speech_scores
 from s2s.train.validation import greedy_scores
 
 TRANSCRIBE_CHUNK = 32  # files read, decoded and printed together
