@@ -150,6 +150,6 @@ class Task(ABC):
 
     def layers_line(self, model: dict[str, Any]) -> str:
         """The model card's layers line, from the saved [model] section."""
-        from s2s.inspect.model_card import seq2seq_layers_line
+        from s2s.tasks.card_lines import seq2seq_layers_line
 
         return seq2seq_layers_line(model)

@@ -152,8 +152,8 @@ def evaluate_language_model(
 ) -> list[Score]:
     """`s2s evaluate` for a language model: the perplexity of a split, read as one stream
     (one row, so every token but the first has its full history), recorded for `s2s info`."""
-    from s2s.inspect.model_card import record_evaluation
     from s2s.run.directory import RunDir
+    from s2s.run.evaluations import record_evaluation
 
     config, tokenizer, model, torch_device = load_language_model(run_dir, checkpoint, device)
     if split not in config.data:

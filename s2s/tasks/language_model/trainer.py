@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from s2s.data.tokenizer import TokenizerPair
-from s2s.inspect.model_card import record_session_data
+from s2s.run.about import record_session_data
 from s2s.tasks.language_model.data import (
     StreamBatch,
     TokenStream,

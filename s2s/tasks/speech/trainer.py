@@ -14,7 +14,7 @@ from s2s.atomic import atomic_write_bytes
 from s2s.data.batching import Batch, token_batches
 from s2s.data.tokenizer import EOS_ID, TokenizerPair, load_tokenizers, train_tokenizers
 from s2s.errors import ConfigError, S2SError
-from s2s.inspect.model_card import record_session_data
+from s2s.run.about import record_session_data
 from s2s.tasks.speech.audio import check_speech_extra
 from s2s.tasks.speech.data import SpeechSplit, speech_collate, split_features
 from s2s.tasks.speech.model import SpeechSeq2Seq, ctc_loss_sum

@@ -16,10 +16,10 @@ from s2s.core.search import Hypothesis, batch_budget, search_batches
 from s2s.data.batching import token_batches
 from s2s.data.tokenizer import Tokenizer
 from s2s.errors import S2SError
-from s2s.inspect.model_card import record_evaluation
 from s2s.kernels.packed_linear import ensure_eval_mode
 from s2s.kernels.precision import decode_autocast, decoding_precision
 from s2s.run.directory import RunDir, load_trained_run
+from s2s.run.evaluations import record_evaluation
 from s2s.scores import Score
 from s2s.tasks.speech.audio import utterance_features
 from s2s.tasks.speech.ctc_prefix import JointCTCDecoder

@@ -16,7 +16,7 @@ from s2s.data.batching import Batch, collate, token_batches
 from s2s.data.corpus import ParallelText, TokenizedSplit, load_parallel, tokenize_split
 from s2s.data.tokenizer import TokenizerPair, load_tokenizers, tokenizer_files, train_tokenizers
 from s2s.errors import S2SError
-from s2s.inspect.model_card import record_session
+from s2s.run.about import record_session
 from s2s.run.directory import RunDir
 from s2s.tasks.translation.task import TranslationTask
 from s2s.tasks.translation.translator import Translator
