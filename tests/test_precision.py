@@ -21,7 +21,7 @@ from s2s.data.tokenizer import PAD_ID
 from s2s.errors import ConfigError, S2SError
 from s2s.kernels.packed_linear import int8_supported
 from s2s.kernels.precision import _warn_emulated_bf16, decode_autocast, resolve_amp
-from s2s.run.directory import load_run
+from s2s.tasks.loading import load_run
 from s2s.tasks.translation.translator import Translator
 
 SOURCES = [

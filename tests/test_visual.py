@@ -28,8 +28,8 @@ from s2s.run.averaging import (
     select_last,
 )
 from s2s.run.checkpoint import load_checkpoint, save_checkpoint
-from s2s.run.directory import load_run
 from s2s.run.metrics_log import read_metrics, task_metric
+from s2s.tasks.loading import load_run
 from s2s.tasks.translation.alignment import align_sentence, build_alignments, forced_attention
 from s2s.tasks.translation.translator import Translator
 from s2s.train.tensorboard_log import TrainingBoard

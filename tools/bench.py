@@ -48,7 +48,7 @@ from s2s.data.corpus import load_parallel
 from s2s.errors import S2SError
 from s2s.kernels.denormals import denormals_flushed, flush_denormals_in_script
 from s2s.kernels.precision import cast_for_decoding, decoding_precision, limit_onednn_cache
-from s2s.run.directory import load_run
+from s2s.tasks.loading import load_run
 from s2s.tasks.translation.translator import Translator
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,9 +18,10 @@ from s2s.data.tokenizer import Tokenizer
 from s2s.errors import S2SError
 from s2s.kernels.packed_linear import ensure_eval_mode
 from s2s.kernels.precision import decode_autocast, decoding_precision
-from s2s.run.directory import RunDir, load_trained_run
+from s2s.run.directory import RunDir
 from s2s.run.evaluations import record_evaluation
 from s2s.scores import Score
+from s2s.tasks.loading import load_trained_run
 from s2s.tasks.speech.audio import utterance_features
 from s2s.tasks.speech.ctc_prefix import JointCTCDecoder
 from s2s.tasks.speech.data import speech_collate, split_features
@@ -109,7 +110,7 @@ def load_speech_run(
     """A speech run's config and its recogniser (model in eval mode on ``device``).
     ``decode_overrides`` and ``amp`` change the saved [decode] settings and the weights
     are stored in the decoding precision unless ``cast_weights`` is off, as
-    `s2s.run.directory.load_run` does."""
+    `s2s.tasks.loading.load_run` does."""
     from s2s.tasks.speech.task import SpeechTask
 
     def require_speech(task: Task, config: Config) -> None:
