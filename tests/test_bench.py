@@ -75,7 +75,7 @@ def test_sentence_batches_hold_exactly_that_many_sentences(tmp_path):
 
 
 def test_peer_preset_builds_the_peers_model(tmp_path):
-    from s2s.config import load_config
+    from s2s.tasks.recipe import load_config
 
     data = tmp_path / "peer"
     data.mkdir()

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from s2s.config import load_config
 from s2s.core.search import filter_top_k, filter_top_p
 from s2s.data.tokenizer import EOS_ID
 from s2s.errors import ConfigError, S2SError
@@ -25,6 +24,7 @@ from s2s.tasks.language_model.model import build_language_model
 from s2s.tasks.language_model.sampling import SamplingOptions, generate_ids
 from s2s.tasks.language_model.scoring import Perplexity, score_lines, stream_perplexity, total
 from s2s.tasks.language_model.trainer import LanguageModelTrainer
+from s2s.tasks.recipe import load_config
 from s2s.tasks.registry import find_task
 
 ROOT = Path(__file__).resolve().parent.parent

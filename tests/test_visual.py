@@ -62,8 +62,8 @@ def restored_logging():
 def visual_run(tmp_path_factory) -> tuple[Path, str]:
     """A tiny run validated three times (steps 4, 8, 12), logging every 2 steps, keeping
     the 3 most recent checkpoints; returns its path and what training wrote to stderr."""
-    from s2s.config import load_config
     from s2s.run.directory import RunDir
+    from s2s.tasks.recipe import load_config
     from s2s.tasks.translation.trainer import TranslationTrainer
 
     folder = tmp_path_factory.mktemp("visual")
@@ -120,8 +120,8 @@ def test_tensorboard_events_hold_every_scalar(visual_run) -> None:
 def test_resumed_run_continues_its_curves(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from s2s.config import load_config
     from s2s.run.directory import RunDir
+    from s2s.tasks.recipe import load_config
     from s2s.tasks.translation.trainer import TranslationTrainer
 
     recipe = tiny_recipe(tmp_path, pairs=100, steps=4)
