@@ -32,7 +32,8 @@ from s2s.tasks.language_model.data import (
     encode_lines,
     load_stream,
 )
-from s2s.tasks.language_model.model import LanguageModel, load_language_model
+from s2s.tasks.language_model.loading import load_language_model
+from s2s.tasks.language_model.model import LanguageModel
 
 if TYPE_CHECKING:
     from s2s.run.directory import RunDir
