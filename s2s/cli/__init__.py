@@ -176,8 +176,8 @@ def train(
     setup_logging(quiet, verbose)
     if not main_rank:  # one voice: rank 0's (an error still reaches the console)
         logging.getLogger("s2s").setLevel(logging.ERROR)
-    from s2s.config import load_config
     from s2s.run.directory import RunDir
+    from s2s.tasks.recipe import load_config
     from s2s.tasks.registry import make_trainer
     from s2s.train.distributed import leave
     from s2s.train.signals import Interrupted
@@ -251,7 +251,7 @@ def translate(
     use_threads(threads)
     setup_logging(quiet, verbose)
     from s2s.progress import TaskProgress, count_lines, progress_enabled
-    from s2s.run.directory import load_run
+    from s2s.tasks.loading import load_run
     from s2s.tasks.translation.alignment import alignment_file
     from s2s.tasks.translation.streaming import silence_stdout, translate_stream
     from s2s.tasks.translation.translator import Translator
@@ -430,7 +430,7 @@ def align(
     across."""
     setup_logging(quiet=True)
     from s2s.inspect.plots import plot_alignment, require_matplotlib
-    from s2s.run.directory import load_run
+    from s2s.tasks.loading import load_run
     from s2s.tasks.translation.alignment import align_sentence
     from s2s.tasks.translation.translator import Translator
 
@@ -489,8 +489,9 @@ def average(
     use_threads(threads)
     setup_logging(quiet, verbose)
     from s2s.run.averaging import average_last
+    from s2s.tasks.registry import find_task
 
-    report = average_last(run_dir, last, out, validate, device)
+    report = average_last(run_dir, last, out, validate, device, find_task=find_task)
     names = ", ".join(path.name for path in report.inputs)
     print(f"averaged {names} into {report.output}")
     for label, scores in (("before", report.before), ("after", report.after)):
@@ -529,7 +530,7 @@ def generate(
     --max-tokens tokens."""
     use_threads(threads)
     setup_logging(quiet=True)
-    from s2s.tasks.language_model.model import load_language_model
+    from s2s.tasks.language_model.loading import load_language_model
     from s2s.tasks.language_model.sampling import SamplingOptions, generate_text
 
     options = SamplingOptions(max_tokens, temperature, top_k, top_p, seed)
