@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from s2s.kernels.packed_linear import native_bf16
+from s2s.cpu import native_bf16
 
 State = tuple[Tensor, ...]
 # One time step of a cell: (x_t, state) -> (h_t, new state).

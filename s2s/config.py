@@ -6,7 +6,7 @@ import math
 import tomllib
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import tomli_w
 from pydantic import (
@@ -30,14 +30,34 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
-def _installed_task(name: str) -> str:
-    """A task type names an installed task (s2s.tasks.registry; imported here, as it reads
-    the installed packages' metadata)."""
-    from s2s.tasks.registry import task_names, unknown_task_message
+class TaskRules(Protocol):
+    """What the schema asks of the installed tasks while it validates a config. The tasks
+    sit above the schema, so s2s.tasks.registry installs its rules (`use_task_rules`) when
+    it is imported; until then a config is checked against its schema alone."""
 
-    known = task_names()
-    if name not in known:
-        raise ValueError(unknown_task_message(name, known).removeprefix("task.type: "))
+    def check_type(self, name: str) -> None:
+        """Raise ValueError unless ``name`` is an installed task."""
+        ...
+
+    def apply_defaults(self, config: Config) -> None:
+        """The task's values for the keys the recipe left out, and its refusals (ValueError,
+        reported with the recipe's other errors)."""
+        ...
+
+
+_task_rules: TaskRules | None = None
+
+
+def use_task_rules(rules: TaskRules) -> None:
+    """Check every config validated from now on against ``rules`` (s2s.tasks.registry's)."""
+    global _task_rules
+    _task_rules = rules
+
+
+def _installed_task(name: str) -> str:
+    """A task type names an installed task."""
+    if _task_rules is not None:
+        _task_rules.check_type(name)
     return name
 
 
@@ -316,10 +336,9 @@ class Config(Section):
         if self.decode.ctc_weight > 0 and self.train.ctc_weight == 0:
             # joint decoding reads the CTC head that only train.ctc_weight > 0 builds
             raise ValueError("decode.ctc_weight > 0 needs a CTC head: set train.ctc_weight > 0")
-        from s2s.tasks.registry import find_task  # reads installed metadata: imported here
-
-        # the task's defaults (a speech run's WER, not translation's BLEU) and its refusals
-        find_task(self.task.type).apply_defaults(self)
+        if _task_rules is not None:
+            # the task's defaults (a speech run's WER, not translation's BLEU) and its refusals
+            _task_rules.apply_defaults(self)
         return self
 
 
@@ -415,8 +434,9 @@ def _resolve_paths(config: Config, recipe: Path) -> None:
             setattr(split, field, path)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read, override, validate and resolve a recipe; any problem is a one-line ConfigError."""
+def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override, validate and resolve a recipe against the schema; any problem is a
+    one-line ConfigError. s2s.tasks.recipe.load_config adds the checks of the recipe's task."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: recipe not found")
@@ -437,19 +457,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not config.task.name:
         config.task.name = path.stem
     _resolve_paths(config, path)
-    try:
-        _check_before_work(config)
-    except ConfigError as error:  # raised without the file: name it
-        raise ConfigError(f"{path}: {error}") from None
     return config
-
-
-def _check_before_work(config: Config) -> None:
-    """The task's checks, its packages and the cell (s2s.tasks.registry, imported here: the
-    checks need torch)."""
-    from s2s.tasks.registry import check_before_work
-
-    check_before_work(config)
 
 
 # Saved configs from before model.init existed: those models started from PyTorch's defaults.

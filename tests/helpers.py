@@ -12,10 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell, State
-from s2s.config import ModelConfig, load_config
+from s2s.config import ModelConfig
 from s2s.core.cell_registry import cell_factory
 from s2s.core.seq2seq import Seq2Seq
 from s2s.run.directory import RunDir
+from s2s.tasks.recipe import load_config
 from s2s.tasks.translation.trainer import TranslationTrainer
 
 ROOT = Path(__file__).resolve().parent.parent

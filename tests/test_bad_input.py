@@ -13,9 +13,9 @@ import pytest
 import torch
 from helpers import ROOT, tiny_recipe
 
-from s2s.config import load_config
 from s2s.data.corpus import ParallelText, TokenizedSplit
 from s2s.errors import ConfigError, S2SError
+from s2s.tasks.recipe import load_config
 from s2s.tasks.translation.trainer import filter_long
 
 

@@ -75,7 +75,7 @@ def test_sentence_batches_hold_exactly_that_many_sentences(tmp_path):
 
 
 def test_peer_preset_builds_the_peers_model(tmp_path):
-    from s2s.config import load_config
+    from s2s.tasks.recipe import load_config
 
     data = tmp_path / "peer"
     data.mkdir()
@@ -140,7 +140,7 @@ def test_layer_flops_count_the_packed_layers_of_a_decoding_pass(trained_run):
     import bench_decode
 
     from s2s.kernels import packed_linear
-    from s2s.run.directory import load_run
+    from s2s.tasks.loading import load_run
     from s2s.tasks.translation.translator import Translator
 
     config, tokenizers, model, device = load_run(trained_run, device="cpu")

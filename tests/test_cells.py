@@ -13,13 +13,14 @@ from helpers import search_step_log_probs, tiny_recipe
 from typer.testing import CliRunner
 
 from s2s.cli import app
-from s2s.config import ModelConfig, load_config
+from s2s.config import ModelConfig
 from s2s.core.cell_registry import cell_factory, discover_cells, load_cell_class
 from s2s.core.recurrent_stack import RecurrentStack
 from s2s.core.search import BeamSearch, max_output_lengths
 from s2s.core.seq2seq import Seq2Seq
 from s2s.data.batching import collate
 from s2s.errors import ConfigError, S2SError
+from s2s.tasks.recipe import load_config
 from s2s.testing import check_cell
 
 BUILT_IN = ["rnn", "lstm", "gru", "crnn"]

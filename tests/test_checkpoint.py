@@ -16,7 +16,7 @@ import torch
 
 from s2s.errors import S2SError
 from s2s.run.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
-from s2s.run.directory import load_run
+from s2s.tasks.loading import load_run
 
 
 def test_round_trip(tmp_path: Path) -> None:

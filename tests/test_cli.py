@@ -14,10 +14,10 @@ from s2s.errors import S2SError
 
 # command line -> the library function the command calls first, where threads are read
 FIRST_CALL = {
-    "translate": "s2s.run.directory.load_run",
+    "translate": "s2s.tasks.loading.load_run",
     "evaluate": "s2s.tasks.evaluation.evaluate_run",
     "transcribe": "s2s.tasks.speech.transcriber.load_speech_run",
-    "generate": "s2s.tasks.language_model.model.load_language_model",
+    "generate": "s2s.tasks.language_model.loading.load_language_model",
     "score": "s2s.tasks.language_model.scoring.score_text",
     "average": "s2s.run.averaging.average_last",
 }

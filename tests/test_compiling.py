@@ -14,7 +14,7 @@ from s2s.config import ModelConfig
 from s2s.core.cell_registry import cell_factory
 from s2s.core.seq2seq import Seq2Seq
 from s2s.errors import S2SError
-from s2s.kernels.compiling import compile_step_cells
+from s2s.train.compiling import compile_step_cells
 
 
 def tiny_model(make_cell) -> Seq2Seq:

@@ -11,8 +11,9 @@ import pytest
 from helpers import tiny_recipe
 from pydantic import BaseModel
 
-from s2s.config import Config, config_from_dict, config_to_toml, load_config
+from s2s.config import Config, config_from_dict, config_to_toml
 from s2s.errors import ConfigError
+from s2s.tasks.recipe import load_config
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 WIKITEXT = RECIPES / "data" / "wikitext-2"

@@ -12,8 +12,9 @@ from helpers import tiny_recipe
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s2s.config import Config, load_config
+from s2s.config import Config
 from s2s.errors import ConfigError
+from s2s.tasks.recipe import load_config
 
 SECTIONS = ["task", "data", "data.train", "data.valid", "tokenizer", "model", "train", "decode"]
 KEYS = [

@@ -137,8 +137,8 @@ def test_joint_decoding_refuses_a_model_without_a_ctc_head() -> None:
 def test_a_recipe_decoding_with_ctc_but_training_without_it_is_a_config_error() -> None:
     from pathlib import Path
 
-    from s2s.config import load_config
     from s2s.errors import ConfigError
+    from s2s.tasks.recipe import load_config
 
     recipe = Path(__file__).resolve().parent.parent / "recipes" / "asr.toml"
     with pytest.raises(ConfigError, match=r"decode.ctc_weight > 0 needs a CTC head"):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from s2s.cli import app
 from s2s.config import read_saved_config, with_decode_overrides
 from s2s.errors import ConfigError
-from s2s.run.directory import load_run
+from s2s.tasks.loading import load_run
 
 
 def test_decode_keys_change_and_the_rest_stays(trained_run: Path) -> None:

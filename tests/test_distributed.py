@@ -14,9 +14,9 @@ import pytest
 import torch
 from helpers import tiny_recipe
 
-from s2s.config import load_config
 from s2s.errors import S2SError
 from s2s.run.directory import RunDir
+from s2s.tasks.recipe import load_config
 from s2s.tasks.registry import find_task
 from s2s.tasks.translation.trainer import TranslationTrainer
 from s2s.train.distributed import Single, join

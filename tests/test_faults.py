@@ -13,10 +13,11 @@ import pytest
 import torch
 from helpers import tiny_recipe
 
-from s2s.config import TrainConfig, load_config
+from s2s.config import TrainConfig
 from s2s.errors import S2SError
 from s2s.run.checkpoint import load_checkpoint
 from s2s.run.directory import RunDir
+from s2s.tasks.recipe import load_config
 from s2s.tasks.translation import trainer as translation_training
 from s2s.tasks.translation.trainer import TranslationTrainer
 from s2s.train import trainer as training

@@ -8,11 +8,12 @@ import pytest
 import torch
 from helpers import make_model, make_trainer, tiny_recipe
 
-from s2s.config import load_config, read_saved_config
+from s2s.config import read_saved_config
 from s2s.core.initialisation import initialise
 from s2s.errors import S2SError
 from s2s.inspect.model_card import format_card, model_card
 from s2s.tasks.language_model.model import build_language_model
+from s2s.tasks.recipe import load_config
 
 
 def test_uniform_draws_every_parameter_within_the_range_and_keeps_padding_zero() -> None:

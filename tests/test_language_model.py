@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from s2s.config import load_config
 from s2s.core.search import filter_top_k, filter_top_p
 from s2s.data.tokenizer import EOS_ID
 from s2s.errors import ConfigError, S2SError
@@ -25,6 +24,8 @@ from s2s.tasks.language_model.model import build_language_model
 from s2s.tasks.language_model.sampling import SamplingOptions, generate_ids
 from s2s.tasks.language_model.scoring import Perplexity, score_lines, stream_perplexity, total
 from s2s.tasks.language_model.trainer import LanguageModelTrainer
+from s2s.tasks.recipe import load_config
+from s2s.tasks.registry import find_task
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "lm.toml"
@@ -302,7 +303,7 @@ def test_average_validates_a_language_model_as_training_did(tmp_path: Path) -> N
     overrides.append("train.keep_last=2")
     run = RunDir(tmp_path / "run")
     LanguageModelTrainer(load_config(RECIPE, overrides), run, quiet=True).train()
-    report = average_last(run.path, 2, None, True, "cpu")
+    report = average_last(run.path, 2, None, True, "cpu", find_task=find_task)
     logged = {r["step"]: r for r in read_metrics(run.metrics_log)}[4]
     assert report.before == {key: logged[key] for key in report.before}
     assert set(report.before) == {"valid_loss", "valid_ppl", "valid_word_ppl"}

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from helpers import write_lines
 
-from s2s.config import load_config
-from s2s.run.directory import RunDir, load_run
+from s2s.run.directory import RunDir
+from s2s.tasks.loading import load_run
+from s2s.tasks.recipe import load_config
 from s2s.tasks.translation.trainer import TranslationTrainer
 from s2s.tasks.translation.translator import Translator
 

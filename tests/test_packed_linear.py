@@ -284,7 +284,7 @@ def test_a_gru_step_of_few_rows_keeps_gru_cell(monkeypatch) -> None:
 def test_decoding_calls_in_a_row_keep_the_packed_copies(trained_run) -> None:
     """`s2s translate` fed a line at a time calls the translator per line: packing the
     weights again each time cost more than the line's search (s2s.kernels.packed_linear)."""
-    from s2s.run.directory import load_run
+    from s2s.tasks.loading import load_run
     from s2s.tasks.translation.translator import Translator
 
     config, tokenizers, model, device = load_run(trained_run, None, "cpu")

@@ -13,15 +13,15 @@ import pytest
 import torch
 from helpers import search_step_log_probs
 
-from s2s.config import load_config
 from s2s.core.search import length_penalty
+from s2s.cpu import native_bf16 as cpu_has_native_bf16
 from s2s.data.batching import collate
 from s2s.data.tokenizer import PAD_ID
 from s2s.errors import ConfigError, S2SError
 from s2s.kernels.packed_linear import int8_supported
-from s2s.kernels.packed_linear import native_bf16 as cpu_has_native_bf16
 from s2s.kernels.precision import _warn_emulated_bf16, decode_autocast, resolve_amp
-from s2s.run.directory import load_run
+from s2s.tasks.loading import load_run
+from s2s.tasks.recipe import load_config
 from s2s.tasks.translation.translator import Translator
 
 SOURCES = [

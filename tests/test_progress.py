@@ -8,9 +8,10 @@ import pytest
 import torch
 from helpers import tiny_recipe
 
-from s2s.config import TrainConfig, load_config
+from s2s.config import TrainConfig
 from s2s.progress import TrainingProgress
 from s2s.run.directory import RunDir
+from s2s.tasks.recipe import load_config
 from s2s.tasks.translation.trainer import TranslationTrainer
 
 

@@ -20,11 +20,11 @@ from helpers import tiny_recipe
 from typer.testing import CliRunner
 
 from s2s.cli import app
-from s2s.config import load_config
 from s2s.errors import S2SError
 from s2s.run.checkpoint import load_checkpoint, save_checkpoint
 from s2s.run.directory import RunDir
 from s2s.run.resume import changed_keys, model_changes, read_last_record, trim_metrics_log
+from s2s.tasks.recipe import load_config
 from s2s.tasks.translation.trainer import TranslationTrainer
 
 STEPS = 14

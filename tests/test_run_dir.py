@@ -16,7 +16,8 @@ import torch
 from s2s.errors import S2SError
 from s2s.run import checkpoint as checkpoint_module
 from s2s.run.checkpoint import load_checkpoint, save_checkpoint
-from s2s.run.directory import RunDir, load_run
+from s2s.run.directory import RunDir
+from s2s.tasks.loading import load_run
 
 
 def s2s(*args: str) -> subprocess.CompletedProcess:

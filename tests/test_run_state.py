@@ -12,12 +12,12 @@ from helpers import tiny_recipe
 from typer.testing import CliRunner
 
 from s2s.cli import app
-from s2s.config import load_config
 from s2s.inspect.plots import plot_learning_curves
 from s2s.run.checkpoint import load_checkpoint
 from s2s.run.directory import RunDir
 from s2s.run.metrics_log import read_metrics
 from s2s.run.resume import check_resumable
+from s2s.tasks.recipe import load_config
 from s2s.tasks.translation.trainer import TranslationTrainer
 
 # the last step is a save_every step, and no step but the last is validated

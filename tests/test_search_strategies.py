@@ -9,12 +9,12 @@ import pytest
 import torch
 from helpers import VOCAB, make_model
 
-from s2s.config import load_config
 from s2s.core.search import BeamSearch, GreedySearch, Sampling, max_output_lengths
 from s2s.data.batching import collate
 from s2s.data.tokenizer import EOS_ID, PAD_ID
 from s2s.tasks.language_model.decoder import LanguageModelDecoder
 from s2s.tasks.language_model.model import build_language_model
+from s2s.tasks.recipe import load_config
 
 LM_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "lm.toml"
 

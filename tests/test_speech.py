@@ -317,8 +317,8 @@ def test_an4_recipe_trains_on_cepstra_from_its_archive_and_evaluates(
 
 
 def test_spec_augment_masks_training_batches_only(tmp_path: Path) -> None:
-    from s2s.config import load_config
     from s2s.run.directory import RunDir
+    from s2s.tasks.recipe import load_config
     from s2s.tasks.registry import make_trainer
 
     slices = write_slices(AN4, tmp_path, {"train": 30, "valid": 30}, 20)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from s2s.progress import Busy, TaskProgress
-from s2s.run.directory import load_run
+from s2s.tasks.loading import load_run
 from s2s.tasks.translation.streaming import LineReader, WarningLimiter, translate_stream
 from s2s.tasks.translation.translator import Translator
 

@@ -17,7 +17,7 @@ from helpers import search_step_log_probs
 from typer.testing import CliRunner
 
 from s2s.cli import app
-from s2s.config import ModelConfig, SplitConfig, load_config
+from s2s.config import ModelConfig, SplitConfig
 from s2s.core.cell_registry import cell_factory
 from s2s.core.copy_attention import copy_distribution
 from s2s.core.decoding import select_rows
@@ -27,6 +27,7 @@ from s2s.data.batching import collate
 from s2s.data.corpus import load_parallel
 from s2s.errors import ConfigError, S2SError
 from s2s.run.directory import load_weights
+from s2s.tasks.recipe import load_config
 from s2s.tasks.summarization.rouge import require_rouge, rouge, rouge_scores
 from s2s.train.trainer import label_smoothed_loss
 

@@ -13,12 +13,12 @@ from helpers import tiny_recipe
 from typer.testing import CliRunner
 
 from s2s.cli import app
-from s2s.config import load_config
 from s2s.data.corpus import ParallelText
 from s2s.errors import ConfigError, S2SError
 from s2s.run.metrics_log import read_metrics
+from s2s.scores import Score
+from s2s.tasks.recipe import load_config
 from s2s.tasks.registry import find_task, register_task, task_table, unregister_task
-from s2s.tasks.translation.metrics import Score
 from s2s.tasks.translation.task import TranslationTask
 
 NAME = "exact_match_test"

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from helpers import tiny_recipe
 
-from s2s.config import load_config
 from s2s.data.tokenizer import train_tokenizers
 from s2s.errors import S2SError
+from s2s.tasks.recipe import load_config
 
 
 def s2s(*args: str) -> subprocess.CompletedProcess:

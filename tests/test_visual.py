@@ -28,8 +28,8 @@ from s2s.run.averaging import (
     select_last,
 )
 from s2s.run.checkpoint import load_checkpoint, save_checkpoint
-from s2s.run.directory import load_run
 from s2s.run.metrics_log import read_metrics, task_metric
+from s2s.tasks.loading import load_run
 from s2s.tasks.translation.alignment import align_sentence, build_alignments, forced_attention
 from s2s.tasks.translation.translator import Translator
 from s2s.train.tensorboard_log import TrainingBoard
@@ -62,8 +62,8 @@ def restored_logging():
 def visual_run(tmp_path_factory) -> tuple[Path, str]:
     """A tiny run validated three times (steps 4, 8, 12), logging every 2 steps, keeping
     the 3 most recent checkpoints; returns its path and what training wrote to stderr."""
-    from s2s.config import load_config
     from s2s.run.directory import RunDir
+    from s2s.tasks.recipe import load_config
     from s2s.tasks.translation.trainer import TranslationTrainer
 
     folder = tmp_path_factory.mktemp("visual")
@@ -120,8 +120,8 @@ def test_tensorboard_events_hold_every_scalar(visual_run) -> None:
 def test_resumed_run_continues_its_curves(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from s2s.config import load_config
     from s2s.run.directory import RunDir
+    from s2s.tasks.recipe import load_config
     from s2s.tasks.translation.trainer import TranslationTrainer
 
     recipe = tiny_recipe(tmp_path, pairs=100, steps=4)

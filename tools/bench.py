@@ -43,12 +43,13 @@ from bench_output import json_path
 from bench_train import StepSource, build_trainer, measure_training, train_until
 
 from s2s.cli.common import AMP_CHOICES, DECODE_AMP_CHOICES
-from s2s.config import Config, load_config, parse_override
+from s2s.config import Config, parse_override
 from s2s.data.corpus import load_parallel
 from s2s.errors import S2SError
 from s2s.kernels.denormals import denormals_flushed, flush_denormals_in_script
 from s2s.kernels.precision import cast_for_decoding, decoding_precision, limit_onednn_cache
-from s2s.run.directory import load_run
+from s2s.tasks.loading import load_run
+from s2s.tasks.recipe import load_config
 from s2s.tasks.translation.translator import Translator
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -38,7 +38,7 @@ from s2s.data.corpus import load_parallel
 from s2s.errors import S2SError
 from s2s.kernels import packed_linear
 from s2s.kernels.denormals import flush_denormals_in_script
-from s2s.run.directory import load_run
+from s2s.tasks.loading import load_run
 from s2s.tasks.translation.translator import Translator
 
 

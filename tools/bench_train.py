@@ -19,9 +19,9 @@ from typing import Any
 
 from bench_machine import OtherLoad, PeakMemory, synchronize
 
-from s2s.config import load_config
 from s2s.errors import S2SError
 from s2s.run.directory import RunDir
+from s2s.tasks.recipe import load_config
 from s2s.tasks.translation.trainer import TranslationTrainer
 
 

@@ -77,7 +77,7 @@ def translate(
     use_threads(threads)
     setup_logging(quiet, verbose)
     from s2s.progress import TaskProgress, count_lines, progress_enabled
-    from s2s.run.directory import load_run
+    from s2s.tasks.loading import load_run
     from s2s.tasks.translation.alignment import alignment_file
     from s2s.tasks.translation.streaming import silence_stdout, translate_stream
     from s2s.tasks.translation.translator import Translator
@@ -218,7 +218,7 @@ def generate(
     --max-tokens tokens."""
     use_threads(threads)
     setup_logging(quiet=True)
-    from s2s.tasks.language_model.model import load_language_model
+    from s2s.tasks.language_model.loading import load_language_model
     from s2s.tasks.language_model.sampling import SamplingOptions, generate_text
 
     options = SamplingOptions(max_tokens, temperature, top_k, top_p, seed)

@@ -79,7 +79,7 @@ def align(
     across."""
     setup_logging(quiet=True)
     from s2s.inspect.plots import plot_alignment, require_matplotlib
-    from s2s.run.directory import load_run
+    from s2s.tasks.loading import load_run
     from s2s.tasks.translation.alignment import align_sentence
     from s2s.tasks.translation.translator import Translator
 
@@ -120,8 +120,9 @@ def average(
     use_threads(threads)
     setup_logging(quiet, verbose)
     from s2s.run.averaging import average_last
+    from s2s.tasks.registry import find_task
 
-    report = average_last(run_dir, last, out, validate, device)
+    report = average_last(run_dir, last, out, validate, device, find_task=find_task)
     names = ", ".join(path.name for path in report.inputs)
     print(f"averaged {names} into {report.output}")
     for label, scores in (("before", report.before), ("after", report.after)):

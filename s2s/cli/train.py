@@ -61,8 +61,8 @@ def train(
     setup_logging(quiet, verbose)
     if not main_rank:  # one voice: rank 0's (an error still reaches the console)
         logging.getLogger("s2s").setLevel(logging.ERROR)
-    from s2s.config import load_config
     from s2s.run.directory import RunDir
+    from s2s.tasks.recipe import load_config
     from s2s.tasks.registry import make_trainer
     from s2s.train.distributed import leave
     from s2s.train.signals import Interrupted

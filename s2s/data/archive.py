@@ -15,8 +15,8 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from s2s.atomic import atomic_write_bytes, write_error
 from s2s.errors import S2SError
-from s2s.run.atomic import atomic_write_bytes, write_error
 
 COMPLETE_MARKER = ".s2s-complete"
 
@@ -71,7 +71,7 @@ def extract_archive(archive: Path, cache_dir: Path) -> Path:
     shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        # named as s2s.run.atomic names temporaries, so start-up cleanup knows it
+        # named as s2s.atomic names temporaries, so start-up cleanup knows it
         temporary = Path(
             tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
         )

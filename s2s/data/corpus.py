@@ -13,11 +13,11 @@ import lzma
 from dataclasses import dataclass
 from pathlib import Path
 
+from s2s.atomic import atomic_file
 from s2s.config import SplitConfig
 from s2s.data.tokenizer import TokenizerPair
 from s2s.errors import S2SError
 from s2s.progress import TaskProgress, progress_enabled
-from s2s.run.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from s2s.atomic import atomic_write_bytes
 from s2s.config import TokenizerConfig
 from s2s.errors import S2SError
-from s2s.run.checkpoint import atomic_write_bytes
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 

@@ -9,21 +9,14 @@ the tokenisers, the checkpoints and the metrics log.
 from __future__ import annotations
 
 import json
-import logging
-import platform
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from s2s.data.corpus import TokenizedSplit
 from s2s.errors import S2SError
-from s2s.run.atomic import append_line, atomic_write_bytes
+from s2s.run.about import read_about
 from s2s.run.directory import RunDir
+from s2s.run.evaluations import latest_evaluations
 from s2s.run.metrics_log import read_metrics, task_metric
-from s2s.tasks.translation.metrics import Score
-
-log = logging.getLogger(__name__)
 
 # the [model] keys a card shows
 MODEL_KEYS = (
@@ -44,107 +37,6 @@ MODEL_KEYS = (
     "init",
     "init_range",
 )
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def versions() -> dict[str, str]:
-    import torch
-
-    from s2s import __version__
-    from s2s.kernels.allocator import allocator_in_use
-    from s2s.kernels.denormals import denormals_flushed
-
-    return {
-        "s2s": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "malloc": allocator_in_use(),
-        "denormals": "flushed" if denormals_flushed() else "kept",
-    }
-
-
-def split_size(data: TokenizedSplit) -> dict[str, int]:
-    return {
-        "pairs": len(data.src),
-        "src_tokens": sum(map(len, data.src)),
-        "tgt_tokens": sum(map(len, data.tgt)),
-    }
-
-
-def record_session(
-    run: RunDir, step: int, train: TokenizedSplit, valid: TokenizedSplit, used_pairs: int
-) -> None:
-    """Note in ``about.json`` that a training session starts at ``step`` (with which
-    versions) and how large its data is; resumed runs list one session each."""
-    data = {"train": {**split_size(train), "used_pairs": used_pairs}, "valid": split_size(valid)}
-    record_session_data(run, step, data)
-
-
-def record_session_data(run: RunDir, step: int, data: dict[str, Any]) -> None:
-    """`record_session` for any task: ``data`` is what the card shows about its splits."""
-    about = read_about(run)
-    sessions = [s for s in about.get("sessions", []) if s.get("from_step", 0) < step]
-    sessions.append({"from_step": step, "started": _now(), **versions()})
-    about = {"sessions": sessions, "data": data}
-    atomic_write_bytes(run.path / "about.json", json.dumps(about, indent=1).encode())
-
-
-def read_about(run: RunDir) -> dict[str, Any]:
-    path = run.path / "about.json"
-    if not path.is_file():
-        return {}
-    try:
-        about = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return about if isinstance(about, dict) else {}
-
-
-def record_evaluation(
-    run_path: Path,
-    split: str,
-    checkpoint: Path,
-    beam: int | None,
-    scores: list[Score],
-    decode_overrides: Sequence[str] = (),
-    precision: str | None = None,
-) -> None:
-    """Append one `s2s evaluate` result to ``evaluations.jsonl`` (for the model card),
-    with the ``--set decode.key=value`` it was decoded under, if any, and the precision it
-    decoded in (`s2s.kernels.precision.decoding_precision`), which can move scores a little."""
-    record = {
-        "split": split,
-        "checkpoint": checkpoint.name,
-        "beam": beam,
-        **({"precision": precision} if precision else {}),
-        **({"set": list(decode_overrides)} if decode_overrides else {}),
-        "scores": {score.name: round(score.score, 2) for score in scores},
-        "signatures": {score.name: score.signature for score in scores},
-        "time": _now(),
-    }
-    path = RunDir(run_path).evaluations_log
-    try:
-        append_line(path, json.dumps(record))
-    except S2SError as error:  # a read-only run directory still gets its scores printed
-        log.warning("cannot record the scores: %s", error)
-
-
-def latest_evaluations(run: RunDir) -> dict[str, dict[str, Any]]:
-    """The most recent evaluation of each split."""
-    path = run.evaluations_log
-    latest: dict[str, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and "split" in record:
-                latest[record["split"]] = {k: v for k, v in record.items() if k != "split"}
-    return latest
 
 
 def _training_state(run: RunDir) -> dict[str, Any]:
@@ -286,27 +178,6 @@ def format_card(card: dict[str, Any]) -> str:
     rows.append(("written by", written_by))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
-
-
-def seq2seq_layers_line(model: dict[str, Any]) -> str:
-    """The layers line of an encoder-decoder's card (`Task.layers_line`'s default)."""
-    return (
-        f"embed {model['embed_size']}, hidden {model['hidden_size']}, encoder "
-        f"{model['encoder_layers']}{' bidirectional' if model['bidirectional'] else ''}, "
-        f"decoder {model['decoder_layers']}, {model['attention']} attention"
-        f"{', input feeding' if model['input_feeding'] else ''}"
-        f"{', copy' if model.get('copy') else ''}"
-        f"{f', sources cut to {limit} tokens' if (limit := model.get('max_source_length')) else ''}"
-        f"{_init_note(model)}"
-    )
-
-
-def _init_note(model: dict[str, Any]) -> str:
-    """How the model started; it decides how far a given number of steps gets (runs from
-    before model.init existed read as "pytorch", how they were built)."""
-    if model.get("init") == "uniform":
-        return f", init uniform ±{model['init_range']:g}"
-    return ", init PyTorch defaults"
 
 
 def _best_line(best: dict[str, Any] | None) -> str:

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from s2s.cpu import native_bf16
+
 ACTIVATIONS = ("none", "tanh")
 Packed = Tensor | torch.ScriptObject  # oneDNN's fp32/bf16 copy, or an int8 one
 
@@ -64,16 +66,6 @@ def packs(dtype: torch.dtype) -> bool:
     if dtype == torch.float32:
         return True
     return dtype == torch.bfloat16 and native_bf16()
-
-
-@functools.cache
-def native_bf16() -> bool:
-    """Whether oneDNN computes bf16 in hardware on this CPU (AVX-512 BF16 or AMX). Without
-    it oneDNN's bf16 kernels run reference code, and it has no bf16 LSTM at all."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return check is not None and bool(check())
 
 
 @functools.cache

@@ -14,8 +14,9 @@ from contextlib import AbstractContextManager
 import torch
 from torch import nn
 
+from s2s.cpu import native_bf16
 from s2s.errors import S2SError
-from s2s.kernels.packed_linear import int8_supported, native_bf16, packs, quantize_packed_weights
+from s2s.kernels.packed_linear import int8_supported, packs, quantize_packed_weights
 
 log = logging.getLogger("s2s.kernels.precision")
 

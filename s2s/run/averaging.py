@@ -9,24 +9,21 @@ than any one of them, at no training cost.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from s2s.config import read_saved_config
 from s2s.errors import S2SError
-from s2s.run.checkpoint import load_checkpoint, save_checkpoint
-
-if TYPE_CHECKING:
-    pass
+from s2s.run.checkpoint import STEP_FILE, load_checkpoint, save_checkpoint
+from s2s.run.directory import RunDir
+from s2s.run.lock import lock_run_directory
 
 log = logging.getLogger(__name__)
-
-STEP_FILE = re.compile(r"step-(\d+)\.pt")
 
 
 def step_checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -119,36 +116,37 @@ class AverageReport:
     after: dict[str, float] | None  # validation scores of the average
 
 
+class ScoringTask(Protocol):
+    """What averaging asks of a run's task (s2s.tasks.task.Task has both): tasks sit above
+    run/, so the caller passes the lookup in."""
+
+    decode_command: str
+
+    def score_checkpoint(self, run: RunDir, checkpoint: Path, device: str) -> dict[str, float]:
+        """Validation scores of one checkpoint, computed as training computes them."""
+        ...
+
+
 def average_last(
-    run_path: Path, last: int, out: Path | None, validate: bool, device: str
+    run_path: Path,
+    last: int,
+    out: Path | None,
+    validate: bool,
+    device: str,
+    *,
+    find_task: Callable[[str], ScoringTask],
 ) -> AverageReport:
     """Average the run's ``last`` most recent step checkpoints; with ``validate``, score the
-    newest of them and the average on the validation split."""
-    from s2s.config import read_saved_config
-    from s2s.run.directory import RunDir
-    from s2s.run.lock import lock_run_directory
-    from s2s.tasks.registry import find_task
-
+    newest of them and the average on the validation split (by the run's task, which
+    ``find_task`` finds by its type)."""
     run = RunDir(run_path).require()
     lock_run_directory(run.path, "s2s average")  # writes the average, maybe the data cache
-    next_command = find_task(read_saved_config(run.config_file).task.type).decode_command
+    task = find_task(read_saved_config(run.config_file).task.type)
     inputs = select_last(run.checkpoints, last)
     output = out or run.checkpoints / f"averaged-last-{last}.pt"
     average_checkpoints(inputs, output)
     if not validate:
-        return AverageReport(next_command, inputs, output, None, None)
-    before = score_checkpoint(run_path, inputs[-1], device)
-    after = score_checkpoint(run_path, output, device)
-    return AverageReport(next_command, inputs, output, before, after)
-
-
-def score_checkpoint(run_path: Path, checkpoint: Path, device: str) -> dict[str, float]:
-    """Validation scores of one checkpoint, computed as training computes them (by the
-    run's task)."""
-    from s2s.config import read_saved_config
-    from s2s.run.directory import RunDir
-    from s2s.tasks.registry import find_task
-
-    run = RunDir(run_path).require()
-    task = find_task(read_saved_config(run.config_file).task.type)
-    return task.score_checkpoint(run, checkpoint, device)
+        return AverageReport(task.decode_command, inputs, output, None, None)
+    before = task.score_checkpoint(run, inputs[-1], device)
+    after = task.score_checkpoint(run, output, device)
+    return AverageReport(task.decode_command, inputs, output, before, after)

@@ -18,10 +18,11 @@ from typing import Any, BinaryIO
 
 import torch
 
+from s2s.atomic import atomic_write_bytes, remove_stale_temporaries
 from s2s.errors import S2SError
-from s2s.run.atomic import atomic_write_bytes, remove_stale_temporaries
 
 __all__ = [
+    "STEP_FILE",
     "CheckpointNotFound",
     "atomic_write_bytes",
     "load_checkpoint",
@@ -31,6 +32,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"
+# the validated weights training saves as checkpoints/step-N.pt (kept, pruned, averaged)
+STEP_FILE = re.compile(r"step-(\d+)\.pt")
 
 
 class CheckpointNotFound(S2SError):

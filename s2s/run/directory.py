@@ -4,25 +4,20 @@ tokeniser model(s), checkpoints and the metrics log."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn
 
-from s2s.config import Config, read_saved_config, with_decode_overrides
+from s2s.config import Config
 from s2s.core.cell_registry import cell_factory
 from s2s.core.seq2seq import Seq2Seq
-from s2s.data.tokenizer import PAD_ID, TokenizerPair, load_tokenizers
+from s2s.data.tokenizer import PAD_ID, TokenizerPair
 from s2s.errors import S2SError
 from s2s.kernels.precision import cast_for_decoding
-from s2s.run.averaging import STEP_FILE
-from s2s.run.checkpoint import CheckpointNotFound, atomic_write_bytes, load_checkpoint
-
-if TYPE_CHECKING:
-    from s2s.tasks.task import Task
+from s2s.run.checkpoint import STEP_FILE, CheckpointNotFound, atomic_write_bytes, load_checkpoint
 
 LoadedModel = TypeVar("LoadedModel", bound=nn.Module)
 # How often a reader follows best.json to a newer best after training pruned the one it named
@@ -213,57 +208,6 @@ def load_model_weights(model: nn.Module, run: RunDir, checkpoint: Path | None = 
     path, payload = run.load_checkpoint(checkpoint)
     load_weights(model, payload.get("model"), path)
     return path
-
-
-def load_run(
-    path: Path,
-    checkpoint: Path | None = None,
-    device: str = "auto",
-    amp: str | None = None,
-    *,
-    cast_weights: bool = True,
-    decode_overrides: Sequence[str] = (),
-) -> tuple[Config, TokenizerPair, Seq2Seq, torch.device]:
-    """Everything text-to-text inference needs from a run directory (`load_trained_run`);
-    a run of a task these loaders do not serve (a language model, say) is refused."""
-    return load_trained_run(
-        path,
-        checkpoint,
-        device,
-        amp,
-        cast_weights=cast_weights,
-        decode_overrides=decode_overrides,
-        require=lambda task, _: task.require_text_decoding(path),
-    )
-
-
-def load_trained_run(
-    path: Path,
-    checkpoint: Path | None,
-    device: str,
-    amp: str | None,
-    *,
-    cast_weights: bool,
-    decode_overrides: Sequence[str],
-    require: Callable[[Task, Config], None],
-) -> tuple[Config, TokenizerPair, Any, torch.device]:
-    """A run's config, tokenisers and model (built by its task, in eval mode on
-    ``device``), after ``require`` accepted the run's task. ``decode_overrides`` (``--set
-    decode.key=value``) change the saved [decode] settings, and ``amp`` then replaces
-    decode.amp; the weights are stored in that precision unless ``cast_weights`` is off
-    (for scoring as training does, in fp32 weights)."""
-    from s2s.tasks.registry import find_task  # tasks sit above run/: asked, not imported
-
-    run = RunDir(path).require()
-    config = with_decode_overrides(read_saved_config(run.config_file), list(decode_overrides))
-    task = find_task(config.task.type)
-    require(task, config)
-    tokenizers = load_tokenizers(run.path, task.joint_vocabulary(config))
-    model = task.build_model(config, tokenizers)
-    load_model_weights(model, run, checkpoint)
-    torch_device = resolve_device(device)
-    model = ready_to_decode(model, config, torch_device, amp, cast_weights)
-    return config, tokenizers, model, torch_device
 
 
 def ready_to_decode(

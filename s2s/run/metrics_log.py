@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from s2s.atomic import append_line
 from s2s.errors import S2SError
-from s2s.run.atomic import append_line
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from s2s.atomic import atomic_write_bytes
 from s2s.config import Config, config_from_dict
 from s2s.errors import S2SError
-from s2s.run.checkpoint import atomic_write_bytes
 
 try:  # numpy is not used by s2s itself, but cell plugins may draw from its global RNG
     import numpy

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from s2s.config import read_saved_config
 from s2s.run.directory import RunDir
+from s2s.scores import Score
 from s2s.tasks.registry import find_task
 from s2s.tasks.task import EvaluationRequest
-from s2s.tasks.translation.metrics import Score
 
 
 def evaluate_run(run_dir: Path, request: EvaluationRequest) -> list[Score]:

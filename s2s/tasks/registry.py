@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
+from s2s.config import use_task_rules
 from s2s.errors import ConfigError, S2SError
 from s2s.tasks.task import Task
 
@@ -118,6 +119,22 @@ def task_table() -> list[str]:
         "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
         for row in rows
     ]
+
+
+class RegisteredTaskRules:
+    """The checks the schema asks of the tasks while it validates a config (s2s.config's
+    `TaskRules`): the type names a registered task, which fills in its defaults."""
+
+    def check_type(self, name: str) -> None:
+        known = task_names()
+        if name not in known:
+            raise ValueError(unknown_task_message(name, known).removeprefix("task.type: "))
+
+    def apply_defaults(self, config: Config) -> None:
+        find_task(config.task.type).apply_defaults(config)
+
+
+use_task_rules(RegisteredTaskRules())  # every config read from here on is checked by its task
 
 
 def check_before_work(config: Config) -> None:

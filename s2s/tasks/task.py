@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from s2s.config import Config
     from s2s.data.tokenizer import TokenizerPair
     from s2s.run.directory import RunDir
-    from s2s.tasks.translation.metrics import Score
+    from s2s.scores import Score
     from s2s.train.trainer import Trainer
 
 
@@ -58,6 +58,8 @@ class Task(ABC):
     supports_ddp: ClassVar[bool] = False
     # Whether a recipe may set train.ctc_weight (a CTC head on the encoder).
     uses_ctc: ClassVar[bool] = False
+    # whether `s2s transcribe` serves its runs (audio in, text out)
+    transcribes: ClassVar[bool] = False
     # Why the text-to-text loaders (`s2s translate`, `s2s align`) refuse its runs, and
     # which commands serve them instead; empty: they serve it.
     refusal: ClassVar[str] = ""
@@ -150,6 +152,6 @@ class Task(ABC):
 
     def layers_line(self, model: dict[str, Any]) -> str:
         """The model card's layers line, from the saved [model] section."""
-        from s2s.inspect.model_card import seq2seq_layers_line
+        from s2s.tasks.card_lines import seq2seq_layers_line
 
         return seq2seq_layers_line(model)

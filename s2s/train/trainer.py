@@ -12,11 +12,12 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+from s2s.atomic import DATASETS_TEMPORARY, atomic_write_bytes, remove_stale_temporaries
 from s2s.config import Config, TrainConfig, config_to_toml
 from s2s.core.cell_registry import cell_factory
 from s2s.core.initialisation import initialise
@@ -26,9 +27,7 @@ from s2s.data.tokenizer import (
     tokenizer_files,
 )
 from s2s.errors import S2SError
-from s2s.kernels.compiling import compile_step_cells
 from s2s.kernels.precision import autocast_factory, make_grad_scaler, resolve_amp
-from s2s.run.atomic import DATASETS_TEMPORARY, atomic_write_bytes, remove_stale_temporaries
 from s2s.run.averaging import prune_step_checkpoints
 from s2s.run.checkpoint import load_checkpoint, save_checkpoint
 from s2s.run.directory import RunDir, load_weights, resolve_device
@@ -43,6 +42,7 @@ from s2s.run.resume import (
     seed_all,
     trim_metrics_log,
 )
+from s2s.train.compiling import compile_step_cells
 from s2s.train.distributed import Single, join
 from s2s.train.faults import (
     BatchPlace,
@@ -165,15 +165,13 @@ class Trainer:
     """The training loop of one run directory: owns the model, optimiser and schedule, and
     asks its task's hooks (a subclass per task) for data, batches, loss and scores.
     ``task`` is the recipe's task object (`Task.make_trainer` passes itself); left out, the
-    subclass's own ``task_class`` serves."""
-
-    task_class: ClassVar[type[Task]]
+    subclass's `_default_task` finds it (a trainer built directly, in a test or a tool)."""
 
     def __init__(
         self, config: Config, run: RunDir, quiet: bool = False, task: Task | None = None
     ) -> None:
-        self.task = task if task is not None else self.task_class()
         self.config = config
+        self.task = task if task is not None else self._default_task()
         self.run = run
         self.quiet = quiet
         cfg = config.train
@@ -220,6 +218,11 @@ class Trainer:
             seed_all(cfg.seed + 7919 * self.dist.rank + self.progress.step)
         # training runs through DDP's wrapper; validation and decoding use the bare model
         self.train_model = self.dist.wrap(self.model, self.device)
+
+    def _default_task(self) -> Task:
+        """The task of a trainer built without one: the task layer's trainers look up the
+        recipe's task; the generic loop knows none."""
+        raise TypeError(f"{type(self).__name__} needs task= (use Task.make_trainer)")
 
     # -- task hooks: each task's trainer implements these ---------------------------------
     def _prepare_data(self) -> None:
@@ -568,34 +571,53 @@ class Trainer:
                 position = progress.batch_in_epoch
                 self._step_on_group(batches[position : position + per_step], checks)
                 progress.elapsed = time.perf_counter() - session_start
-                validating = progress.step % cfg.valid_every == 0
-                saving = bool(cfg.save_every) and progress.step % cfg.save_every == 0
-                finite = True
-                if validating or saving or progress.step % cfg.log_every == 0:
-                    finite = self._settle(checks, self.window, board)  # the only reads of the flags
-                window = self.window
-                seconds = time.perf_counter() - window.start
                 done = progress.batch_in_epoch - position
-                norm = self.last_grad_norm
-                bar.update(progress.step, done, window.loss, window.tokens, seconds, norm)
-                board.end_step(progress.step, self.optimizer.param_groups[0]["lr"])
-                if validating:
-                    last_record = self._validate_window(bar, board)
-                    self._save_last()
-                elif saving and finite:
-                    self._save_last()  # not in a run of skipped steps: keep the last good one
-                signalled, time_up = self.dist.any_true([stop.signum is not None, self._time_up()])
-                if signalled:  # on any rank: all stop at this step
-                    self._settle(checks, self.window, board)
-                    bar.close()
-                    board.close(progress.step)
-                    raise self._interrupted(stop.signum or signal.SIGTERM)
-                stop_reason = self._should_stop(time_up)
+                last_record = self._after_step(done, checks, bar, board) or last_record
+                stop_reason = self._stop_now(stop, checks, bar, board)
                 if stop_reason:
                     break
             if progress.batch_in_epoch >= len(batches):
                 progress.epoch += 1
                 progress.batch_in_epoch = 0
+        return self._finish(stop_reason, last_record, checks, bar, board)
+
+    def _after_step(self, done: int, checks: StepChecks, bar, board: TrainingBoard) -> dict:
+        """Report the step that just ran (``done`` batches); validate and save when due.
+        Returns the validation record, or an empty dict when this step did not validate."""
+        cfg, progress = self.config.train, self.progress
+        validating = progress.step % cfg.valid_every == 0
+        saving = bool(cfg.save_every) and progress.step % cfg.save_every == 0
+        finite = True
+        if validating or saving or progress.step % cfg.log_every == 0:
+            finite = self._settle(checks, self.window, board)  # the only reads of the flags
+        window = self.window
+        seconds = time.perf_counter() - window.start
+        bar.update(progress.step, done, window.loss, window.tokens, seconds, self.last_grad_norm)
+        board.end_step(progress.step, self.optimizer.param_groups[0]["lr"])
+        record: dict = {}
+        if validating:
+            record = self._validate_window(bar, board)
+            self._save_last()
+        elif saving and finite:
+            self._save_last()  # not in a run of skipped steps: keep the last good one
+        return record
+
+    def _stop_now(self, stop: GracefulStop, checks: StepChecks, bar, board: TrainingBoard):
+        """Why training ends after this step, or None; a signal on any rank stops every rank
+        here, saving the step and raising `Interrupted`."""
+        signalled, time_up = self.dist.any_true([stop.signum is not None, self._time_up()])
+        if signalled:
+            self._settle(checks, self.window, board)
+            bar.close()
+            board.close(self.progress.step)
+            raise self._interrupted(stop.signum or signal.SIGTERM)
+        return self._should_stop(time_up)
+
+    def _finish(
+        self, stop_reason: str | None, last_record: dict, checks: StepChecks, bar, board
+    ) -> dict:
+        """Validate the last steps if they were not, save, and say why training stopped."""
+        progress = self.progress
         bar.close()
         self._settle(checks, self.window, board)
         if progress.validated_step != progress.step:
@@ -603,7 +625,7 @@ class Trainer:
         board.close(progress.step)
         self._save_last()
         last_record = last_record or read_last_record(self.run.metrics_log)
-        reason = stop_reason or f"reached train.max_epochs = {cfg.max_epochs}"
+        reason = stop_reason or f"reached train.max_epochs = {self.config.train.max_epochs}"
         if not self.quiet:
             print(f"training stopped: {reason}", file=sys.stderr)
         return last_record

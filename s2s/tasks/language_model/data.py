@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from s2s.atomic import atomic_write_bytes
 from s2s.config import Config
 from s2s.data.corpus import open_compressed
 from s2s.data.tokenizer import (
@@ -30,7 +31,6 @@ from s2s.data.tokenizer import (
     train_tokenizers,
 )
 from s2s.errors import S2SError
-from s2s.run.checkpoint import atomic_write_bytes
 from s2s.run.directory import RunDir
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,6 @@ generation can continue from it.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import Tensor, nn
 
@@ -19,7 +17,7 @@ from s2s.config import Config, ModelConfig
 from s2s.core.cell_registry import cell_factory
 from s2s.core.dropout import Dropout
 from s2s.core.recurrent_stack import CellFactory, RecurrentStack
-from s2s.data.tokenizer import BOS_ID, PAD_ID, Tokenizer
+from s2s.data.tokenizer import BOS_ID, PAD_ID
 from s2s.kernels.packed_linear import DropsPackedCopies, PackedWeight
 
 LayerStates = list[State]  # one cell state per layer, every tensor batch-first
@@ -103,28 +101,3 @@ def build_language_model(config: Config, vocab_size: int) -> LanguageModel:
     return LanguageModel(
         model_cfg, cell_factory(model_cfg.cell, model_cfg.cell_options), vocab_size
     )
-
-
-def load_language_model(
-    run_path: Path, checkpoint: Path | None = None, device: str = "auto"
-) -> tuple[Config, Tokenizer, LanguageModel, torch.device]:
-    """Everything scoring and sampling need from an LM run directory, in eval mode."""
-    from s2s.config import read_saved_config
-    from s2s.data.tokenizer import load_tokenizers
-    from s2s.errors import S2SError
-    from s2s.run.directory import RunDir, load_model_weights, resolve_device
-    from s2s.tasks.language_model.task import LanguageModelTask
-    from s2s.tasks.registry import find_task
-
-    run = RunDir(run_path).require()
-    config = read_saved_config(run.config_file)
-    if not isinstance(find_task(config.task.type), LanguageModelTask):
-        raise S2SError(
-            f"{run_path}: a {config.task.type} run, not a language model "
-            "(task.type = 'language_model')"
-        )
-    tokenizer = load_tokenizers(run.path, joint=True).src
-    model = build_language_model(config, tokenizer.vocab_size)
-    load_model_weights(model, run, checkpoint)
-    torch_device = resolve_device(device)
-    return config, tokenizer, model.to(torch_device).eval(), torch_device

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from s2s.data.batching import pad, token_batches
 from s2s.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
 from s2s.errors import S2SError
+from s2s.scores import Score
 from s2s.tasks.language_model.data import (
     TokenStream,
     batchify,
@@ -31,8 +32,8 @@ from s2s.tasks.language_model.data import (
     encode_lines,
     load_stream,
 )
-from s2s.tasks.language_model.model import LanguageModel, load_language_model
-from s2s.tasks.translation.metrics import Score
+from s2s.tasks.language_model.loading import load_language_model
+from s2s.tasks.language_model.model import LanguageModel
 
 if TYPE_CHECKING:
     from s2s.run.directory import RunDir
@@ -152,8 +153,8 @@ def evaluate_language_model(
 ) -> list[Score]:
     """`s2s evaluate` for a language model: the perplexity of a split, read as one stream
     (one row, so every token but the first has its full history), recorded for `s2s info`."""
-    from s2s.inspect.model_card import record_evaluation
     from s2s.run.directory import RunDir
+    from s2s.run.evaluations import record_evaluation
 
     config, tokenizer, model, torch_device = load_language_model(run_dir, checkpoint, device)
     if split not in config.data:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from s2s.tasks.language_model.kind import LanguageModelKind
 from s2s.tasks.task import EvaluationRequest, Task
 
 if TYPE_CHECKING:
@@ -16,11 +17,11 @@ if TYPE_CHECKING:
     from s2s.config import Config
     from s2s.data.tokenizer import TokenizerPair
     from s2s.run.directory import RunDir
-    from s2s.tasks.translation.metrics import Score
+    from s2s.scores import Score
     from s2s.train.trainer import Trainer
 
 
-class LanguageModelTask(Task):
+class LanguageModelTask(LanguageModelKind, Task):
     """A decoder-only recurrent language model over a token stream."""
 
     name: ClassVar[str] = "language_model"

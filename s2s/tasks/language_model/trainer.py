@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from s2s.data.tokenizer import TokenizerPair
-from s2s.inspect.model_card import record_session_data
+from s2s.run.about import record_session_data
 from s2s.tasks.language_model.data import (
     StreamBatch,
     TokenStream,
@@ -27,7 +27,8 @@ from s2s.tasks.language_model.data import (
 )
 from s2s.tasks.language_model.model import LayerStates, detach_states
 from s2s.tasks.language_model.scoring import Perplexity, stream_perplexity
-from s2s.tasks.language_model.task import LanguageModelTask
+from s2s.tasks.registry import find_task
+from s2s.tasks.task import Task
 from s2s.train.trainer import Trainer
 
 
@@ -38,7 +39,9 @@ def stream_summary(stream: TokenStream) -> dict[str, int]:
 class LanguageModelTrainer(Trainer):
     """`Trainer` with the language-model task hooks."""
 
-    task_class = LanguageModelTask
+    def _default_task(self) -> Task:
+        """The recipe's task, from the registry (this trainer may serve several tasks)."""
+        return find_task(self.config.task.type)
 
     def _prepare_data(self) -> None:
         config = self.config

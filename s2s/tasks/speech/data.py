@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
+from s2s.atomic import atomic_write_bytes
 from s2s.config import AudioConfig, SplitConfig
 from s2s.data.archive import archive_digest, extract_archive
 from s2s.data.batching import Batch, pad
 from s2s.data.tokenizer import BOS_ID, EOS_ID, Tokenizer
 from s2s.errors import S2SError
 from s2s.progress import TaskProgress, progress_enabled
-from s2s.run.checkpoint import atomic_write_bytes
 from s2s.tasks.speech.audio import utterance_features
 
 log = logging.getLogger(__name__)

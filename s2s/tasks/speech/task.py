@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from s2s.config import Config
     from s2s.data.tokenizer import TokenizerPair
     from s2s.run.directory import RunDir
-    from s2s.tasks.translation.metrics import Score
+    from s2s.scores import Score
     from s2s.train.trainer import Trainer
 
 
@@ -27,6 +27,7 @@ class SpeechTask(Task):
     name: ClassVar[str] = "speech"
     metrics: ClassVar[tuple[str, ...]] = ("wer", "cer", "loss")
     uses_ctc: ClassVar[bool] = True
+    transcribes: ClassVar[bool] = True
     refusal: ClassVar[str] = "a speech recogniser; use s2s transcribe or s2s evaluate with it"
 
     def check_config(self, config: Config) -> None:

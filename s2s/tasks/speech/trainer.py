@@ -10,17 +10,18 @@ import random
 
 import torch
 
+from s2s.atomic import atomic_write_bytes
 from s2s.data.batching import Batch, token_batches
 from s2s.data.tokenizer import EOS_ID, TokenizerPair, load_tokenizers, train_tokenizers
 from s2s.errors import ConfigError, S2SError
-from s2s.inspect.model_card import record_session_data
-from s2s.run.checkpoint import atomic_write_bytes
+from s2s.run.about import record_session_data
+from s2s.tasks.registry import find_task
 from s2s.tasks.speech.audio import check_speech_extra
 from s2s.tasks.speech.data import SpeechSplit, speech_collate, split_features
 from s2s.tasks.speech.model import SpeechSeq2Seq, ctc_loss_sum
 from s2s.tasks.speech.specaugment import spec_augment, tempo_perturb
-from s2s.tasks.speech.task import SpeechTask
 from s2s.tasks.speech.transcriber import Recognizer, speech_log_scores
+from s2s.tasks.task import Task
 from s2s.train.trainer import Trainer, label_smoothed_loss
 from s2s.train.validation import greedy_scores
 
@@ -61,7 +62,9 @@ class SpeechTrainer(Trainer):
     """The `Trainer` loop with speech's hooks; ``train.max_tokens`` and
     ``train.max_length`` count feature frames (and target tokens)."""
 
-    task_class = SpeechTask
+    def _default_task(self) -> Task:
+        """The recipe's task, from the registry (this trainer may serve several tasks)."""
+        return find_task(self.config.task.type)
 
     def _prepare_data(self) -> None:
         config, run = self.config, self.run

@@ -16,16 +16,18 @@ from s2s.core.search import Hypothesis, batch_budget, search_batches
 from s2s.data.batching import token_batches
 from s2s.data.tokenizer import Tokenizer
 from s2s.errors import S2SError
-from s2s.inspect.model_card import record_evaluation
 from s2s.kernels.packed_linear import ensure_eval_mode
 from s2s.kernels.precision import decode_autocast, decoding_precision
-from s2s.run.directory import RunDir, load_trained_run
+from s2s.run.directory import RunDir
+from s2s.run.evaluations import record_evaluation
+from s2s.scores import Score
+from s2s.tasks.loading import load_trained_run
 from s2s.tasks.speech.audio import utterance_features
 from s2s.tasks.speech.ctc_prefix import JointCTCDecoder
 from s2s.tasks.speech.data import speech_collate, split_features
 from s2s.tasks.speech.model import SpeechSeq2Seq
 from s2s.tasks.task import EvaluationRequest, Task
-from s2s.tasks.translation.metrics import Score, speech_scores
+from s2s.tasks.translation.metrics import speech_scores
 from s2s.train.validation import greedy_scores
 
 TRANSCRIBE_CHUNK = 32  # files read, decoded and printed together
@@ -108,11 +110,10 @@ def load_speech_run(
     """A speech run's config and its recogniser (model in eval mode on ``device``).
     ``decode_overrides`` and ``amp`` change the saved [decode] settings and the weights
     are stored in the decoding precision unless ``cast_weights`` is off, as
-    `s2s.run.directory.load_run` does."""
-    from s2s.tasks.speech.task import SpeechTask
+    `s2s.tasks.loading.load_run` does."""
 
     def require_speech(task: Task, config: Config) -> None:
-        if not isinstance(task, SpeechTask):
+        if not task.transcribes:
             raise S2SError(f"{path}: a {config.task.type} run; transcribing needs a speech run")
 
     config, tokenizers, model, torch_device = load_trained_run(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from s2s.errors import S2SError
-from s2s.tasks.translation.metrics import Score
+from s2s.scores import Score
 
 # rouge-score's metric names -> the names s2s reports and logs
 METRICS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}

@@ -9,7 +9,7 @@ from s2s.tasks.translation.task import TranslationTask
 if TYPE_CHECKING:
     from s2s.config import Config
     from s2s.data.corpus import ParallelText
-    from s2s.tasks.translation.metrics import Score
+    from s2s.scores import Score
 
 
 class SummarizationTask(TranslationTask):

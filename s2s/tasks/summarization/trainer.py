@@ -8,14 +8,11 @@ early stopping can follow ROUGE-L (`train.early_stopping_metric = "rouge_l"`).
 from __future__ import annotations
 
 from s2s.tasks.summarization.rouge import require_rouge
-from s2s.tasks.summarization.task import SummarizationTask
 from s2s.tasks.translation.trainer import TranslationTrainer
 
 
 class SummarizationTrainer(TranslationTrainer):
     """Validates by summarising `valid` greedily and scoring ROUGE-1/2/L F1."""
-
-    task_class = SummarizationTask
 
     def _after_model(self) -> None:
         if self.config.train.valid_decode:

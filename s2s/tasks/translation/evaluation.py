@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING
 from s2s.config import Config, SplitConfig
 from s2s.data.corpus import ParallelText, load_parallel, tokenize_split
 from s2s.errors import S2SError
-from s2s.inspect.model_card import record_evaluation
 from s2s.kernels.precision import autocast_factory, decoding_precision, resolve_amp
 from s2s.progress import TaskProgress
-from s2s.run.directory import RunDir, load_run
+from s2s.run.directory import RunDir
+from s2s.run.evaluations import record_evaluation
+from s2s.scores import Score
+from s2s.tasks.loading import load_run
 from s2s.tasks.task import EvaluationRequest
-from s2s.tasks.translation.metrics import Score
 from s2s.tasks.translation.translator import Translator
 from s2s.train.validation import corpus_loss, greedy_scores, loss_scores
 

@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass
-class Score:
-    name: str
-    score: float
-    signature: str
-    text: str  # sacrebleu's own one-line rendering
+from s2s.scores import Score
 
 
 def bleu_and_chrf(hypotheses: list[str], references: list[str]) -> list[Score]:

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
     from s2s.data.corpus import ParallelText
     from s2s.run.directory import RunDir
-    from s2s.tasks.translation.metrics import Score
+    from s2s.scores import Score
     from s2s.train.trainer import Trainer
 
 

@@ -10,15 +10,16 @@ import random
 
 import torch
 
+from s2s.atomic import atomic_write_bytes
 from s2s.config import Config, SplitConfig
 from s2s.data.batching import Batch, collate, token_batches
 from s2s.data.corpus import ParallelText, TokenizedSplit, load_parallel, tokenize_split
 from s2s.data.tokenizer import TokenizerPair, load_tokenizers, tokenizer_files, train_tokenizers
 from s2s.errors import S2SError
-from s2s.inspect.model_card import record_session
-from s2s.run.atomic import atomic_write_bytes
+from s2s.run.about import record_session
 from s2s.run.directory import RunDir
-from s2s.tasks.translation.task import TranslationTask
+from s2s.tasks.registry import find_task
+from s2s.tasks.task import Task
 from s2s.tasks.translation.translator import Translator
 from s2s.train.trainer import Trainer, label_smoothed_loss
 from s2s.train.validation import corpus_loss, greedy_scores
@@ -106,7 +107,9 @@ class TranslationTrainer(Trainer):
     """The `Trainer` loop with the text-to-text hooks; validation decodes greedily and
     scores with the task's `validation_scores` (BLEU for translation)."""
 
-    task_class = TranslationTask
+    def _default_task(self) -> Task:
+        """The recipe's task, from the registry (this trainer may serve several tasks)."""
+        return find_task(self.config.task.type)
 
     def _prepare_data(self) -> None:
         """Set the tokenisers and the tokenised train and valid splits."""
