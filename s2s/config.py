@@ -189,11 +189,19 @@ class ModelConfig(Section):
         return self
 
 
+# The precisions train.amp and decode.amp take (decode.amp adds int8 matmuls on the CPU);
+# the command-line tools offer the same choices.
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+DECODE_AMP_CHOICES = (*AMP_CHOICES, "int8")
+TrainAmp = Literal["auto", "bf16", "fp16", "off"]
+DecodeAmp = Literal["auto", "bf16", "fp16", "off", "int8"]
+
+
 class TrainConfig(Section):
     seed: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="CPU threads; 0 keeps torch's default")
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    amp: TrainAmp = "auto"
     compile: bool = Field(
         False, description="torch.compile the step of cells that only implement step"
     )
@@ -302,7 +310,7 @@ class DecodeConfig(Section):
     max_length_ratio: float = Field(2.0, gt=0.0)
     max_length_offset: int = Field(10, ge=0)
     batch_tokens: int = Field(6000, ge=1, description="source tokens per decoding batch")
-    amp: Literal["auto", "bf16", "fp16", "off", "int8"] = Field(
+    amp: DecodeAmp = Field(
         "auto",
         description="decoding precision, as train.amp: bf16 is faster on CPUs with AMX; "
         "int8 (CPU only) runs the decoder's matmuls in int8, fastest on CPUs with VNNI",

@@ -168,3 +168,17 @@ def test_no_function_is_longer_than_sixty_lines() -> None:
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
     ]
     assert long == [], "functions over 60 lines:\n" + "\n".join(long)
+
+
+def test_tools_use_the_library_not_the_command_line() -> None:
+    """Benchmarks and data scripts import what they need from the library layers; the CLI
+    only parses arguments, so nothing else may depend on it."""
+    tools = PACKAGE.parent / "tools"
+    offenders = [
+        f"{path.name}:{node.lineno}"
+        for path in sorted(tools.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        for name in imported_modules(node)
+        if name == "s2s.cli" or name.startswith("s2s.cli.")
+    ]
+    assert offenders == [], f"tools importing s2s.cli: {offenders}"

@@ -284,3 +284,13 @@ def test_a_bad_value_from_set_says_so(recipe: Path) -> None:
     )
     recipe.write_text(recipe.read_text().replace("lr = 0.005", "lr = inf"), encoding="utf-8")
     assert "--set" not in error_of(recipe, ["model.hidden_size=64"])
+
+
+def test_the_amp_choices_are_the_schemas() -> None:
+    """The command line and the tools offer exactly the precisions the schema accepts."""
+    import typing
+
+    from s2s.config import AMP_CHOICES, DECODE_AMP_CHOICES, DecodeConfig, TrainConfig
+
+    assert typing.get_args(TrainConfig.model_fields["amp"].annotation) == AMP_CHOICES
+    assert typing.get_args(DecodeConfig.model_fields["amp"].annotation) == DECODE_AMP_CHOICES

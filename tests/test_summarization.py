@@ -26,7 +26,7 @@ from s2s.core.seq2seq import Seq2Seq
 from s2s.data.batching import collate
 from s2s.data.corpus import load_parallel
 from s2s.errors import ConfigError, S2SError
-from s2s.run.directory import load_weights
+from s2s.run.weights import load_weights
 from s2s.tasks.recipe import load_config
 from s2s.tasks.summarization.rouge import require_rouge, rouge, rouge_scores
 from s2s.train.trainer import label_smoothed_loss

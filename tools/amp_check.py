@@ -39,8 +39,8 @@ from bench_train import build_trainer
 
 from s2s.errors import S2SError
 from s2s.kernels.denormals import flush_denormals_in_script
+from s2s.kernels.device import resolve_device
 from s2s.kernels.precision import precision_name, resolve_amp
-from s2s.run.directory import resolve_device
 from s2s.run.metrics_log import read_metrics
 
 SPEED_TARGET = 1.5  # AMP tokens/s over fp32's

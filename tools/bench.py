@@ -42,8 +42,7 @@ from bench_machine import OtherLoad, machine_info, wait_quiet
 from bench_output import json_path
 from bench_train import StepSource, build_trainer, measure_training, train_until
 
-from s2s.cli.common import AMP_CHOICES, DECODE_AMP_CHOICES
-from s2s.config import Config, parse_override
+from s2s.config import AMP_CHOICES, DECODE_AMP_CHOICES, Config, parse_override
 from s2s.data.corpus import load_parallel
 from s2s.errors import S2SError
 from s2s.kernels.denormals import denormals_flushed, flush_denormals_in_script

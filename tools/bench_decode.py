@@ -30,8 +30,7 @@ import torch
 from bench_output import json_path
 from torch import Tensor
 
-from s2s.cli.common import DECODE_AMP_CHOICES
-from s2s.config import SplitConfig
+from s2s.config import DECODE_AMP_CHOICES, SplitConfig
 from s2s.core.search import search_batches
 from s2s.data.batching import collate
 from s2s.data.corpus import load_parallel

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from s2s.config import DECODE_AMP_CHOICES
 from s2s.errors import S2SError
 
 app = typer.Typer(
@@ -71,8 +72,6 @@ Verbose = Annotated[
     bool, typer.Option("--verbose", "-v", help="More detail, progress lines more often.")
 ]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
-AMP_CHOICES = ("auto", "bf16", "fp16", "off")  # train.amp
-DECODE_AMP_CHOICES = (*AMP_CHOICES, "int8")  # decode.amp: int8 matmuls on the CPU
 AmpOption = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option(

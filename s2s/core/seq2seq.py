@@ -23,12 +23,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from s2s.config import ModelConfig
+from s2s.config import Config, ModelConfig
 from s2s.core.attention import build_attention
+from s2s.core.cell_registry import cell_factory
 from s2s.core.copy_attention import CopySwitch
 from s2s.core.decoding import SearchState
 from s2s.core.dropout import Dropout
 from s2s.core.recurrent_stack import CellFactory, RecurrentStack
+from s2s.data.tokenizer import PAD_ID, TokenizerPair
 from s2s.kernels.packed_linear import DropsPackedCopies, PackedWeight, can_pack
 from s2s.kernels.time_batched_linear import TimeBatchedLinear, time_batching_applies
 
@@ -265,3 +267,16 @@ class Seq2Seq(DropsPackedCopies, nn.Module):
             tokens, state.hypotheses, state.sentences, rows
         )
         return log_probs, SearchState(decoder_state, state.sentences)
+
+
+def build_seq2seq(config: Config, tokenizers: TokenizerPair) -> Seq2Seq:
+    """The encoder-decoder a config describes, sized for the run's tokenisers."""
+    model_cfg = config.model
+    return Seq2Seq(
+        model_cfg,
+        cell_factory(model_cfg.cell, model_cfg.cell_options),
+        tokenizers.src.vocab_size,
+        tokenizers.tgt.vocab_size,
+        PAD_ID,
+        share_vocab=tokenizers.joint,
+    )

@@ -10,10 +10,12 @@ import logging
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import TypeVar
 
 import torch
 from torch import nn
 
+from s2s.config import Config
 from s2s.cpu import native_bf16
 from s2s.errors import S2SError
 from s2s.kernels.packed_linear import int8_supported, packs, quantize_packed_weights
@@ -130,3 +132,19 @@ def limit_onednn_cache() -> None:
     ONEDNN_PRIMITIVE_CACHE_CAPACITY. oneDNN reads the variable once, when it first builds a
     primitive: call this before any computation (`s2s train` does it first thing)."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
+
+
+LoadedModel = TypeVar("LoadedModel", bound=nn.Module)
+
+
+def ready_to_decode(
+    model: LoadedModel, config: Config, device: torch.device, amp: str | None, cast_weights: bool
+) -> LoadedModel:
+    """``model`` in eval mode on ``device``, for the loaders of text and speech runs:
+    ``amp`` replaces the config's decode.amp, and the weights are stored in that precision
+    unless ``cast_weights`` is off (for scoring as training does, in fp32 weights)."""
+    config.decode.amp = amp or config.decode.amp
+    model = model.to(device).eval()
+    if cast_weights:
+        model = cast_for_decoding(model, config.decode.amp, device)
+    return model

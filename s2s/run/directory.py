@@ -1,25 +1,16 @@
-"""A run directory holds everything needed to use a model later: the resolved config, the
-tokeniser model(s), checkpoints and the metrics log."""
+"""The layout of a run directory, which holds everything needed to use a model later (the
+resolved config, the tokeniser model(s), checkpoints, the metrics log), and reading its
+checkpoints consistently while training writes them. Weights: s2s.run.weights."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
-import torch
-from torch import nn
-
-from s2s.config import Config
-from s2s.core.cell_registry import cell_factory
-from s2s.core.seq2seq import Seq2Seq
-from s2s.data.tokenizer import PAD_ID, TokenizerPair
 from s2s.errors import S2SError
-from s2s.kernels.precision import cast_for_decoding
 from s2s.run.checkpoint import STEP_FILE, CheckpointNotFound, atomic_write_bytes, load_checkpoint
 
-LoadedModel = TypeVar("LoadedModel", bound=nn.Module)
 # How often a reader follows best.json to a newer best after training pruned the one it named
 DEFAULT_CHECKPOINT_TRIES = 5
 
@@ -154,70 +145,3 @@ def best_entries_problem(entries: object) -> str | None:
         if isinstance(metric, bool) or not isinstance(metric, int | float):
             return f"entry {number}: 'metric' must be a number (got {metric!r})"
     return None
-
-
-def build_model(config: Config, tokenizers: TokenizerPair) -> Seq2Seq:
-    model_cfg = config.model
-    return Seq2Seq(
-        model_cfg,
-        cell_factory(model_cfg.cell, model_cfg.cell_options),
-        tokenizers.src.vocab_size,
-        tokenizers.tgt.vocab_size,
-        PAD_ID,
-        share_vocab=tokenizers.joint,
-    )
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present; asking for CUDA without one is an error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise S2SError("train.device = 'cuda' but no CUDA device is available (use 'cpu')")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def load_weights(model: nn.Module, weights: object, checkpoint: Path) -> None:
-    """Load a state dict after checking every tensor's name, type and shape against the
-    model the config builds, so a mismatch is one line naming the tensor."""
-    if not isinstance(weights, dict):
-        raise S2SError(f"{checkpoint}: checkpoint holds no model weights")
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        raise S2SError(
-            f"{checkpoint}: weights do not match the config "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    for name, tensor in expected.items():
-        found = weights[name]
-        if not isinstance(found, torch.Tensor):
-            raise S2SError(f"{checkpoint}: {name} is a {type(found).__name__}, not a tensor")
-        if found.shape != tensor.shape:
-            raise S2SError(
-                f"{checkpoint}: {name} has shape {tuple(found.shape)}, "
-                f"the config needs {tuple(tensor.shape)}"
-            )
-    model.load_state_dict(weights)
-
-
-def load_model_weights(model: nn.Module, run: RunDir, checkpoint: Path | None = None) -> Path:
-    """Load ``checkpoint``'s weights (default: the run's best) into ``model``; returns the
-    checkpoint read."""
-    path, payload = run.load_checkpoint(checkpoint)
-    load_weights(model, payload.get("model"), path)
-    return path
-
-
-def ready_to_decode(
-    model: LoadedModel, config: Config, device: torch.device, amp: str | None, cast_weights: bool
-) -> LoadedModel:
-    """``model`` in eval mode on ``device``, for the loaders of text and speech runs:
-    ``amp`` replaces the config's decode.amp, and the weights are stored in that precision
-    unless ``cast_weights`` is off (for scoring as training does, in fp32 weights)."""
-    config.decode.amp = amp or config.decode.amp
-    model = model.to(device).eval()
-    if cast_weights:
-        model = cast_for_decoding(model, config.decode.amp, device)
-    return model

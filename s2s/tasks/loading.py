@@ -13,7 +13,10 @@ import torch
 from s2s.config import Config, read_saved_config, with_decode_overrides
 from s2s.core.seq2seq import Seq2Seq
 from s2s.data.tokenizer import TokenizerPair, load_tokenizers
-from s2s.run.directory import RunDir, load_model_weights, ready_to_decode, resolve_device
+from s2s.kernels.device import resolve_device
+from s2s.kernels.precision import ready_to_decode
+from s2s.run.directory import RunDir
+from s2s.run.weights import load_model_weights
 from s2s.tasks.registry import find_task
 from s2s.tasks.task import Task
 

@@ -103,9 +103,9 @@ class Task(ABC):
 
     def build_model(self, config: Config, tokenizers: TokenizerPair) -> torch.nn.Module:
         """The recipe's model, sized for ``tokenizers``, with fresh weights."""
-        from s2s.run.directory import build_model
+        from s2s.core.seq2seq import build_seq2seq
 
-        return build_model(config, tokenizers)
+        return build_seq2seq(config, tokenizers)
 
     def build_meta_model(
         self, config: Config, make_cell: Callable[[int, int], Any], vocab: int

@@ -27,10 +27,11 @@ from s2s.data.tokenizer import (
     tokenizer_files,
 )
 from s2s.errors import S2SError
+from s2s.kernels.device import resolve_device
 from s2s.kernels.precision import autocast_factory, make_grad_scaler, resolve_amp
 from s2s.run.averaging import prune_step_checkpoints
 from s2s.run.checkpoint import load_checkpoint, save_checkpoint
-from s2s.run.directory import RunDir, load_weights, resolve_device
+from s2s.run.directory import RunDir
 from s2s.run.lock import lock_run_directory
 from s2s.run.metrics_log import append_record
 from s2s.run.resume import (
@@ -42,6 +43,7 @@ from s2s.run.resume import (
     seed_all,
     trim_metrics_log,
 )
+from s2s.run.weights import load_weights
 from s2s.train.compiling import compile_step_cells
 from s2s.train.distributed import Single, join
 from s2s.train.faults import (

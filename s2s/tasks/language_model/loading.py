@@ -10,7 +10,9 @@ import torch
 from s2s.config import Config, read_saved_config
 from s2s.data.tokenizer import Tokenizer, load_tokenizers
 from s2s.errors import S2SError
-from s2s.run.directory import RunDir, load_model_weights, resolve_device
+from s2s.kernels.device import resolve_device
+from s2s.run.directory import RunDir
+from s2s.run.weights import load_model_weights
 from s2s.tasks.language_model.kind import LanguageModelKind
 from s2s.tasks.language_model.model import LanguageModel, build_language_model
 from s2s.tasks.registry import find_task
