@@ -21,7 +21,11 @@ The contract in full (docs/cells.md walks through it; `s2s.testing` checks it):
 - ``forward(x, state, lengths) -> (y, state)``: a whole sequence. The default loops
   ``step``; a cell may override it (a fused kernel, a parallel scan) and must then stay
   numerically equal to the stepwise path, and keep the final state of every sequence at
-  its own length.
+  its own length;
+- ``init_uniform(init_range)``: optional, what ``model.init = "uniform"`` does to the
+  cell's parameters. The default draws every one from U(-init_range, init_range), as the
+  core does for its own layers; a cell overrides it to keep its own initialisation of
+  some or all of them (the built-in LSTM keeps a ``forget_bias`` that is set).
 """
 
 from __future__ import annotations
@@ -79,6 +83,19 @@ class RecurrentCell(nn.Module):
         if hidden is None:
             hidden = torch.zeros(batch_size, self.output_size, device=device, dtype=dtype)
         return (hidden,)
+
+    @torch.no_grad()
+    def init_uniform(self, init_range: float) -> None:
+        """What ``model.init = "uniform"`` does to this cell, once, after the model is built.
+
+        The default redraws every parameter from U(-init_range, init_range), in
+        registration order, like the core's own layers. Override it to keep what the
+        constructor set: draw what should be uniform (``super().init_uniform(init_range)``
+        and then restore, or draw only some parameters), and leave the rest. With
+        ``model.init = "pytorch"`` it is not called and the constructor's values stand.
+        """
+        for parameter in self.parameters():
+            parameter.uniform_(-init_range, init_range)
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         """One time step: x_t [B, I] -> (h_t [B, output_size], new state)."""

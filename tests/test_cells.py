@@ -241,7 +241,7 @@ def test_s2s_cells_lists_every_cell_and_reports_the_broken_ones(third_party: Pat
     rows = {line.split()[0]: line for line in result.stdout.splitlines()}
     assert rows["name"].split() == ["name", "class", "distribution", "fused", "options"]
     assert rows["lstm"].split()[:5] == ["lstm", "s2s_cells.lstm:LSTMCell", "s2s", "0.1.0", "yes"]
-    assert rows["lstm"].endswith("forget_bias=1.0, proj_size=0")
+    assert rows["lstm"].endswith("forget_bias=None, proj_size=0")
     assert rows["crnn"].endswith("kernel_size=3")
     assert rows["rnn"].endswith("nonlinearity='tanh'")
     assert "broken-cells 1.0" in rows["broken"]

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from helpers import make_model, make_trainer, tiny_recipe
+from helpers import VOCAB, Elman, make_model, make_trainer, tiny_recipe
 
-from s2s.config import read_saved_config
+from s2s.cells import RecurrentCell
+from s2s.config import ModelConfig, read_saved_config
+from s2s.core import cell_registry
+from s2s.core.cell_registry import cell_factory
 from s2s.core.initialisation import initialise
+from s2s.core.seq2seq import Seq2Seq
 from s2s.errors import S2SError
 from s2s.inspect.model_card import format_card, model_card
 from s2s.tasks.language_model.model import build_language_model
@@ -88,3 +93,92 @@ def _without_init(toml_text: str) -> str:
 def test_bad_settings_are_one_line_errors(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(S2SError, match=message):
         load_config(tiny_recipe(tmp_path), [override])
+
+
+@torch.no_grad()
+def uniform_everything(model: torch.nn.Module, bound: float) -> None:
+    """The uniform init as it was before cells could keep their own (every recipe's BLEU
+    was measured with it): every parameter in ±bound, in order; padding rows zero."""
+    for parameter in model.parameters():
+        parameter.uniform_(-bound, bound)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding) and module.padding_idx is not None:
+            module.weight[module.padding_idx].zero_()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "crnn"])
+def test_built_in_cells_with_default_options_start_as_before(cell: str) -> None:
+    """A model of a built-in cell with default options draws exactly the numbers it drew
+    when the uniform init redrew every parameter: recipes/mt.toml trains as measured."""
+    model = make_model(cell, init="uniform", tie_embeddings=False)
+    reference = make_model(cell, init="uniform", tie_embeddings=False)
+    torch.manual_seed(7)
+    initialise(model, model.config)
+    torch.manual_seed(7)
+    uniform_everything(reference, 0.1)
+    for (name, value), expected in zip(
+        model.state_dict().items(), reference.state_dict().values(), strict=True
+    ):
+        assert torch.equal(value, expected), name
+
+
+def built_with(cell: str, options: dict[str, Any]) -> Seq2Seq:
+    torch.manual_seed(0)
+    config = ModelConfig(embed_size=8, hidden_size=12, dropout=0.0, tie_embeddings=False)
+    model = Seq2Seq(config, cell_factory(cell, options), VOCAB, VOCAB, 0, share_vocab=True)
+    return initialise(model, config)  # "uniform" in ±0.1 is the default
+
+
+def test_a_set_forget_bias_survives_the_default_init() -> None:
+    model = built_with("lstm", {"forget_bias": 2.0})
+    cells = [m for m in model.modules() if isinstance(m, RecurrentCell)]
+    assert cells
+    for cell in cells:
+        forget = slice(cell.hidden_size, 2 * cell.hidden_size)
+        assert torch.all(cell.rnn.bias_ih_l0[forget] == 2.0)
+        assert not cell.rnn.bias_hh_l0[forget].any()
+        assert cell.rnn.bias_ih_l0[: cell.hidden_size].abs().max() <= 0.1  # the rest is drawn
+        assert cell.rnn.weight_hh_l0.abs().max() <= 0.1
+
+
+def test_an_unset_forget_bias_is_one_under_pytorch_and_drawn_under_uniform() -> None:
+    cell = cell_factory("lstm", {})(4, 6)
+    assert torch.all(cell.rnn.bias_ih_l0[6:12] == 1.0) and not cell.rnn.bias_hh_l0[6:12].any()
+    cell.init_uniform(0.1)
+    assert cell.rnn.bias_ih_l0[6:12].abs().max() <= 0.1 and cell.rnn.bias_hh_l0[6:12].any()
+
+
+class KeepsItsRecurrence(Elman):
+    """A plugin cell that starts its recurrent weights at the identity (IRNN, Le et al.
+    2015) and leaves the rest to the core."""
+
+    def __init__(self, input_size: int, hidden_size: int, scale: float = 1.0) -> None:
+        super().__init__(input_size, hidden_size, scale)
+        with torch.no_grad():
+            self.recurrent.weight.copy_(torch.eye(hidden_size))
+
+    @torch.no_grad()
+    def init_uniform(self, init_range: float) -> None:
+        for parameter in self.input.parameters():
+            parameter.uniform_(-init_range, init_range)
+
+
+def test_a_plugin_cell_keeps_its_own_initialisation_under_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cell_registry, "load_cell_class", lambda name: KeepsItsRecurrence)
+    model = built_with("irnn", {})
+    cells = [m for m in model.modules() if isinstance(m, KeepsItsRecurrence)]
+    assert cells
+    for cell in cells:
+        assert torch.equal(cell.recurrent.weight, torch.eye(cell.hidden_size))
+        assert cell.input.weight.abs().max() <= 0.1
+    assert model.src_embed.weight.abs().max() <= 0.1  # the core's own layers are drawn
+
+
+def test_a_cell_without_the_hook_is_drawn_uniformly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cell_registry, "load_cell_class", lambda name: Elman)
+    model = built_with("elman", {})
+    for name, parameter in model.named_parameters():
+        assert parameter.abs().max() <= 0.1, name
+        assert parameter.abs().max() > 0.05, name
