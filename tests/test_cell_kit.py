@@ -220,6 +220,10 @@ def test_the_documented_example_cell_keeps_the_contract(monkeypatch) -> None:
     exec(compile(cell_source, "docs/cells.md: the cell", "exec"), package.__dict__)
     check_cell(package.IndRNNCell)
     assert not package.IndRNNCell.has_fused_forward
+    cell = package.IndRNNCell(3, 50)
+    recurrent = cell.recurrent.detach().clone()
+    cell.init_uniform(0.01)  # its recurrent weights keep their own range
+    assert torch.equal(cell.recurrent, recurrent) and cell.input.weight.abs().max() <= 0.01
     # the faster forward of section 4, added to the class
     namespace = dict(package.__dict__)
     fast = "class FastIndRNNCell(IndRNNCell):\n" + forward_source
