@@ -72,3 +72,10 @@ def test_options_are_applied_and_checked() -> None:
     assert torch.all(cell.linear.bias[:4] == -2.0)
     with pytest.raises(ValueError, match="scan_chunk must be at least 1"):
         MinGRUCell(3, 4, scan_chunk=0)
+
+
+def test_update_bias_survives_the_uniform_init() -> None:
+    cell = MinGRUCell(3, 40, update_bias=-1.5)
+    cell.init_uniform(0.1)  # what s2s's default model.init = "uniform" calls
+    assert torch.all(cell.linear.bias[:40] == -1.5)
+    assert cell.linear.bias[40:].abs().max() <= 0.1 and cell.linear.weight.abs().max() <= 0.1

@@ -46,7 +46,8 @@ class MinGRUCell(RecurrentCell):
     """minGRU. State: (h,), with h > 0 (a seed passes through g).
 
     ``update_bias`` initialises b_z: below 0 the cell starts with long memory (z small),
-    the way a positive forget-gate bias helps an LSTM early in training.
+    the way a positive forget-gate bias helps an LSTM early in training. It holds under
+    either ``model.init``: the core's uniform init draws the other parameters only.
     """
 
     options: ClassVar[dict[str, Any]] = {"update_bias": 0.0, "scan_chunk": 32}
@@ -60,8 +61,15 @@ class MinGRUCell(RecurrentCell):
         self.scan_chunk = scan_chunk
         # One matmul gives both the update gate and the candidate: [z | h~].
         self.linear = nn.Linear(input_size, 2 * hidden_size)
+        self.update_bias = update_bias
         with torch.no_grad():
             self.linear.bias[:hidden_size].fill_(update_bias)
+
+    @torch.no_grad()
+    def init_uniform(self, init_range: float) -> None:
+        """Every weight and the candidate's bias uniform; b_z keeps ``update_bias``."""
+        super().init_uniform(init_range)
+        self.linear.bias[: self.hidden_size].fill_(self.update_bias)
 
     def initial_state(
         self,
