@@ -80,6 +80,8 @@ def test_option_types_are_checked_against_the_declared_defaults() -> None:
     with pytest.raises(ConfigError, match=r"cell_options.kernel_size: .* got True"):
         cell_factory("crnn", {"kernel_size": True})
     cell_factory("lstm", {"forget_bias": 2})  # an int is a fine float
+    with pytest.raises(ConfigError, match=r"rejected its options: forget_bias must be a number"):
+        cell_factory("lstm", {"forget_bias": "high"})(4, 6)  # its default, unset, has no type
 
 
 def test_lstm_forget_bias_and_projection_are_applied() -> None:
