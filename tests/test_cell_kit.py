@@ -339,3 +339,11 @@ def test_a_named_tuple_state_keeps_the_contract_and_beam_searches() -> None:
     with torch.no_grad():
         found = BeamSearch(3, nbest=2).search(model, batch.src, batch.src_lengths, limits)
     assert [len(hyps) for hyps in found] == [2, 2]
+
+
+def test_the_documented_checks_are_the_kits() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    assert f"fails 1 of {len(CHECKS)} contract checks" in text
+    assert re.findall(r"^\| `(\w+)` \|", text.split("The checks, in `CHECKS` order:")[1], re.M)[
+        : len(CHECKS)
+    ] == list(CHECKS)
