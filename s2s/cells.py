@@ -2,8 +2,9 @@
 
 A cell is one layer in one direction. Stacking, direction, dropout, residuals, padding
 masks and beam reordering are the core's job (see `s2s.core.recurrent_stack`), done the same
-way for every cell. A cell's state is a tuple of tensors with the batch on dimension 0,
-so the core can reorder and mask it without knowing what is inside.
+way for every cell. A cell's state is a tuple of tensors with the batch on dimension 0
+(a NamedTuple or another tuple type is kept as it is), so the core can reorder and mask it
+without knowing what is inside.
 
 The contract in full (docs/cells.md walks through it; `s2s.testing` checks it):
 
@@ -30,7 +31,7 @@ The contract in full (docs/cells.md walks through it; `s2s.testing` checks it):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import torch
@@ -124,13 +125,32 @@ class RecurrentCell(nn.Module):
             h_t, new_state = self.step(x_t, state)
             if lengths is not None:
                 running = lengths.to(x.device, non_blocking=True) > t  # B
-                new_state = tuple(
-                    torch.where(running.view(-1, *[1] * (new.dim() - 1)), new, old)
-                    for new, old in zip(new_state, state, strict=True)
-                )
+                new_state = keep_finished(new_state, state, running)
             state = new_state
             outputs.append(h_t)
         return torch.stack(outputs, dim=1), state
+
+
+def rebuild_state(like: State, tensors: Iterable[Tensor]) -> State:
+    """A state of the same tuple type as ``like`` holding ``tensors``: a cell may keep its
+    state in a NamedTuple (rebuilt from fields) or any other tuple subclass."""
+    if hasattr(like, "_fields"):
+        return type(like)(*tensors)
+    if type(like) is tuple:
+        return tuple(tensors)
+    return type(like)(tensors)
+
+
+def keep_finished(new: State, old: State, running: Tensor) -> State:
+    """``new`` for the rows still ``running`` [B] (bool), ``old`` for those past their end:
+    how the core masks every cell's state at padding."""
+    return rebuild_state(
+        new,
+        (
+            torch.where(running.view(-1, *[1] * (n.dim() - 1)), n, o)
+            for n, o in zip(new, old, strict=True)
+        ),
+    )
 
 
 def needs_packing(x: Tensor, lengths: Tensor | None) -> bool:

@@ -21,12 +21,14 @@ import inspect
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from s2s.cells import RecurrentCell, State
+from s2s.cells import RecurrentCell, State, rebuild_state
+from s2s.core.decoding import select_rows
 
 CHECKS = (
     "structure",
@@ -106,10 +108,11 @@ class _Case:
             raise _Failure(
                 f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
             )
+        for side, tensor in (("", actual), (" (the reference side)", expected)):
+            if not bool(torch.isfinite(tensor).all()):
+                raise _Failure(f"{what}{side} is not finite")
         error = (actual.double() - expected.double()).abs()
         allowed = self.atol + self.rtol * expected.double().abs()
-        if not bool(torch.isfinite(actual).all()):
-            raise _Failure(f"{what} is not finite")
         if bool((error > allowed).any()):
             where = torch.unravel_index(error.argmax().cpu(), error.shape)
             raise _Failure(
@@ -133,8 +136,10 @@ def _run_steps(cell: RecurrentCell, x: Tensor, state: State) -> tuple[Tensor, St
     return torch.stack(outputs, dim=1), state
 
 
-def _rows(state: State, rows: slice | Tensor) -> State:
-    return tuple(t[rows] for t in state)
+def _rows(state: State, rows: slice) -> State:
+    """Rows of a state, taken as beam search takes them (`select_rows`, type kept)."""
+    index = torch.arange(rows.start, rows.stop, device=state[0].device)
+    return select_rows(state, index)
 
 
 def _check_structure(case: _Case) -> None:
@@ -146,6 +151,8 @@ def _check_structure(case: _Case) -> None:
     state = cell.initial_state(batch, device=case.device, dtype=torch.float32)
     if not isinstance(state, tuple) or not all(isinstance(t, Tensor) for t in state):
         raise _Failure(f"initial_state must return a tuple of tensors, got {type(state)}")
+    if type(select_rows(state, torch.arange(batch, device=case.device))) is not type(state):
+        raise _Failure(f"reordering rebuilds the state as another type than {type(state)}")
     shapes = [tuple(t.shape) for t in state]
     if any(not s or s[0] != batch for s in shapes):
         raise _Failure(f"state tensors must have the batch ({batch}) first, got {shapes}")
@@ -163,6 +170,10 @@ def _check_structure(case: _Case) -> None:
     y, final = cell(x)
     if tuple(y.shape) != (batch, case.steps, cell.output_size):
         raise _Failure(f"forward output has shape {tuple(y.shape)}, expected [B, T, output]")
+    _, masked = cell(x, state, case.lengths())
+    for name, returned in (("step", stepped), ("forward", final), ("forward(lengths)", masked)):
+        if type(returned) is not type(state):
+            raise _Failure(f"{name} returns a {type(returned)}, initial_state a {type(state)}")
     y_explicit, final_explicit = cell(x, state)
     case.compare("forward(x, initial_state) vs forward(x) output", y_explicit, y)
     case.compare_states("forward(x, initial_state) vs forward(x) state", final_explicit, final)
@@ -192,17 +203,20 @@ def _check_options(case: _Case) -> None:
 
 
 def _check_step_vs_sequence(case: _Case) -> None:
-    """forward over a sequence equals looping step, from a zero and from a warm state."""
+    """forward over a sequence equals looping step, from a zero and from a warm state, on
+    a full batch and on one row (greedy decoding of one sentence runs at batch size 1)."""
     cell = case.build()
-    x = case.inputs()
-    with torch.no_grad():
-        zero = cell.initial_state(case.batch_size, device=case.device, dtype=torch.float32)
-        warm = case.warm_state(cell)
-        for name, state in (("zero state", zero), ("warm state", warm)):
-            y, final = cell(x, state)
-            y_steps, final_steps = _run_steps(cell, x, state)
-            case.compare(f"from a {name}: sequence output vs stepwise", y, y_steps)
-            case.compare_states(f"from a {name}: final state vs stepwise", final, final_steps)
+    for batch in (case.batch_size, 1):
+        x = case.inputs(batch)
+        with torch.no_grad():
+            zero = cell.initial_state(batch, device=case.device, dtype=torch.float32)
+            warm = case.warm_state(cell, batch)
+            for name, state in (("zero state", zero), ("warm state", warm)):
+                where = f"batch size {batch}, from a {name}"
+                y, final = cell(x, state)
+                y_steps, final_steps = _run_steps(cell, x, state)
+                case.compare(f"{where}: sequence output vs stepwise", y, y_steps)
+                case.compare_states(f"{where}: final state vs stepwise", final, final_steps)
 
 
 def _check_padding(case: _Case) -> None:
@@ -258,7 +272,7 @@ def _check_reorder(case: _Case) -> None:
     prefix, rest = case.inputs(), case.inputs()
     with torch.no_grad():
         _, state = cell(prefix)
-        reordered = tuple(t.index_select(0, index) for t in state)
+        reordered = select_rows(state, index)
         _, recomputed = cell(prefix.index_select(0, index))
         case.compare_states("reordered state vs recomputed", reordered, recomputed)
         rest = rest.index_select(0, index)
@@ -271,39 +285,54 @@ def _check_reorder(case: _Case) -> None:
         case.compare("sequence output after reordering", y, y_ref)
 
 
-def _missing_gradients(cell: RecurrentCell) -> list[str]:
-    return [
-        name
-        for name, p in cell.named_parameters()
-        if p.requires_grad
-        and (p.grad is None or not bool(torch.isfinite(p.grad).all()) or not p.grad.any())
-    ]
-
-
 def _state_loss(state: State) -> Tensor:
     return sum(t.float().square().mean() for t in state if t.is_floating_point())
 
 
+def _path_gradients(
+    case: _Case, cell: RecurrentCell, fused: bool, x: Tensor, start: State, weights: Tensor
+) -> dict[str, Tensor | None]:
+    """Gradients of one loss (``weights`` on the outputs) over the fused ``forward``, or the
+    core's stepwise loop with its masking, for the input, each floating initial-state tensor
+    and every parameter."""
+    run = cell.forward if fused else partial(RecurrentCell.forward, cell)
+    x = x.clone().requires_grad_()
+    leaves = [t.clone().requires_grad_(t.is_floating_point()) for t in start]
+    lengths = case.lengths()
+    cell.zero_grad(set_to_none=True)
+    y, final = run(x, rebuild_state(start, leaves), lengths)
+    real = torch.arange(case.steps, device=case.device).view(1, -1, 1) < lengths.view(-1, 1, 1)
+    # padded outputs are unspecified
+    ((y * torch.where(real, weights, 0.0)).sum() + _state_loss(final)).backward()
+    grads: dict[str, Tensor | None] = {"the input": x.grad}
+    grads.update({f"initial state[{i}]": t.grad for i, t in enumerate(leaves)})
+    grads.update({name: p.grad for name, p in cell.named_parameters() if p.requires_grad})
+    return grads
+
+
 def _check_gradients(case: _Case) -> None:
-    """Gradients reach every parameter and the input, through both paths."""
+    """Gradients reach every parameter and the input, and the fused ``forward`` gives the
+    gradients of the stepwise path (input, initial state, every parameter)."""
     cell = case.build().train()
-    x = case.inputs().requires_grad_()
-    paths: dict[str, Callable[[], tuple[Tensor, State]]] = {
-        "sequence path (with lengths)": lambda: cell(x, None, case.lengths()),
-        "stepwise path": lambda: _run_steps(
-            cell, x, cell.initial_state(case.batch_size, device=case.device, dtype=x.dtype)
-        ),
-    }
-    for name, run in paths.items():
-        cell.zero_grad(set_to_none=True)
-        x.grad = None
-        y, final = run()
-        (y.square().mean() + _state_loss(final)).backward()
-        missing = _missing_gradients(cell)
-        if missing:
-            raise _Failure(f"{name}: no finite, non-zero gradient for {missing}")
-        if x.grad is None or not bool(torch.isfinite(x.grad).all()) or not x.grad.any():
-            raise _Failure(f"{name}: no finite, non-zero gradient for the input")
+    x = case.inputs()
+    with torch.no_grad():
+        start = case.warm_state(cell)
+    weights = case.randn(case.batch_size, case.steps, cell.output_size)
+    expected = _path_gradients(case, cell, False, x, start, weights)
+    missing = [name for name, grad in expected.items() if not _useful(grad)]
+    missing = [name for name in missing if not name.startswith("initial state")]
+    if missing:
+        raise _Failure(f"stepwise path: no finite, non-zero gradient for {missing}")
+    actual = _path_gradients(case, cell, True, x, start, weights)
+    for name, grad in expected.items():
+        if (grad is None) != (actual[name] is None):
+            raise _Failure(f"gradient of {name}: fused forward and stepwise path disagree on None")
+        if grad is not None:
+            case.compare(f"fused forward's gradient of {name} vs stepwise", actual[name], grad)
+
+
+def _useful(grad: Tensor | None) -> bool:
+    return grad is not None and bool(torch.isfinite(grad).all()) and bool(grad.any())
 
 
 def _check_stepper(case: _Case) -> None:

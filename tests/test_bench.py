@@ -13,6 +13,7 @@ from helpers import ROOT, tiny_recipe, write_lines
 sys.path.insert(0, str(ROOT / "tools"))
 
 import bench
+import bench_cells
 
 TINY_CELLS = "--batch 4 --length 5 --input-size 8 --hidden-size 8 --step-batch 4 --steps 2 "
 TINY_CELLS += "--repeats 1 --warmup 0"
@@ -201,3 +202,19 @@ def test_gate_benchmark_checks_the_cells_update_against_tanh(tmp_path):
     for r in rows:
         assert r["max_abs_difference"] < 1e-6
         assert all(r[f"{way}_us"] > 0 for way in ("tanh_alone", "update_sigmoid"))
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ("lstm.proj_sze=2", "--option: lstm.proj_sze: unknown option for cell 'lstm'"),
+        ("lstm.proj_size=true", "--option: lstm.proj_size: cell 'lstm' expects int"),
+        ("lstm.proj_size=-1", "--option: "),
+    ],
+)
+def test_a_bad_cell_option_is_one_line_not_a_traceback(option: str, expected: str) -> None:
+    args = bench_cells.parse_args(["--cells", "lstm", "--option", option, *TINY_CELLS.split()])
+    with pytest.raises(SystemExit) as stopped:
+        bench_cells.run_cells(args)
+    message = str(stopped.value.code)
+    assert message.startswith(expected) and "\n" not in message

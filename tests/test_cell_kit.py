@@ -8,14 +8,18 @@ import sys
 import tomllib
 import types
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import pytest
 import torch
 from helpers import Elman
-from torch import nn
+from torch import Tensor, nn
 
-from s2s.cells import RecurrentCell
+from s2s.cells import RecurrentCell, keep_finished
+from s2s.config import ModelConfig
+from s2s.core.search import BeamSearch, max_output_lengths
+from s2s.core.seq2seq import Seq2Seq
+from s2s.data.batching import collate
 from s2s.testing import CHECKS, CellContractError, check_cell
 
 
@@ -55,6 +59,68 @@ class BatchNormalised(Elman):
 
     def step(self, x_t, state):
         return super().step(x_t - x_t.mean(0, keepdim=True), state)
+
+
+class ScaledByBatchSpread(Elman):
+    """Divides inputs by their spread over the batch: NaN for a batch of one row (the
+    reference side when a row is run alone), which greedy decoding of one sentence is."""
+
+    def step(self, x_t, state):
+        return super().step(x_t / (1.0 + x_t.std(0, keepdim=True)), state)
+
+
+class _HalvedGradient(torch.autograd.Function):
+    """Identity forward whose backward is wrong by a factor of two."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad / 2
+
+
+class WrongCustomBackward(Elman):
+    """A 'fused' forward through a custom autograd.Function with a wrong backward: its
+    outputs equal the stepwise path's, its gradients do not."""
+
+    def forward(self, x, state=None, lengths=None):
+        return super().forward(_HalvedGradient.apply(x), state, lengths)
+
+
+class DetachesTheState(Elman):
+    """A 'fused' forward that cuts the state off the graph at every step: same outputs,
+    no gradient through time."""
+
+    def forward(self, x, state=None, lengths=None):
+        if state is None:
+            state = self.initial_state(x.size(0), device=x.device, dtype=x.dtype)
+        outputs = []
+        for t, x_t in enumerate(x.unbind(1)):
+            h, new_state = self.step(x_t, tuple(s.detach() for s in state))
+            if lengths is not None:
+                new_state = keep_finished(new_state, state, lengths > t)
+            state = new_state
+            outputs.append(h)
+        return torch.stack(outputs, dim=1), state
+
+
+class ElmanState(NamedTuple):
+    hidden: Tensor
+
+
+class NamedTupleState(Elman):
+    """Keeps its state in a NamedTuple and reads it by field name."""
+
+    def initial_state(self, batch_size, *, device=None, dtype=None, hidden=None):
+        return ElmanState(
+            *super().initial_state(batch_size, device=device, dtype=dtype, hidden=hidden)
+        )
+
+    def step(self, x_t, state):
+        h = self.candidate(x_t, state.hidden)
+        return h, ElmanState(h)
 
 
 class TimeMajorState(Elman):
@@ -134,7 +200,7 @@ def test_sequence_path_drift_is_reported_with_its_size() -> None:
 
 def test_ignoring_lengths_breaks_padding_invariance() -> None:
     failures = contract_failures(IgnoresLengths)
-    assert set(failures) == {"padding"}
+    assert set(failures) == {"padding", "gradients"}  # the final state's gradients differ too
     assert re.search(r"final state\[0\] differs by \d", failures["padding"])
 
 
@@ -242,3 +308,46 @@ def test_the_documented_example_cell_keeps_the_contract(monkeypatch) -> None:
 def test_the_documented_pyproject_registers_the_cell() -> None:
     pyproject = tomllib.loads(docs_blocks("toml")[1])
     assert pyproject["project"]["entry-points"]["s2s.cells"] == {"indrnn": "s2s_indrnn:IndRNNCell"}
+
+
+@pytest.mark.filterwarnings("ignore:std")  # NaN at one row is the point
+def test_nan_at_batch_size_one_fails_even_on_the_reference_side() -> None:
+    failures = contract_failures(ScaledByBatchSpread, checks=["step_vs_sequence"])
+    assert "batch size 1, from a zero state" in failures["step_vs_sequence"]
+    assert "is not finite" in failures["step_vs_sequence"]
+    failures = contract_failures(ScaledByBatchSpread, checks=["batch_independence"])
+    assert "(the reference side) is not finite" in failures["batch_independence"]
+
+
+def test_a_wrong_custom_backward_in_the_fused_forward_is_caught() -> None:
+    failures = contract_failures(WrongCustomBackward)
+    assert set(failures) == {"gradients"}
+    assert "fused forward's gradient of the input vs stepwise differs" in failures["gradients"]
+
+
+def test_a_fused_forward_that_detaches_the_state_is_caught() -> None:
+    failures = contract_failures(DetachesTheState)
+    assert set(failures) == {"gradients"}
+    assert "fused forward's gradient of the input vs stepwise differs" in failures["gradients"]
+
+
+def test_a_named_tuple_state_keeps_the_contract_and_beam_searches() -> None:
+    check_cell(NamedTupleState)
+    config = ModelConfig(
+        cell="elman", embed_size=8, hidden_size=12, encoder_layers=1, decoder_layers=2,
+        dropout=0.0,
+    )  # fmt: skip
+    model = Seq2Seq(config, NamedTupleState, 30, 30, 0, share_vocab=True).eval()
+    batch = collate([0, 1], [[5, 6, 7, 8], [9, 10]], [[11, 12, 13], [14, 15]])
+    limits = max_output_lengths(batch.src_lengths, 2.0, 3)
+    with torch.no_grad():
+        found = BeamSearch(3, nbest=2).search(model, batch.src, batch.src_lengths, limits)
+    assert [len(hyps) for hyps in found] == [2, 2]
+
+
+def test_the_documented_checks_are_the_kits() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    assert f"fails 1 of {len(CHECKS)} contract checks" in text
+    assert re.findall(r"^\| `(\w+)` \|", text.split("The checks, in `CHECKS` order:")[1], re.M)[
+        : len(CHECKS)
+    ] == list(CHECKS)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from s2s.cells import RecurrentCell
 from s2s.core.cell_registry import check_cell_options, discover_cells, load_entry
+from s2s.errors import ConfigError
 from s2s.kernels.denormals import flush_denormals_in_script
 
 # Built-in cell -> the raw kernels it is measured against, and the options they share.
@@ -53,6 +54,17 @@ def parse_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
             value = raw
         options.setdefault(cell, {})[name] = value
     return options
+
+
+def check_options(name: str, cls: type[RecurrentCell], options: dict[str, Any], args) -> None:
+    """Exit with one line when ``--option`` gives ``name`` an option it does not take, of
+    the wrong type, or a value its constructor rejects, rather than a traceback mid-run."""
+    try:
+        check_cell_options(name, cls, options)
+        cls(args.input_size, args.hidden_size, **options)
+    except (ConfigError, ValueError, TypeError) as error:
+        message = str(error).replace("model.cell_options.", f"{name}.")
+        raise SystemExit(f"--option: {message}") from None
 
 
 def median_ms(run: Callable[[], Any], args: argparse.Namespace, device: torch.device) -> float:
@@ -222,7 +234,7 @@ def run_cells(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, 
             raise SystemExit(f"unknown cell {name!r} (installed: {', '.join(found)})")
         cls = load_entry(found[name])
         cell_options = options.get(name, {})
-        check_cell_options(name, cls, cell_options)
+        check_options(name, cls, cell_options, args)
         raw = None
         if name in RAW_KERNELS:
             raw = bench_raw(name, cell_options, args, device)

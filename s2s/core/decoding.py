@@ -16,6 +16,8 @@ from typing import Any, NamedTuple, Protocol
 
 from torch import Tensor
 
+from s2s.cells import rebuild_state
+
 
 class SearchState(NamedTuple):
     """A decoder's state as search sees it (see the module docstring)."""
@@ -51,7 +53,7 @@ def select_rows(tree: Any, index: Tensor) -> Any:
     if isinstance(tree, Tensor):
         return tree.index_select(0, index)
     selected = [select_rows(value, index) for value in tree]
-    return type(tree)(*selected) if hasattr(tree, "_fields") else type(tree)(selected)
+    return selected if isinstance(tree, list) else rebuild_state(tree, selected)
 
 
 def select_hypotheses(state: SearchState, rows: Tensor) -> SearchState:
