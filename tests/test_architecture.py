@@ -23,7 +23,7 @@ LAYERS: dict[str, int] = {
     "kernels": 1,
     "data": 2,
     "cells": 2,
-    "testing": 2,
+    "testing": 3,  # the cell kit runs the core's own state handling (s2s.core.decoding)
     "core": 3,
     "run": 4,
     "train": 4,
