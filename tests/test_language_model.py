@@ -4,8 +4,11 @@ slice of the real WikiText-2 data shipped with recipes/lm.toml."""
 
 from __future__ import annotations
 
+import json
+import logging
 import lzma
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +19,12 @@ import torch
 from s2s.core.search import filter_top_k, filter_top_p
 from s2s.data.tokenizer import EOS_ID
 from s2s.errors import ConfigError, S2SError
+from s2s.run import cell_record
 from s2s.run.averaging import average_last
 from s2s.run.directory import RunDir
 from s2s.run.metrics_log import read_metrics
 from s2s.tasks.language_model.data import batchify, count_words, to_stream, window, window_count
+from s2s.tasks.language_model.loading import load_language_model
 from s2s.tasks.language_model.model import build_language_model
 from s2s.tasks.language_model.sampling import SamplingOptions, generate_ids
 from s2s.tasks.language_model.scoring import Perplexity, score_lines, stream_perplexity, total
@@ -310,3 +315,19 @@ def test_average_validates_a_language_model_as_training_did(tmp_path: Path) -> N
     assert set(report.after) == set(report.before)
     assert math.isfinite(report.after["valid_ppl"])
     assert report.after != report.before  # the average is another model
+
+
+def test_a_language_model_run_records_its_cell_and_warns_on_another_version(
+    lm_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    run = Path(shutil.copytree(lm_run, tmp_path / "run"))
+    about = json.loads((run / "about.json").read_text())
+    recorded = about["sessions"][-1]["cell"]
+    assert recorded["distribution"] == "s2s" and recorded["options"]  # defaults included
+    recorded["version"] = "0.0.1"
+    (run / "about.json").write_text(json.dumps(about))
+    monkeypatch.setattr(cell_record, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger="s2s"):
+        load_language_model(run, device="cpu")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "was trained with s2s 0.0.1" in warnings[0]

@@ -89,15 +89,35 @@ def load_entry(entry: CellEntry) -> type[RecurrentCell]:
     return cls
 
 
-def load_cell_class(name: str) -> type[RecurrentCell]:
-    """The cell class registered under ``name``; a one-line error if that is not possible."""
+def unknown_cell_message(name: str) -> str:
+    """`model.cell: unknown cell ...`, listing the cells that are installed."""
+    cells, conflicts = discover_cells()
+    known = ", ".join(sorted([*cells, *conflicts])) or "none"
+    return f"model.cell: unknown cell {name!r} (installed: {known})"
+
+
+def find_cell(name: str) -> CellEntry | None:
+    """The one registration of ``name``; None when nobody registers it, an error when
+    several distributions do."""
     cells, conflicts = discover_cells()
     if name in conflicts:
         raise ConfigError(f"model.cell: {conflict_message(name, conflicts[name])}")
-    if name not in cells:
-        known = ", ".join(sorted([*cells, *conflicts])) or "none"
-        raise ConfigError(f"model.cell: unknown cell {name!r} (installed: {known})")
-    return load_entry(cells[name])
+    return cells.get(name)
+
+
+def load_cell_class(name: str) -> type[RecurrentCell]:
+    """The cell class registered under ``name``; a one-line error if that is not possible."""
+    entry = find_cell(name)
+    if entry is None:
+        raise ConfigError(unknown_cell_message(name))
+    return load_entry(entry)
+
+
+def resolved_options(cls: type[RecurrentCell], options: dict[str, Any]) -> dict[str, Any]:
+    """The options a cell is built with: its declared defaults, overridden by ``options``.
+    A None default means "not set" and is left out (TOML cannot hold it)."""
+    merged = {**cls.options, **options}
+    return {key: value for key, value in merged.items() if value is not None}
 
 
 def _type_mismatch(value: Any, default: Any) -> bool:

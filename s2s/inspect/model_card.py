@@ -14,6 +14,7 @@ from typing import Any
 
 from s2s.errors import S2SError
 from s2s.run.about import read_about
+from s2s.run.cell_record import check_recorded_cell, recorded_cell
 from s2s.run.directory import RunDir
 from s2s.run.evaluations import latest_evaluations
 from s2s.run.metrics_log import read_metrics, task_metric
@@ -75,6 +76,7 @@ def build_card(run_path: Path) -> dict[str, Any]:
 
     run = RunDir(run_path).require()
     config = read_saved_config(run.config_file)
+    check_recorded_cell(run, config.model.cell)
     tokenizers = load_tokenizers(run.path, config.tokenizer.joint)
     model = find_task(config.task.type).build_model(config, tokenizers)
     parameters = sum(p.numel() for p in model.parameters())
@@ -102,6 +104,7 @@ def build_card(run_path: Path) -> dict[str, Any]:
         "best": _best(run, records, metric),
         "test": latest_evaluations(run),
         "written_by": sessions[-1] if sessions else None,
+        "cell": recorded_cell(about),
     }
 
 
@@ -133,11 +136,10 @@ def format_card(card: dict[str, Any]) -> str:
 
     task, model, vocab, training = card["task"], card["model"], card["vocabulary"], card["training"]
     task_type = find_task(task["type"])
-    options = ", ".join(f"{k}={v}" for k, v in model["cell_options"].items())
     rows = [
         ("run", card["run"]),
         ("task", task_type.task_line(task)),
-        ("cell", model["cell"] + (f" ({options})" if options else "")),
+        ("cell", _cell_line(model, card.get("cell"))),
         ("layers", task_type.layers_line(model)),
         ("parameters", f"{model['parameters']:,} ({model['parameters'] * 4 / 2**20:.1f} MiB fp32)"),
         (
@@ -178,6 +180,17 @@ def format_card(card: dict[str, Any]) -> str:
     rows.append(("written by", written_by))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+
+def _cell_line(model: dict[str, Any], recorded: dict[str, Any] | None) -> str:
+    """'lstm (forget_bias=1.0, proj_size=0) from s2s 0.1.0': the recorded options (defaults
+    included) and provider; runs from before the record show the config's options."""
+    options = recorded["options"] if recorded else model["cell_options"]
+    text = ", ".join(f"{k}={v}" for k, v in options.items())
+    line = model["cell"] + (f" ({text})" if text else "")
+    if recorded:
+        line += f" from {recorded['distribution']} {recorded['version']}"
+    return line
 
 
 def _best_line(best: dict[str, Any] | None) -> str:

@@ -55,7 +55,10 @@ def record_session_data(run: RunDir, step: int, data: dict[str, Any]) -> None:
     about = read_about(run)
     sessions = [s for s in about.get("sessions", []) if s.get("from_step", 0) < step]
     sessions.append({"from_step": step, "started": now(), **versions()})
-    about = {"sessions": sessions, "data": data}
+    write_about(run, {"sessions": sessions, "data": data})
+
+
+def write_about(run: RunDir, about: dict[str, Any]) -> None:
     atomic_write_bytes(run.path / "about.json", json.dumps(about, indent=1).encode())
 
 

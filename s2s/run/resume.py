@@ -19,6 +19,7 @@ import torch
 
 from s2s.atomic import atomic_write_bytes
 from s2s.config import Config, config_from_dict
+from s2s.core.cell_registry import load_cell_class, resolved_options
 from s2s.errors import S2SError
 
 try:  # numpy is not used by s2s itself, but cell plugins may draw from its global RNG
@@ -126,6 +127,9 @@ def check_resumable(payload: dict[str, Any], wanted: Config, origin: Path) -> No
             "(use --restart or another --out)"
         )
     saved = saved_config(payload, origin)
+    if saved.model.cell == wanted.model.cell:  # runs from before saved only the options given
+        cell = load_cell_class(saved.model.cell)
+        saved.model.cell_options = resolved_options(cell, saved.model.cell_options)
     check_ranking_metric(payload, saved, wanted, origin)
     changed = changed_keys(saved, wanted)
     breaking = model_changes(changed)

@@ -15,6 +15,7 @@ from s2s.core.seq2seq import Seq2Seq
 from s2s.data.tokenizer import TokenizerPair, load_tokenizers
 from s2s.kernels.device import resolve_device
 from s2s.kernels.precision import ready_to_decode
+from s2s.run.cell_record import check_recorded_cell
 from s2s.run.directory import RunDir
 from s2s.run.weights import load_model_weights
 from s2s.tasks.registry import find_task
@@ -62,6 +63,7 @@ def load_trained_run(
     config = with_decode_overrides(read_saved_config(run.config_file), list(decode_overrides))
     task = find_task(config.task.type)
     require(task, config)
+    check_recorded_cell(run, config.model.cell)
     tokenizers = load_tokenizers(run.path, task.joint_vocabulary(config))
     model = task.build_model(config, tokenizers)
     load_model_weights(model, run, checkpoint)

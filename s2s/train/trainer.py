@@ -30,6 +30,7 @@ from s2s.errors import S2SError
 from s2s.kernels.device import resolve_device
 from s2s.kernels.precision import autocast_factory, make_grad_scaler, resolve_amp
 from s2s.run.averaging import prune_step_checkpoints
+from s2s.run.cell_record import record_cell, resolve_cell_options
 from s2s.run.checkpoint import load_checkpoint, save_checkpoint
 from s2s.run.directory import RunDir
 from s2s.run.lock import lock_run_directory
@@ -189,6 +190,7 @@ class Trainer:
         self.scaler = make_grad_scaler(self.amp_dtype, self.device)
 
         cell_factory(config.model.cell, config.model.cell_options)  # bad cell: fail before work
+        resolve_cell_options(config)  # the saved config names every option the cell uses
         with self.dist.main_first():  # rank 0 trains the tokeniser, fills caches; then the rest
             if self.dist.is_main:
                 lock_run_directory(run.path)  # creates it; before anything is read or rewritten
@@ -560,6 +562,7 @@ class Trainer:
         )
         if self.dist.is_main:
             self._record_session()
+            record_cell(self.run, self.config)
         last_record: dict = {}
         checks = StepChecks(cfg.max_bad_steps)
         self.window = LossWindow.resumed(progress)

@@ -11,6 +11,7 @@ from s2s.config import Config, read_saved_config
 from s2s.data.tokenizer import Tokenizer, load_tokenizers
 from s2s.errors import S2SError
 from s2s.kernels.device import resolve_device
+from s2s.run.cell_record import check_recorded_cell
 from s2s.run.directory import RunDir
 from s2s.run.weights import load_model_weights
 from s2s.tasks.language_model.kind import LanguageModelKind
@@ -29,6 +30,7 @@ def load_language_model(
             f"{run_path}: a {config.task.type} run, not a language model "
             "(task.type = 'language_model')"
         )
+    check_recorded_cell(run, config.model.cell)
     tokenizer = load_tokenizers(run.path, joint=True).src
     model = build_language_model(config, tokenizer.vocab_size)
     load_model_weights(model, run, checkpoint)
