@@ -22,6 +22,10 @@ from s2s.run.metrics_log import read_metrics, task_metric
 MODEL_KEYS = (
     "cell",
     "cell_options",
+    "encoder_cell",
+    "encoder_cell_options",
+    "decoder_cell",
+    "decoder_cell_options",
     "embed_size",
     "hidden_size",
     "encoder_layers",
