@@ -216,3 +216,14 @@ def test_a_language_model_uses_the_decoder_cell_and_refuses_an_encoder_one(
     assert LanguageModelTask().layers_line(model).endswith(", decoder cell gru")
     with pytest.raises(ConfigError, match="a language model has no encoder"):
         load_config(RECIPE, [*overrides, "model.encoder_cell=gru"])
+
+
+def test_a_speech_model_takes_a_cell_per_side() -> None:
+    from s2s.config import AudioConfig
+    from s2s.tasks.speech.model import SpeechSeq2Seq
+
+    config = ModelConfig(embed_size=16, hidden_size=24, encoder_cell="gru", decoder_cell="rnn")
+    audio = AudioConfig(features="precomputed", feature_dim=13)
+    model = SpeechSeq2Seq(config, audio, side_cells(config), 12, ctc=True)
+    assert cells_of(model.encoder) == {"GRUCell"}
+    assert cells_of(model.decoder) == {"RNNCell"}
