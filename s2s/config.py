@@ -6,7 +6,7 @@ import math
 import tomllib
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, NamedTuple, Protocol
 
 import tomli_w
 from pydantic import (
@@ -139,11 +139,34 @@ def _finite_option(value: Any) -> Any:
 
 
 CellOption = Annotated[Any, AfterValidator(_finite_option)]
+Side = Literal["encoder", "decoder"]
+
+
+class CellChoice(NamedTuple):
+    """The cell one side of the model uses, and the config keys that chose it (errors
+    name the key the user wrote: ``model.encoder_cell`` or the ``model.cell`` shorthand)."""
+
+    name: str
+    options: dict[str, Any]
+    name_key: str
+    options_key: str
 
 
 class ModelConfig(Section):
-    cell: str = "lstm"
+    cell: str = Field("lstm", description="the cell of both sides, unless a side names its own")
     cell_options: dict[str, CellOption] = Field(default_factory=dict)
+    encoder_cell: str | None = Field(None, description="the encoder's cell; unset: model.cell")
+    encoder_cell_options: dict[str, CellOption] | None = Field(
+        None,
+        description="the encoder's cell options; unset: model.cell_options if the encoder "
+        "uses model.cell, else the cell's defaults",
+    )
+    decoder_cell: str | None = Field(None, description="the decoder's cell; unset: model.cell")
+    decoder_cell_options: dict[str, CellOption] | None = Field(
+        None,
+        description="the decoder's cell options; unset: model.cell_options if the decoder "
+        "uses model.cell, else the cell's defaults",
+    )
     embed_size: int = Field(256, ge=1)
     hidden_size: int = Field(512, ge=2, description="decoder width = encoder output width")
     encoder_layers: int = Field(2, ge=1)
@@ -187,6 +210,20 @@ class ModelConfig(Section):
                 "the output layer shares the embedding matrix"
             )
         return self
+
+    def side_cell(self, side: Side) -> CellChoice:
+        """The cell ``side`` uses: its own keys where set, else the ``cell`` shorthand.
+        Options follow their cell: ``cell_options`` never reach a side that names another
+        cell, whose options they need not be."""
+        name = getattr(self, f"{side}_cell")
+        options = getattr(self, f"{side}_cell_options")
+        name_key = f"model.{side}_cell" if name is not None else "model.cell"
+        name = self.cell if name is None else name
+        if options is not None:
+            return CellChoice(name, options, name_key, f"model.{side}_cell_options")
+        if name == self.cell:
+            return CellChoice(name, self.cell_options, name_key, "model.cell_options")
+        return CellChoice(name, {}, name_key, f"model.{side}_cell_options")
 
 
 # The precisions train.amp and decode.amp take (decode.amp adds int8 matmuls on the CPU);

@@ -26,7 +26,7 @@ from bench import PEER_MODEL
 from bench_output import json_path
 
 from s2s.config import ModelConfig, TrainConfig, apply_overrides
-from s2s.core.cell_registry import cell_factory
+from s2s.core.cell_registry import side_cells
 from s2s.core.seq2seq import Seq2Seq
 from s2s.data.tokenizer import PAD_ID
 from s2s.train.faults import clip_divisor, grad_norm, step_unless
@@ -39,7 +39,7 @@ def peer_model_and_training() -> tuple[Seq2Seq, TrainConfig]:
     """The peer benchmark model (no data needed) and its training settings."""
     raw = apply_overrides({}, [o for o in PEER_MODEL if not o.startswith("tokenizer.")])
     model_config, train_config = ModelConfig(**raw["model"]), TrainConfig(**raw["train"])
-    make_cell = cell_factory(model_config.cell, model_config.cell_options)
+    make_cell = side_cells(model_config)
     model = Seq2Seq(model_config, make_cell, VOCABULARY, VOCABULARY, PAD_ID, share_vocab=False)
     return model, train_config
 

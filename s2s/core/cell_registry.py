@@ -7,13 +7,16 @@ for, or when `s2s cells` lists it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from s2s.cells import RecurrentCell
+from s2s.core.recurrent_stack import CellFactory
 from s2s.errors import ConfigError, S2SError
+
+if TYPE_CHECKING:
+    from s2s.config import ModelConfig
 
 ENTRY_POINT_GROUP = "s2s.cells"
 
@@ -89,27 +92,28 @@ def load_entry(entry: CellEntry) -> type[RecurrentCell]:
     return cls
 
 
-def unknown_cell_message(name: str) -> str:
-    """`model.cell: unknown cell ...`, listing the cells that are installed."""
+def unknown_cell_message(name: str, key: str = "model.cell") -> str:
+    """`KEY: unknown cell ...`, listing the cells that are installed."""
     cells, conflicts = discover_cells()
     known = ", ".join(sorted([*cells, *conflicts])) or "none"
-    return f"model.cell: unknown cell {name!r} (installed: {known})"
+    return f"{key}: unknown cell {name!r} (installed: {known})"
 
 
-def find_cell(name: str) -> CellEntry | None:
-    """The one registration of ``name``; None when nobody registers it, an error when
-    several distributions do."""
+def find_cell(name: str, key: str = "model.cell") -> CellEntry | None:
+    """The one registration of ``name``; None when nobody registers it, an error naming
+    the config ``key`` that asked for it when several distributions do."""
     cells, conflicts = discover_cells()
     if name in conflicts:
-        raise ConfigError(f"model.cell: {conflict_message(name, conflicts[name])}")
+        raise ConfigError(f"{key}: {conflict_message(name, conflicts[name])}")
     return cells.get(name)
 
 
-def load_cell_class(name: str) -> type[RecurrentCell]:
-    """The cell class registered under ``name``; a one-line error if that is not possible."""
-    entry = find_cell(name)
+def load_cell_class(name: str, key: str = "model.cell") -> type[RecurrentCell]:
+    """The cell class registered under ``name``; a one-line error naming the config
+    ``key`` that asked for it if that is not possible."""
+    entry = find_cell(name, key)
     if entry is None:
-        raise ConfigError(unknown_cell_message(name))
+        raise ConfigError(unknown_cell_message(name, key))
     return load_entry(entry)
 
 
@@ -131,42 +135,65 @@ def _type_mismatch(value: Any, default: Any) -> bool:
     return not isinstance(value, type(default))
 
 
-def check_cell_options(name: str, cls: type[RecurrentCell], options: dict[str, Any]) -> None:
-    """Reject options the cell does not declare, or of another type than their default."""
+def check_cell_options(
+    name: str,
+    cls: type[RecurrentCell],
+    options: dict[str, Any],
+    key: str = "model.cell_options",
+) -> None:
+    """Reject options the cell does not declare, or of another type than their default;
+    errors name the config ``key`` the options came from."""
     unknown = sorted(set(options) - set(cls.options))
     if unknown:
         known = ", ".join(sorted(cls.options)) or "none"
-        raise ConfigError(
-            f"model.cell_options.{unknown[0]}: unknown option for cell {name!r} (known: {known})"
-        )
-    for key, value in options.items():
-        default = cls.options[key]
+        raise ConfigError(f"{key}.{unknown[0]}: unknown option for cell {name!r} (known: {known})")
+    for option, value in options.items():
+        default = cls.options[option]
         if _type_mismatch(value, default):
             raise ConfigError(
-                f"model.cell_options.{key}: cell {name!r} expects {type(default).__name__} "
+                f"{key}.{option}: cell {name!r} expects {type(default).__name__} "
                 f"(default {default!r}), got {value!r}"
             )
 
 
-def cell_factory(name: str, options: dict[str, Any]) -> Callable[[int, int], RecurrentCell]:
+def cell_factory(
+    name: str,
+    options: dict[str, Any],
+    name_key: str = "model.cell",
+    options_key: str = "model.cell_options",
+) -> CellFactory:
     """A function (input_size, hidden_size) -> cell, after checking name and options once.
 
     A cell that rejects its options (a ValueError or TypeError from its constructor, say
-    ``proj_size`` not below ``hidden_size``) gives a one-line error naming the cell.
+    ``proj_size`` not below ``hidden_size``) gives a one-line error naming the cell. The
+    keys are the config keys that chose the cell and its options, for those errors.
     """
-    cls = load_cell_class(name)
-    check_cell_options(name, cls, options)
+    cls = load_cell_class(name, name_key)
+    check_cell_options(name, cls, options, options_key)
 
     def build(input_size: int, hidden_size: int) -> RecurrentCell:
         try:
             return cls(input_size, hidden_size, **options)
         except (ValueError, TypeError) as error:
             raise ConfigError(
-                f"model.cell_options: cell {name!r} (input_size={input_size}, "
+                f"{options_key}: cell {name!r} (input_size={input_size}, "
                 f"hidden_size={hidden_size}) rejected its options: {error}"
             ) from None
 
     return build
+
+
+class SideCells(NamedTuple):
+    """The cell factories of a model's two sides (the same cell unless a side names its own)."""
+
+    encoder: CellFactory
+    decoder: CellFactory
+
+
+def side_cells(model: ModelConfig) -> SideCells:
+    """Each side's checked cell factory, from ``model.{encoder,decoder}_cell`` or the
+    ``model.cell`` shorthand: a bad name or option on either side is an error now."""
+    return SideCells(*(cell_factory(*model.side_cell(side)) for side in ("encoder", "decoder")))
 
 
 def _describe_options(cls: type[RecurrentCell]) -> str:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from s2s.config import Config, ModelConfig
 from s2s.core.attention import build_attention
-from s2s.core.cell_registry import cell_factory
+from s2s.core.cell_registry import SideCells, side_cells
 from s2s.core.copy_attention import CopySwitch
 from s2s.core.decoding import SearchState
 from s2s.core.dropout import Dropout
@@ -60,13 +60,15 @@ class Seq2Seq(DropsPackedCopies, nn.Module):
     def __init__(
         self,
         config: ModelConfig,
-        make_cell: CellFactory,
+        make_cell: CellFactory | SideCells,
         src_vocab_size: int,
         tgt_vocab_size: int,
         pad_id: int,
         share_vocab: bool,
     ) -> None:
         super().__init__()
+        # one factory builds both sides; SideCells gives each side its own cell
+        cells = make_cell if isinstance(make_cell, SideCells) else SideCells(make_cell, make_cell)
         embed, hidden = config.embed_size, config.hidden_size
         self.config = config
         self.pad_id = pad_id
@@ -76,7 +78,7 @@ class Seq2Seq(DropsPackedCopies, nn.Module):
         else:
             self.tgt_embed = nn.Embedding(tgt_vocab_size, embed, padding_idx=pad_id)
         encoder = RecurrentStack(
-            make_cell,
+            cells.encoder,
             embed,
             hidden,
             config.encoder_layers,
@@ -87,7 +89,7 @@ class Seq2Seq(DropsPackedCopies, nn.Module):
         attentional = config.attentional_size or embed
         decoder_input = embed + attentional if config.input_feeding else embed
         decoder = RecurrentStack(
-            make_cell,
+            cells.decoder,
             decoder_input,
             hidden,
             config.decoder_layers,
@@ -274,7 +276,7 @@ def build_seq2seq(config: Config, tokenizers: TokenizerPair) -> Seq2Seq:
     model_cfg = config.model
     return Seq2Seq(
         model_cfg,
-        cell_factory(model_cfg.cell, model_cfg.cell_options),
+        side_cells(model_cfg),
         tokenizers.src.vocab_size,
         tokenizers.tgt.vocab_size,
         PAD_ID,

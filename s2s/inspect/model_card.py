@@ -23,6 +23,10 @@ from s2s.run.metrics_log import read_metrics, task_metric
 MODEL_KEYS = (
     "cell",
     "cell_options",
+    "encoder_cell",
+    "encoder_cell_options",
+    "decoder_cell",
+    "decoder_cell_options",
     "embed_size",
     "hidden_size",
     "encoder_layers",
@@ -76,7 +80,7 @@ def build_card(run_path: Path) -> dict[str, Any]:
 
     run = RunDir(run_path).require()
     config = read_saved_config(run.config_file)
-    check_recorded_cell(run, config.model.cell)
+    check_recorded_cell(run, config)
     tokenizers = load_tokenizers(run.path, config.tokenizer.joint)
     model = find_task(config.task.type).build_model(config, tokenizers)
     parameters = sum(p.numel() for p in model.parameters())

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from s2s.config import CellChoice, ModelConfig, Side
+
 
 def seq2seq_layers_line(model: dict[str, Any]) -> str:
     """The layers line of an encoder-decoder's card (`Task.layers_line`'s default)."""
@@ -16,7 +18,34 @@ def seq2seq_layers_line(model: dict[str, Any]) -> str:
         f"{', copy' if model.get('copy') else ''}"
         f"{f', sources cut to {limit} tokens' if (limit := model.get('max_source_length')) else ''}"
         f"{_init_note(model)}"
+        f"{side_cells_note(model, ('encoder', 'decoder'))}"
     )
+
+
+# the [model] keys that choose each side's cell
+SIDE_CELL_KEYS = (
+    "encoder_cell",
+    "encoder_cell_options",
+    "decoder_cell",
+    "decoder_cell_options",
+)
+
+
+def side_cells_note(model: dict[str, Any], sides: tuple[Side, ...]) -> str:
+    """Each side's cell, where a side names its own (the card's cell line shows
+    `model.cell`; runs without per-side keys keep the line they always had)."""
+    if all(model.get(key) is None for key in SIDE_CELL_KEYS):
+        return ""
+    cell_keys = ("cell", "cell_options", *SIDE_CELL_KEYS)
+    config = ModelConfig.model_validate(
+        {key: model[key] for key in cell_keys if model.get(key) is not None}
+    )
+    return "".join(f", {side} {_describe(config.side_cell(side))}" for side in sides)
+
+
+def _describe(choice: CellChoice) -> str:
+    options = ", ".join(f"{key}={value}" for key, value in choice.options.items())
+    return f"cell {choice.name}" + (f" ({options})" if options else "")
 
 
 def _init_note(model: dict[str, Any]) -> str:

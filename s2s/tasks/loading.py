@@ -63,7 +63,7 @@ def load_trained_run(
     config = with_decode_overrides(read_saved_config(run.config_file), list(decode_overrides))
     task = find_task(config.task.type)
     require(task, config)
-    check_recorded_cell(run, config.model.cell)
+    check_recorded_cell(run, config)
     tokenizers = load_tokenizers(run.path, task.joint_vocabulary(config))
     model = task.build_model(config, tokenizers)
     load_model_weights(model, run, checkpoint)

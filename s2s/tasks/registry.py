@@ -154,12 +154,12 @@ def check_model_builds(task: Task, config: Config) -> None:
     A cell that cannot be built on the meta device is left to the real build."""
     import torch
 
-    from s2s.core.cell_registry import cell_factory
+    from s2s.core.cell_registry import side_cells
 
-    make_cell = cell_factory(config.model.cell, config.model.cell_options)
+    cells = side_cells(config.model)
     try:
         with torch.device("meta"):
-            task.build_meta_model(config, make_cell, 16)
+            task.build_meta_model(config, cells, 16)
     except (RuntimeError, NotImplementedError):
         pass
 

@@ -13,7 +13,7 @@ task for defaults and checks, and must not load another task's dependencies.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from s2s.config import Config
+    from s2s.core.cell_registry import SideCells
     from s2s.data.tokenizer import TokenizerPair
     from s2s.run.directory import RunDir
     from s2s.scores import Score
@@ -107,16 +108,15 @@ class Task(ABC):
 
         return build_seq2seq(config, tokenizers)
 
-    def build_meta_model(
-        self, config: Config, make_cell: Callable[[int, int], Any], vocab: int
-    ) -> torch.nn.Module:
+    def build_meta_model(self, config: Config, cells: SideCells, vocab: int) -> torch.nn.Module:
         """The recipe's model with a ``vocab``-sized vocabulary, for the load-time check
-        that builds it on the meta device (the caller sets the device)."""
+        that builds it on the meta device (the caller sets the device); ``cells`` are the
+        recipe's checked cell factories, one per side."""
         from s2s.core.seq2seq import Seq2Seq
         from s2s.data.tokenizer import PAD_ID
 
         joint = config.tokenizer.joint
-        return Seq2Seq(config.model, make_cell, vocab, vocab, PAD_ID, share_vocab=joint)
+        return Seq2Seq(config.model, cells, vocab, vocab, PAD_ID, share_vocab=joint)
 
     # -- training -------------------------------------------------------------------------
     @abstractmethod

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from s2s.atomic import DATASETS_TEMPORARY, atomic_write_bytes, remove_stale_temporaries
 from s2s.config import Config, TrainConfig, config_to_toml
-from s2s.core.cell_registry import cell_factory
+from s2s.core.cell_registry import side_cells
 from s2s.core.initialisation import initialise
 from s2s.data.batching import Batch
 from s2s.data.tokenizer import (
@@ -189,8 +189,8 @@ class Trainer:
         self.autocast = autocast_factory(self.amp_dtype, self.device)
         self.scaler = make_grad_scaler(self.amp_dtype, self.device)
 
-        cell_factory(config.model.cell, config.model.cell_options)  # bad cell: fail before work
-        resolve_cell_options(config)  # the saved config names every option the cell uses
+        side_cells(config.model)  # a bad cell on either side: fail before work
+        resolve_cell_options(config)  # the saved config names every option the cells use
         with self.dist.main_first():  # rank 0 trains the tokeniser, fills caches; then the rest
             if self.dist.is_main:
                 lock_run_directory(run.path)  # creates it; before anything is read or rewritten

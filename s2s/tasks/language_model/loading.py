@@ -30,7 +30,7 @@ def load_language_model(
             f"{run_path}: a {config.task.type} run, not a language model "
             "(task.type = 'language_model')"
         )
-    check_recorded_cell(run, config.model.cell)
+    check_recorded_cell(run, config)
     tokenizer = load_tokenizers(run.path, joint=True).src
     model = build_language_model(config, tokenizer.vocab_size)
     load_model_weights(model, run, checkpoint)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from s2s.cells import State
 from s2s.config import Config, ModelConfig
-from s2s.core.cell_registry import cell_factory
+from s2s.core.cell_registry import side_cells
 from s2s.core.dropout import Dropout
 from s2s.core.recurrent_stack import CellFactory, RecurrentStack
 from s2s.data.tokenizer import BOS_ID, PAD_ID
@@ -98,6 +98,5 @@ class LanguageModel(DropsPackedCopies, nn.Module):
 
 def build_language_model(config: Config, vocab_size: int) -> LanguageModel:
     model_cfg = config.model
-    return LanguageModel(
-        model_cfg, cell_factory(model_cfg.cell, model_cfg.cell_options), vocab_size
-    )
+    # one stack of the decoder's cell: model.decoder_cell, or the model.cell shorthand
+    return LanguageModel(model_cfg, side_cells(model_cfg).decoder, vocab_size)

@@ -3,7 +3,6 @@ perplexity; generated from and scored by `s2s generate` and `s2s score`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from s2s.tasks.language_model.kind import LanguageModelKind
@@ -15,6 +14,7 @@ if TYPE_CHECKING:
     import torch
 
     from s2s.config import Config
+    from s2s.core.cell_registry import SideCells
     from s2s.data.tokenizer import TokenizerPair
     from s2s.run.directory import RunDir
     from s2s.scores import Score
@@ -43,6 +43,10 @@ class LanguageModelTask(LanguageModelKind, Task):
             model.bidirectional = False
         if not config.tokenizer.joint:
             raise ValueError("a language model has one vocabulary: tokenizer.joint = true")
+        if model.encoder_cell is not None or model.encoder_cell_options is not None:
+            raise ValueError(
+                "a language model has no encoder: its cell is model.decoder_cell (or model.cell)"
+            )
         if config.model.bidirectional:
             raise ValueError("a language model reads left to right: model.bidirectional = false")
         if config.train.early_stopping_metric != "loss" or config.train.valid_decode:
@@ -56,12 +60,10 @@ class LanguageModelTask(LanguageModelKind, Task):
 
         return build_language_model(config, tokenizers.src.vocab_size)
 
-    def build_meta_model(
-        self, config: Config, make_cell: Callable[[int, int], Any], vocab: int
-    ) -> torch.nn.Module:
+    def build_meta_model(self, config: Config, cells: SideCells, vocab: int) -> torch.nn.Module:
         from s2s.tasks.language_model.model import LanguageModel
 
-        return LanguageModel(config.model, make_cell, vocab)
+        return LanguageModel(config.model, cells.decoder, vocab)
 
     def trainer_class(self) -> type[Trainer]:
         from s2s.tasks.language_model.trainer import LanguageModelTrainer
@@ -88,7 +90,10 @@ class LanguageModelTask(LanguageModelKind, Task):
         return f"{task['name']} ({task['type']})"  # one text, no source and target sides
 
     def layers_line(self, model: dict[str, Any]) -> str:
+        from s2s.tasks.card_lines import side_cells_note
+
         return (
             f"embed {model['embed_size']}, hidden {model['hidden_size']}, "
             f"{model['decoder_layers']} layers, decoder only (no encoder, no attention)"
+            f"{side_cells_note(model, ('decoder',))}"
         )

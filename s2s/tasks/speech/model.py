@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2s.config import AudioConfig, Config, ModelConfig
-from s2s.core.cell_registry import cell_factory
+from s2s.core.cell_registry import SideCells, side_cells
 from s2s.core.recurrent_stack import CellFactory
 from s2s.core.seq2seq import EncoderOutput, Seq2Seq
 from s2s.data.tokenizer import PAD_ID
@@ -65,7 +65,7 @@ class SpeechSeq2Seq(Seq2Seq):
         self,
         config: ModelConfig,
         audio: AudioConfig,
-        make_cell: CellFactory,
+        make_cell: CellFactory | SideCells,
         vocab_size: int,
         ctc: bool,
     ) -> None:
@@ -148,7 +148,7 @@ def build_speech_model(config: Config, vocab_size: int) -> SpeechSeq2Seq:
     return SpeechSeq2Seq(
         model,
         config.audio,
-        cell_factory(model.cell, model.cell_options),
+        side_cells(model),
         vocab_size,
         ctc=config.train.ctc_weight > 0,
     )

@@ -3,8 +3,7 @@ evaluated by WER and CER; decoded by `s2s transcribe`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from s2s.errors import ConfigError, S2SError
 from s2s.tasks.task import EvaluationRequest, Task
@@ -15,6 +14,7 @@ if TYPE_CHECKING:
     import torch
 
     from s2s.config import Config
+    from s2s.core.cell_registry import SideCells
     from s2s.data.tokenizer import TokenizerPair
     from s2s.run.directory import RunDir
     from s2s.scores import Score
@@ -50,13 +50,11 @@ class SpeechTask(Task):
 
         return build_speech_model(config, tokenizers.tgt.vocab_size)
 
-    def build_meta_model(
-        self, config: Config, make_cell: Callable[[int, int], Any], vocab: int
-    ) -> torch.nn.Module:
+    def build_meta_model(self, config: Config, cells: SideCells, vocab: int) -> torch.nn.Module:
         from s2s.core.seq2seq import Seq2Seq
         from s2s.data.tokenizer import PAD_ID
 
-        return Seq2Seq(config.model, make_cell, vocab, vocab, PAD_ID, share_vocab=True)
+        return Seq2Seq(config.model, cells, vocab, vocab, PAD_ID, share_vocab=True)
 
     def trainer_class(self) -> type[Trainer]:
         from s2s.tasks.speech.trainer import SpeechTrainer
