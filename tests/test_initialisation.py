@@ -166,7 +166,9 @@ class KeepsItsRecurrence(Elman):
 def test_a_plugin_cell_keeps_its_own_initialisation_under_the_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cell_registry, "load_cell_class", lambda name: KeepsItsRecurrence)
+    monkeypatch.setattr(
+        cell_registry, "load_cell_class", lambda name, key="model.cell": KeepsItsRecurrence
+    )
     model = built_with("irnn", {})
     cells = [m for m in model.modules() if isinstance(m, KeepsItsRecurrence)]
     assert cells
@@ -177,7 +179,7 @@ def test_a_plugin_cell_keeps_its_own_initialisation_under_the_default(
 
 
 def test_a_cell_without_the_hook_is_drawn_uniformly(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cell_registry, "load_cell_class", lambda name: Elman)
+    monkeypatch.setattr(cell_registry, "load_cell_class", lambda name, key="model.cell": Elman)
     model = built_with("elman", {})
     for name, parameter in model.named_parameters():
         assert parameter.abs().max() <= 0.1, name
