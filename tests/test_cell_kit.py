@@ -281,7 +281,7 @@ def docs_blocks(language: str) -> list[str]:
 
 
 def test_the_documented_example_cell_keeps_the_contract(monkeypatch) -> None:
-    cell_source, test_source, forward_source = docs_blocks("python")
+    _, cell_source, test_source, forward_source = docs_blocks("python")
     package = types.ModuleType("s2s_indrnn")
     exec(compile(cell_source, "docs/cells.md: the cell", "exec"), package.__dict__)
     check_cell(package.IndRNNCell)
@@ -303,6 +303,24 @@ def test_the_documented_example_cell_keeps_the_contract(monkeypatch) -> None:
     for check in CHECKS:
         tests["test_indrnn_keeps_the_contract"](check)
     tests["test_indrnn_with_tanh_keeps_the_contract"]()
+
+
+def test_the_documented_constrained_cell_stays_within_its_bound() -> None:
+    """docs/cells.md's parametrized IndRNN passes the kit, and no optimiser step, however
+    large, takes a recurrent weight it computes with past ``recurrent_max``."""
+    bounded_source, cell_source, _, _ = docs_blocks("python")
+    namespace: dict[str, Any] = {}
+    exec(compile(cell_source, "docs/cells.md: the cell", "exec"), namespace)
+    exec(compile(bounded_source, "docs/cells.md: the bounded cell", "exec"), namespace)
+    cell_class = namespace["BoundedIndRNNCell"]
+    check_cell(cell_class, recurrent_max=0.5)
+    cell = cell_class(3, 8, recurrent_max=0.5)
+    optimizer = torch.optim.SGD(cell.parameters(), lr=100.0)
+    y, _ = cell(torch.randn(2, 5, 3))
+    (-y.sum()).backward()
+    optimizer.step()
+    assert cell.recurrent.abs().max() <= 0.5
+    assert "parametrizations.recurrent.original" in cell.state_dict()
 
 
 def test_the_documented_pyproject_registers_the_cell() -> None:
