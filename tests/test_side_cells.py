@@ -19,6 +19,8 @@ from s2s.core.cell_registry import cell_factory, load_cell_class, side_cells
 from s2s.core.seq2seq import Seq2Seq
 from s2s.errors import ConfigError
 from s2s.run import cell_record
+from s2s.run.checkpoint import load_checkpoint
+from s2s.run.resume import check_resumable
 from s2s.tasks.card_lines import seq2seq_layers_line
 from s2s.tasks.loading import load_run
 from s2s.tasks.recipe import load_config
@@ -130,6 +132,10 @@ def test_gru_encoder_and_lstm_decoder_train_resume_decode_average_and_show(
     assert trained.exit_code == 0, trained.output
     resumed = runner.invoke(app, [*train, "--set", "train.max_steps=6"])
     assert resumed.exit_code == 0, resumed.output
+    # the recipe as read (no options resolved) describes the model the run saved
+    last = run / "checkpoints" / "last.pt"
+    sets = [item for item in GRU_ENCODER_LSTM_DECODER if item != "--set"]
+    check_resumable(load_checkpoint(last), load_config(recipe, sets), last)
 
     _, _, model, _ = load_run(run, device="cpu")
     assert cells_of(model.encoder) == {"GRUCell"}

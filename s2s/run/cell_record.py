@@ -8,7 +8,13 @@ import logging
 from typing import Any
 
 from s2s.config import CellChoice, Config, ModelConfig
-from s2s.core.cell_registry import find_cell, load_entry, resolved_options, unknown_cell_message
+from s2s.core.cell_registry import (
+    find_cell,
+    load_cell_class,
+    load_entry,
+    resolved_options,
+    unknown_cell_message,
+)
 from s2s.errors import ConfigError
 from s2s.run.about import read_about, write_about
 from s2s.run.directory import RunDir
@@ -44,15 +50,16 @@ def own_side_cells(model: ModelConfig) -> dict[str, CellChoice]:
     }
 
 
-def resolve_cell_options(config: Config) -> None:
-    """Write each cell's defaults into the config's options (the shorthand's and each side's
+def resolve_cell_options(model: ModelConfig) -> None:
+    """Write each cell's defaults into the model's options (the shorthand's and each side's
     own), so the saved config keeps building the same cells when a plugin update changes a
-    default."""
-    model = config.model
+    default, and a config naming only the options it gave compares equal to one naming all."""
     for choice in own_side_cells(model).values():
-        options = cell_record(choice.name, choice.options, choice.name_key)["options"]
-        setattr(model, choice.options_key.removeprefix("model."), options)
-    model.cell_options = cell_record(model.cell, model.cell_options)["options"]
+        cell = load_cell_class(choice.name, choice.name_key)
+        setattr(
+            model, choice.options_key.removeprefix("model."), resolved_options(cell, choice.options)
+        )
+    model.cell_options = resolved_options(load_cell_class(model.cell), model.cell_options)
 
 
 def record_cell(run: RunDir, config: Config) -> None:

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from s2s.atomic import atomic_write_bytes
-from s2s.config import Config, ModelConfig, config_from_dict
-from s2s.core.cell_registry import load_cell_class, resolved_options
+from s2s.config import Config, config_from_dict
 from s2s.errors import S2SError
+from s2s.run.cell_record import resolve_cell_options
 
 try:  # numpy is not used by s2s itself, but cell plugins may draw from its global RNG
     import numpy
@@ -117,18 +117,6 @@ def keep_saved_start(payload: dict[str, Any], wanted: Config, origin: Path) -> N
         setattr(wanted.model, key, getattr(saved, key))
 
 
-def resolve_all_cell_options(model: ModelConfig) -> None:
-    """Fill every cell's options (the shorthand's and each side's own) with the cell's
-    defaults, so that a config naming only the options it gave compares equal to one that
-    names them all."""
-    model.cell_options = resolved_options(load_cell_class(model.cell), model.cell_options)
-    for side in ("encoder", "decoder"):
-        own = getattr(model, f"{side}_cell_options")
-        if own is not None:
-            cell = load_cell_class(model.side_cell(side).name)
-            setattr(model, f"{side}_cell_options", resolved_options(cell, own))
-
-
 def check_resumable(payload: dict[str, Any], wanted: Config, origin: Path) -> None:
     """Refuse to resume a checkpoint that lacks training state or whose model the recipe
     no longer describes; the error names the keys."""
@@ -142,7 +130,7 @@ def check_resumable(payload: dict[str, Any], wanted: Config, origin: Path) -> No
     check_ranking_metric(payload, saved, wanted, origin)
     compared = wanted.model_copy(deep=True)
     for config in (saved, compared):  # runs from before saved only the options given
-        resolve_all_cell_options(config.model)
+        resolve_cell_options(config.model)
     changed = changed_keys(saved, compared)
     breaking = model_changes(changed)
     if breaking:

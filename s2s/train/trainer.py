@@ -190,7 +190,7 @@ class Trainer:
         self.scaler = make_grad_scaler(self.amp_dtype, self.device)
 
         side_cells(config.model)  # a bad cell on either side: fail before work
-        resolve_cell_options(config)  # the saved config names every option the cells use
+        resolve_cell_options(config.model)  # the saved config names every option the cells use
         with self.dist.main_first():  # rank 0 trains the tokeniser, fills caches; then the rest
             if self.dist.is_main:
                 lock_run_directory(run.path)  # creates it; before anything is read or rewritten
