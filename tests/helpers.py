@@ -117,3 +117,15 @@ class Elman(RecurrentCell):
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         h = self.candidate(x_t, state[0])
         return h, (h,)
+
+
+def add_distribution(folder: Path, name: str, cells: dict[str, str], modules: dict[str, str]):
+    """An installed distribution in ``folder`` (put it on sys.path) registering ``cells``
+    in the s2s.cells group, with the ``modules`` they live in."""
+    dist_info = folder / f"{name.replace('-', '_')}-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    lines = "".join(f"{cell} = {target}\n" for cell, target in cells.items())
+    (dist_info / "entry_points.txt").write_text(f"[s2s.cells]\n{lines}")
+    for module, source in modules.items():
+        (folder / f"{module}.py").write_text(source)

@@ -11,8 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from helpers import make_trainer
-from test_cells import add_distribution
+from helpers import add_distribution, make_trainer
 from test_visual import invoke
 
 from s2s.config import read_saved_config

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import search_step_log_probs, tiny_recipe
+from helpers import add_distribution, search_step_log_probs, tiny_recipe
 from typer.testing import CliRunner
 
 from s2s.cli import app
@@ -183,16 +183,6 @@ def test_unknown_cell_option_is_an_error() -> None:
 
 
 # Plugins from other distributions, made real: a dist-info folder and modules on sys.path.
-
-
-def add_distribution(folder: Path, name: str, cells: dict[str, str], modules: dict[str, str]):
-    dist_info = folder / f"{name.replace('-', '_')}-1.0.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-    lines = "".join(f"{cell} = {target}\n" for cell, target in cells.items())
-    (dist_info / "entry_points.txt").write_text(f"[s2s.cells]\n{lines}")
-    for module, source in modules.items():
-        (folder / f"{module}.py").write_text(source)
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_recipe
-from test_cells import add_distribution
+from helpers import add_distribution, tiny_recipe
 from typer.testing import CliRunner
 
 from s2s.cli import app

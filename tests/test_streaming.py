@@ -204,9 +204,11 @@ def test_100k_lines_stream_with_bounded_memory(trained_run: Path, tmp_path: Path
     assert late_peak - early_peak < 40 * 1024, (early_peak, late_peak)
 
 
-def test_a_closed_output_pipe_ends_quietly(trained_run: Path) -> None:
+def translate_into_a_closed_pipe(run: Path, *flags: str, more: list[bytes]) -> str:
+    """`s2s translate RUN --beam 1 FLAGS` whose reader goes away after the first line (like
+    `| head -1`) while ``more`` input is still written; its stderr, after it exited 0."""
     process = subprocess.Popen(
-        s2s_command("translate", str(trained_run), "--beam", "1", "-q"),
+        s2s_command("translate", str(run), "--beam", "1", *flags),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -215,42 +217,30 @@ def test_a_closed_output_pipe_ends_quietly(trained_run: Path) -> None:
     process.stdin.write(b"A dog.\n")
     process.stdin.flush()
     assert process.stdout.readline()
-    process.stdout.close()  # like `| head -1`
+    process.stdout.close()  # one line was written; the next chunk cannot be
     try:
-        for _ in range(200):
-            process.stdin.write(b"A man rides a bicycle.\n" * 50)
+        for chunk in more:
+            process.stdin.write(chunk)
             process.stdin.flush()
         process.stdin.close()
     except BrokenPipeError:
         pass  # it already stopped
     assert process.wait(timeout=60) == 0
     assert process.stderr is not None
-    stderr = process.stderr.read().decode()
+    return process.stderr.read().decode()
+
+
+def test_a_closed_output_pipe_ends_quietly(trained_run: Path) -> None:
+    stderr = translate_into_a_closed_pipe(
+        trained_run, "-q", more=[b"A man rides a bicycle.\n" * 50] * 200
+    )
     assert "Traceback" not in stderr and "error" not in stderr.lower()
 
 
 def test_a_closed_output_pipe_claims_no_lines_it_did_not_write(trained_run: Path) -> None:
     """`| head -1` with progress lines on: the lines decoded but never written are not
     reported as done (nothing is: the end is quiet)."""
-    process = subprocess.Popen(
-        s2s_command("translate", str(trained_run), "--beam", "1"),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert process.stdin is not None and process.stdout is not None
-    process.stdin.write(b"A dog.\n")
-    process.stdin.flush()
-    assert process.stdout.readline()
-    process.stdout.close()  # like `| head -1`: one line was written, the next chunk cannot be
-    try:
-        process.stdin.write(b"A man rides a bicycle.\n" * 500)
-        process.stdin.close()
-    except BrokenPipeError:
-        pass  # it already stopped
-    assert process.wait(timeout=60) == 0
-    assert process.stderr is not None
-    stderr = process.stderr.read().decode()
+    stderr = translate_into_a_closed_pipe(trained_run, more=[b"A man rides a bicycle.\n" * 500])
     assert "done" not in stderr and "Traceback" not in stderr, stderr
 
 
