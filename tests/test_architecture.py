@@ -29,6 +29,8 @@ LAYERS: dict[str, int] = {
     "train": 4,
     "tasks": 5,
     "inspect": 6,
+    "export": 6,  # reads a trained run through its task (s2s.tasks.loading), as inspect does
+    "exported": 6,  # runs an exported model; drives translation's streaming (s2s.tasks)
     "cli": 7,
     "__main__": 7,
 }

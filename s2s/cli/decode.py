@@ -3,6 +3,7 @@ score."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -51,8 +52,27 @@ AlignmentsOption = Annotated[
 ]
 
 
+def exported_first(command):
+    """`s2s translate DIR` where DIR was written by `s2s export`: run it on onnxruntime
+    (s2s.exported) before anything imports torch; a run directory goes to the command."""
+
+    @functools.wraps(command)
+    def wrapper(**options):
+        from s2s.exported.files import is_exported
+
+        if is_exported(options["run_dir"]):
+            from s2s.exported.command import translate_exported
+
+            setup_logging(options["quiet"], options["verbose"])
+            return translate_exported(options)
+        return command(**options)
+
+    return wrapper
+
+
 @app.command()
 @user_errors
+@exported_first
 @computes
 def translate(
     run_dir: RunArgument,
@@ -73,7 +93,8 @@ def translate(
 ) -> None:
     """Translate stdin (or --input): one output line per input line, in order.
 
-    Output is written and flushed batch by batch as input arrives."""
+    Output is written and flushed batch by batch as input arrives. RUN_DIR may be a
+    directory written by `s2s export`: it is then run on onnxruntime, without torch."""
     use_threads(threads)
     setup_logging(quiet, verbose)
     from s2s.progress import TaskProgress, count_lines, progress_enabled

@@ -19,11 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from s2s.tasks.translation.translator import Translator
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # not imported at run time: the exported-model runner (no torch) uses this
     from s2s.progress import TaskProgress
     from s2s.tasks.translation.alignment import AlignmentWriter
+    from s2s.tasks.translation.translator import Translator
 
 BYTES_PER_TOKEN = 32  # generous: a subword is rarely more than a few characters
 READ_SIZE = 1 << 16
