@@ -141,6 +141,14 @@ def export_encoder(model: Seq2Seq, out: Path, cell: str, max_source_length: int)
     for length in buckets:
         example = example_batch(model, TRACE_LENGTHS, length)
         trace_onnx(graph, example, out / bucket_file(length), outputs, axes, cell)
+    lengths = tuple(min(n, buckets[0]) for n in PROBE_LENGTHS)  # another batch size, padded
+    probe = example_batch(model, lengths, buckets[0])
+    feeds = dict(zip(ENCODER_INPUTS, probe, strict=True))
+    if not graph_matches(out / bucket_file(buckets[0]), graph(*probe), feeds):
+        raise S2SError(
+            f"cell {cell!r}: its step does not trace to ONNX (the traced encoder computes "
+            "something else for another batch size), so the model cannot be exported"
+        )
     return buckets
 
 
