@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -171,7 +172,7 @@ def test_int8_export_quantises_the_graphs_and_translates(exported, tmp_path: Pat
     assert sum(bool(hyps[0]) for hyps in outputs) > 10
 
 
-def test_exported_directory_errors_are_one_line(exported, tmp_path: Path) -> None:
+def test_export_and_exported_directory_errors_are_one_line(exported, tmp_path: Path) -> None:
     run, out = exported
     result = CliRunner().invoke(app, ["translate", str(out), "--checkpoint", "x.pt"], input="a\n")
     assert result.exit_code == 1
@@ -183,6 +184,10 @@ def test_exported_directory_errors_are_one_line(exported, tmp_path: Path) -> Non
     (broken / "s2s-export.json").write_text('{"format": "s2s-onnx", "version": 1, "task": 3}')
     with pytest.raises(S2SError, match=r"s2s-export.json: malformed export config"):
         ExportedTranslator(broken)
+    shutil.copytree(out, tmp_path / "no-step")
+    (tmp_path / "no-step" / "decoder_step.onnx").unlink()
+    with pytest.raises(S2SError, match=r"decoder_step.onnx: cannot load the ONNX graph"):
+        ExportedTranslator(tmp_path / "no-step")
     result = CliRunner().invoke(
         app, ["export", str(run), "--out", str(tmp_path / "x"), "--format", "tflite"]
     )

@@ -138,18 +138,23 @@ def export_encoder(model: Seq2Seq, out: Path, cell: str, max_source_length: int)
     path.unlink()
     limit = max_source_length or ENCODER_BUCKETS[-1]
     buckets = [n for n in ENCODER_BUCKETS if n < limit] + [limit]
-    for length in buckets:
+    for index, length in enumerate(buckets):
         example = example_batch(model, TRACE_LENGTHS, length)
         trace_onnx(graph, example, out / bucket_file(length), outputs, axes, cell)
-    lengths = tuple(min(n, buckets[0]) for n in PROBE_LENGTHS)  # another batch size, padded
-    probe = example_batch(model, lengths, buckets[0])
-    feeds = dict(zip(ENCODER_INPUTS, probe, strict=True))
-    if not graph_matches(out / bucket_file(buckets[0]), graph(*probe), feeds):
+        if index == 0:
+            check_bucket(graph, out / bucket_file(length), length, cell)
+    return buckets
+
+
+def check_bucket(graph: EncoderGraph, path: Path, length: int, cell: str) -> None:
+    """A per-length encoder must still take any batch size (the probe's, padded)."""
+    lengths = tuple(min(n, length) for n in PROBE_LENGTHS)
+    probe = example_batch(graph.model, lengths, length)
+    if not graph_matches(path, graph(*probe), dict(zip(ENCODER_INPUTS, probe, strict=True))):
         raise S2SError(
             f"cell {cell!r}: its step does not trace to ONNX (the traced encoder computes "
             "something else for another batch size), so the model cannot be exported"
         )
-    return buckets
 
 
 def export_step(model: Seq2Seq, out: Path, cell: str) -> int:
