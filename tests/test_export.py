@@ -117,6 +117,21 @@ def test_every_builtin_cell_exports(cell: str, tmp_path: Path) -> None:
         assert translator.translate(LINES[:20], beam) == expected
 
 
+def test_a_summarisation_run_with_copy_and_input_feeding_exports(tmp_path: Path) -> None:
+    # the copy mixture (logaddexp, s2s.export.symbolics) reads the source ids at every step
+    run = train_run(
+        tmp_path / "data",
+        "task.type=summarization",
+        "model.copy=true",
+        "model.input_feeding=true",
+        steps=1,
+    )
+    export_run(run, tmp_path / "out")
+    translator = ExportedTranslator(tmp_path / "out")
+    for beam in (1, 3):
+        assert translator.translate(LINES[:20], beam) == torch_translations(run, LINES[:20], beam)
+
+
 UNTRACEABLE = '''
 import torch
 from torch import nn

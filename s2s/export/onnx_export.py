@@ -35,6 +35,7 @@ from s2s.export.graphs import (
     state_names,
 )
 from s2s.export.quantize import quantize_graph
+from s2s.export.symbolics import OPSET, register_symbolics
 from s2s.exported.files import (
     CONFIG_FILE,
     ENCODER_FILE,
@@ -49,7 +50,6 @@ PROBE_LENGTHS = (9, 6, 2)  # another batch size and length, to check the traces
 TRACE_BEAMS, PROBE_BEAMS = 2, 3  # hypotheses per sentence in the step's example and probe
 ENCODER_BUCKETS = (16, 32, 64, 128, 256)  # source lengths of per-length encoder graphs
 TOLERANCE = 1e-4  # largest difference between a graph's outputs and the model's on the probe
-OPSET = 17
 
 
 @dataclass
@@ -71,6 +71,7 @@ def export_run(
     if not isinstance(model, Seq2Seq):
         raise S2SError(f"{run_dir}: export supports encoder-decoder runs only")
     out.mkdir(parents=True, exist_ok=True)
+    register_symbolics()
     cells = {side: config.model.side_cell(side)[0] for side in ("encoder", "decoder")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's and the exporter's deprecation notes
@@ -221,7 +222,7 @@ def trace_onnx(
         )
     except Exception as error:  # the tracer raises anything a cell's code raises
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise S2SError(f"cell {cell!r}: cannot export its step to ONNX: {reason}") from None
+        raise S2SError(f"cannot export to ONNX (cell {cell!r}): {reason}") from None
 
 
 def graph_matches(path: Path, expected: tuple[Tensor, ...], feeds: dict[str, Tensor]) -> bool:
