@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from s2s.atomic import atomic_write_bytes
+from s2s.config import read_saved_config
 from s2s.core.decoding import select_rows
 from s2s.core.seq2seq import Seq2Seq
 from s2s.data.tokenizer import EOS_ID, PAD_ID, TokenizerPair, tokenizer_files
@@ -43,7 +44,9 @@ from s2s.exported.files import (
     ExportConfig,
     bucket_file,
 )
+from s2s.run.directory import RunDir
 from s2s.tasks.loading import load_run
+from s2s.tasks.registry import find_task
 
 TRACE_LENGTHS = (5, 3)  # the example batch the graphs are traced on
 PROBE_LENGTHS = (9, 6, 2)  # another batch size and length, to check the traces
@@ -67,9 +70,8 @@ def export_run(
     """Export the encoder and decoder-step graphs of a text-to-text run, its tokenisers and
     its config to ``out`` (created; files already there are replaced); with ``quantize``
     "int8" the graphs' weights are quantised (s2s.export.quantize)."""
+    refuse_other_tasks(run_dir)
     config, tokenizers, model, _ = load_run(run_dir, checkpoint, "cpu", "off")
-    if not isinstance(model, Seq2Seq):
-        raise S2SError(f"{run_dir}: export supports encoder-decoder runs only")
     out.mkdir(parents=True, exist_ok=True)
     register_symbolics()
     cells = {side: config.model.side_cell(side)[0] for side in ("encoder", "decoder")}
@@ -96,6 +98,17 @@ def export_run(
             quantize_graph(out / name)
     write_config(out, export_config)
     return ExportedRun(out, [*graphs, STEP_FILE, *sorted(set(files)), CONFIG_FILE], buckets)
+
+
+def refuse_other_tasks(run_dir: Path) -> None:
+    """Runs that `s2s translate` does not serve (language models, speech) are not exported
+    yet: one line naming the run's task."""
+    task = find_task(read_saved_config(RunDir(run_dir).require().config_file).task.type)
+    if task.refusal:
+        raise S2SError(
+            f"{run_dir}: a {task.name} run; s2s export writes the runs that s2s translate "
+            "serves (translation, summarisation) so far"
+        )
 
 
 def write_config(out: Path, export_config: ExportConfig) -> None:
