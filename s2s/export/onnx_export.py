@@ -2,7 +2,7 @@
 
 Graphs are traced by torch.onnx's TorchScript exporter (``dynamo=False``): the torch.export
 based exporter specialises the source length of a fused `nn.LSTM` to the traced one
-(torch 2.13), so an encoder could not take sentences of other lengths. Tracing records the
+(torch 2.13 and 2.14), so an encoder could not take sentences of other lengths. Tracing records the
 path the model took for the example inputs, so every graph is checked against the model on
 a probe batch of another size and length: a cell whose step does not trace (Python control
 flow on values, numpy) is refused naming the cell, and an encoder whose cells loop over time
@@ -73,6 +73,7 @@ def export_run(
     refuse_other_tasks(run_dir)
     config, tokenizers, model, _ = load_run(run_dir, checkpoint, "cpu", "off")
     out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).unlink(missing_ok=True)  # until the new graphs are all written
     register_symbolics()
     cells = {side: config.model.side_cell(side)[0] for side in ("encoder", "decoder")}
     with warnings.catch_warnings():
