@@ -5,6 +5,7 @@ cannot be imported; a cell whose step does not trace is refused naming it; int8 
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import shutil
 import subprocess
@@ -19,10 +20,14 @@ from typer.testing import CliRunner
 from s2s.cli import app
 from s2s.errors import S2SError
 from s2s.export.onnx_export import export_run
+from s2s.exported.language_model import ExportedLanguageModel
 from s2s.exported.translator import ExportedTranslator
 from s2s.run.directory import RunDir
+from s2s.tasks.language_model.loading import load_language_model
+from s2s.tasks.language_model.sampling import SamplingOptions, generate_text
 from s2s.tasks.loading import load_run
 from s2s.tasks.recipe import load_config
+from s2s.tasks.registry import find_task
 from s2s.tasks.translation.trainer import TranslationTrainer
 from s2s.tasks.translation.translator import Translator
 
@@ -130,6 +135,41 @@ def test_a_summarisation_run_with_copy_and_input_feeding_exports(tmp_path: Path)
     translator = ExportedTranslator(tmp_path / "out")
     for beam in (1, 3):
         assert translator.translate(LINES[:20], beam) == torch_translations(run, LINES[:20], beam)
+
+
+def wikitext_lines(folder: Path, name: str, count: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    with lzma.open(ROOT / "recipes" / "data" / "wikitext-2" / f"{name}.txt.xz", "rt") as handle:
+        return write_lines(
+            folder / f"{name}.txt", [next(handle).rstrip("\n") for _ in range(count)]
+        )
+
+
+@pytest.mark.parametrize("cell", ["lstm", "crnn"])
+def test_a_language_model_exports_and_generates_its_greedy_tokens(
+    cell: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    overrides = [
+        *(f'data.{n}.text="{wikitext_lines(data, n, 200)}"' for n in ("train", "valid", "test")),
+        *("tokenizer.vocab_size=300", "model.embed_size=24", "model.hidden_size=24"),
+        *("train.bptt=8", "train.streams=4", "train.max_steps=2", "train.valid_every=2"),
+        *("train.tensorboard=false", "train.threads=1", f"model.cell={cell}"),
+        "train.lr=0.00001",  # near its start: the greedy continuation is not an empty line
+    ]
+    config = load_config(ROOT / "recipes" / "lm.toml", overrides)
+    run = RunDir(tmp_path / "run")
+    find_task(config.task.type).make_trainer(config, run, quiet=True).train()
+    assert export_run(run.path, tmp_path / "lm.onnx").files[0] == "decoder_step.onnx"
+    model = ExportedLanguageModel(tmp_path / "lm.onnx")
+    _, tokenizer, language_model, device = load_language_model(run.path, device="cpu")
+    greedy = SamplingOptions(max_tokens=12, temperature=0.0)
+    for prompt in ("The game", "In 1990 the", ""):
+        expected = generate_text(language_model, tokenizer, prompt, False, greedy, device)[0]
+        assert len(expected) > len(prompt)  # a continuation, not an empty line
+        assert model.generate(prompt, greedy) == expected
+    sampled = SamplingOptions(max_tokens=12, top_k=20, top_p=0.9, seed=3)
+    assert model.generate("The game", sampled) == model.generate("The game", sampled)
 
 
 UNTRACEABLE = '''

@@ -52,27 +52,29 @@ AlignmentsOption = Annotated[
 ]
 
 
-def exported_first(command):
-    """`s2s translate DIR` where DIR was written by `s2s export`: run it on onnxruntime
-    (s2s.exported) before anything imports torch; a run directory goes to the command."""
+def exported_first(runner: str):
+    """The command on a directory written by `s2s export` runs ``runner`` of
+    s2s.exported.command instead (onnxruntime), before anything imports torch."""
 
-    @functools.wraps(command)
-    def wrapper(**options):
-        from s2s.exported.files import is_exported
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(**options):
+            from s2s.exported.files import is_exported
 
-        if is_exported(options["run_dir"]):
-            from s2s.exported.command import translate_exported
+            if not is_exported(options["run_dir"]):
+                return command(**options)
+            from s2s.exported import command as exported
 
-            setup_logging(options["quiet"], options["verbose"])
-            return translate_exported(options)
-        return command(**options)
+            return getattr(exported, runner)(options)
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
 @app.command()
 @user_errors
-@exported_first
+@exported_first("translate_exported")
 @computes
 def translate(
     run_dir: RunArgument,
@@ -213,6 +215,7 @@ def transcribe(
 
 @app.command()
 @user_errors
+@exported_first("generate_exported")
 @computes
 def generate(
     run_dir: Annotated[Path, typer.Argument(help="Language-model run directory.")],

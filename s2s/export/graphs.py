@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from s2s.cells import State, rebuild_state
+from s2s.core.decoding import SearchState
 from s2s.core.seq2seq import EncoderOutput, Seq2Seq
+from s2s.tasks.language_model.decoder import LanguageModelDecoder
 
 ENCODER_INPUTS = ["src", "src_lengths"]
 SENTENCE_TENSORS = ["memory", "keys", "src_mask"]  # encoder outputs read by every step
@@ -78,3 +80,20 @@ class StepGraph(nn.Module):
         states = unflatten_states(self.layout, flat_states)
         log_probs, (states, feed), _ = self.model.decode_step(prev_tokens, (states, feed), encoded)
         return (log_probs, feed, *flatten_states(states))
+
+
+class LanguageModelStepGraph(nn.Module):
+    """A language model's step: prev_tokens [N], state.i [N, ...] -> log_probs [N, V]
+    (``<unk>`` excluded, as `LanguageModelDecoder` scores), state.out.i. A prompt is read
+    through it token by token from zero states."""
+
+    def __init__(self, model: nn.Module, layout: Sequence[State]) -> None:
+        super().__init__()
+        self.decoder = LanguageModelDecoder(model)
+        self.model = model
+        self.layout = list(layout)
+
+    def forward(self, prev_tokens: Tensor, *flat_states: Tensor) -> tuple[Tensor, ...]:
+        states = unflatten_states(self.layout, flat_states)
+        log_probs, state = self.decoder.step(prev_tokens, SearchState((states, None)))
+        return (log_probs, *flatten_states(state.hypotheses[0]))

@@ -16,7 +16,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -35,8 +34,10 @@ from s2s.export.graphs import (
     flatten_states,
     state_names,
 )
+from s2s.export.language_model import export_language_model
 from s2s.export.quantize import quantize_graph
-from s2s.export.symbolics import OPSET, register_symbolics
+from s2s.export.symbolics import register_symbolics
+from s2s.export.tracing import graph_matches, trace_onnx
 from s2s.exported.files import (
     CONFIG_FILE,
     ENCODER_FILE,
@@ -45,6 +46,7 @@ from s2s.exported.files import (
     bucket_file,
 )
 from s2s.run.directory import RunDir
+from s2s.tasks.language_model.kind import LanguageModelKind
 from s2s.tasks.loading import load_run
 from s2s.tasks.registry import find_task
 
@@ -52,7 +54,6 @@ TRACE_LENGTHS = (5, 3)  # the example batch the graphs are traced on
 PROBE_LENGTHS = (9, 6, 2)  # another batch size and length, to check the traces
 TRACE_BEAMS, PROBE_BEAMS = 2, 3  # hypotheses per sentence in the step's example and probe
 ENCODER_BUCKETS = (16, 32, 64, 128, 256)  # source lengths of per-length encoder graphs
-TOLERANCE = 1e-4  # largest difference between a graph's outputs and the model's on the probe
 
 
 @dataclass
@@ -67,14 +68,38 @@ class ExportedRun:
 def export_run(
     run_dir: Path, out: Path, checkpoint: Path | None = None, quantize: str | None = None
 ) -> ExportedRun:
-    """Export the encoder and decoder-step graphs of a text-to-text run, its tokenisers and
-    its config to ``out`` (created; files already there are replaced); with ``quantize``
-    "int8" the graphs' weights are quantised (s2s.export.quantize)."""
-    refuse_other_tasks(run_dir)
-    config, tokenizers, model, _ = load_run(run_dir, checkpoint, "cpu", "off")
+    """Export a run's graphs, tokenisers and config to ``out`` (created; files already there
+    are replaced): the encoder and decoder-step graphs of a translation or summarisation
+    run, the step graph of a language model. With ``quantize`` "int8" the graphs' weights
+    are quantised (s2s.export.quantize)."""
+    task = find_task(read_saved_config(RunDir(run_dir).require().config_file).task.type)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).unlink(missing_ok=True)  # until the new graphs are all written
     register_symbolics()
+    if isinstance(task, LanguageModelKind):
+        export_config = export_language_model(run_dir, out, checkpoint)
+    elif task.refusal:
+        raise S2SError(
+            f"{run_dir}: a {task.name} run; s2s export writes translation, summarisation "
+            "and language-model runs so far"
+        )
+    else:
+        export_config = export_seq2seq(run_dir, out, checkpoint)
+    buckets = export_config.encoder_buckets
+    graphs = [bucket_file(n) for n in buckets] if buckets else [ENCODER_FILE]
+    graphs = [*graphs, STEP_FILE] if export_config.graphs == "seq2seq" else [STEP_FILE]
+    if quantize:
+        for name in graphs:
+            quantize_graph(out / name)
+        export_config.precision = quantize
+    write_config(out, export_config)
+    tokenizers = sorted({export_config.src_tokenizer, export_config.tgt_tokenizer})
+    return ExportedRun(out, [*graphs, *tokenizers, CONFIG_FILE], buckets)
+
+
+def export_seq2seq(run_dir: Path, out: Path, checkpoint: Path | None) -> ExportConfig:
+    """The encoder and decoder-step graphs of a text-to-text run, and its tokenisers."""
+    config, tokenizers, model, _ = load_run(run_dir, checkpoint, "cpu", "off")
     cells = {side: config.model.side_cell(side)[0] for side in ("encoder", "decoder")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's and the exporter's deprecation notes
@@ -82,7 +107,7 @@ def export_run(
             buckets = export_encoder(model, out, cells["encoder"], config.model.max_source_length)
             state_count = export_step(model, out, cells["decoder"])
     files = copy_tokenizers(run_dir, tokenizers, out)
-    export_config = ExportConfig(
+    return ExportConfig(
         task=config.task.type,
         src_tokenizer=files[0],
         tgt_tokenizer=files[1],
@@ -90,26 +115,9 @@ def export_run(
         state_count=state_count,
         encoder_buckets=buckets,
         max_source_length=config.model.max_source_length,
-        precision=quantize or "fp32",
+        precision="fp32",
         cells=cells,
     )
-    graphs = [bucket_file(n) for n in buckets] if buckets else [ENCODER_FILE]
-    if quantize:
-        for name in [*graphs, STEP_FILE]:
-            quantize_graph(out / name)
-    write_config(out, export_config)
-    return ExportedRun(out, [*graphs, STEP_FILE, *sorted(set(files)), CONFIG_FILE], buckets)
-
-
-def refuse_other_tasks(run_dir: Path) -> None:
-    """Runs that `s2s translate` does not serve (language models, speech) are not exported
-    yet: one line naming the run's task."""
-    task = find_task(read_saved_config(RunDir(run_dir).require().config_file).task.type)
-    if task.refusal:
-        raise S2SError(
-            f"{run_dir}: a {task.name} run; s2s export writes the runs that s2s translate "
-            "serves (translation, summarisation) so far"
-        )
 
 
 def write_config(out: Path, export_config: ExportConfig) -> None:
@@ -211,47 +219,3 @@ def step_inputs(
         EOS_ID + 1, model.tgt_embed.num_embeddings, rows.shape, generator=generator
     )
     return (prev, encoded.memory, encoded.keys, encoded.src_mask, src, feed, *flat)
-
-
-def trace_onnx(
-    graph: torch.nn.Module,
-    example: tuple[Tensor, ...],
-    path: Path,
-    outputs: list[str],
-    axes: dict[str, dict[int, str]],
-    cell: str,
-    inputs: list[str] = ENCODER_INPUTS,
-) -> None:
-    """torch.onnx.export (TorchScript) to ``path``; a failure is one line naming the cell."""
-    try:
-        torch.onnx.export(
-            graph,
-            example,
-            str(path),
-            input_names=inputs,
-            output_names=outputs,
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            dynamo=False,
-        )
-    except Exception as error:  # the tracer raises anything a cell's code raises
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise S2SError(f"cannot export to ONNX (cell {cell!r}): {reason}") from None
-
-
-def graph_matches(path: Path, expected: tuple[Tensor, ...], feeds: dict[str, Tensor]) -> bool:
-    """Whether onnxruntime, on ``feeds``, gives the model's outputs to within TOLERANCE."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    wanted = {i.name for i in session.get_inputs()}
-    try:
-        got = session.run(None, {k: v.numpy() for k, v in feeds.items() if k in wanted})
-    except Exception:  # onnxruntime rejects shapes the trace fixed
-        return False
-    if len(got) != len(expected):
-        return False
-    return all(
-        g.shape == e.shape and np.allclose(g, e.numpy(), atol=TOLERANCE, rtol=0)
-        for g, e in zip(got, expected, strict=True)
-    )

@@ -28,10 +28,11 @@ def refuse_run_options(options: Mapping[str, Any]) -> None:
 def translate_exported(options: Mapping[str, Any]) -> None:
     """Translate stdin (or --input) with the exported model, one output line per input line;
     ``options`` are `s2s translate`'s, by parameter name."""
-    from s2s.progress import TaskProgress, count_lines, progress_enabled
+    from s2s.progress import TaskProgress, configure_logging, count_lines, progress_enabled
     from s2s.tasks.translation.streaming import silence_stdout, translate_stream
 
     refuse_run_options(options)
+    configure_logging(options["quiet"], options["verbose"])
     translator = ExportedTranslator(options["run_dir"], options["threads"])
     decode = translator.decode
     if options["batch_tokens"]:
@@ -61,3 +62,21 @@ def translate_exported(options: Mapping[str, Any]) -> None:
             )
     except BrokenPipeError:  # the reader went away: stop quietly
         silence_stdout()
+
+
+def generate_exported(options: Mapping[str, Any]) -> None:
+    """Continue --prompt with an exported language model; prints one line."""
+    from s2s.exported.language_model import ExportedLanguageModel
+    from s2s.tasks.language_model.text import SamplingOptions
+
+    refuse_run_options(options)
+    sampling = SamplingOptions(
+        options["max_tokens"],
+        options["temperature"],
+        options["top_k"],
+        options["top_p"],
+        options["seed"],
+    )
+    sampling.check()
+    model = ExportedLanguageModel(options["run_dir"], options["threads"])
+    print(model.generate(options["prompt"], sampling))

@@ -4,7 +4,7 @@ writes it and the runner that reads it (no torch here)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,9 @@ class ExportConfig:
     max_source_length: int
     precision: str
     cells: dict[str, str]
+    graphs: str = "seq2seq"  # or "language_model": a step graph only
+    state_shapes: list[list[int]] = field(default_factory=list)  # language model: zero start
+    word_level: bool = False  # language model: a word vocabulary (prompts split on spaces)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +59,9 @@ class ExportConfig:
             "max_source_length": self.max_source_length,
             "precision": self.precision,
             "cells": self.cells,
+            "graphs": self.graphs,
+            "state_shapes": self.state_shapes,
+            "word_level": self.word_level,
         }
 
 
@@ -81,6 +87,9 @@ def read_export_config(folder: Path) -> ExportConfig:
             max_source_length=int(data["max_source_length"]),
             precision=str(data["precision"]),
             cells=dict(data["cells"]),
+            graphs=str(data.get("graphs", "seq2seq")),
+            state_shapes=[[int(n) for n in shape] for shape in data.get("state_shapes", [])],
+            word_level=bool(data.get("word_level", False)),
         )
     except (KeyError, TypeError, ValueError, ValidationError) as error:
         reason = str(error).splitlines()[0]
