@@ -70,17 +70,22 @@ def torch_translations(run: Path, lines: list[str], beam: int, nbest: int = 1):
     return Translator(model, tokenizers, config.decode, device).translate(lines, beam, nbest)
 
 
-def translate_without_torch(folder: Path, source: Path, *options: str) -> list[str]:
+def without_torch(*args: str, stdin: Path | None = None) -> list[str]:
+    """`s2s ARGS` in a subprocess where importing torch raises; its output lines."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")])}
     done = subprocess.run(
-        [sys.executable, "-c", WITHOUT_TORCH, "translate", str(folder), "-q", *options],
-        stdin=source.open("rb"),
+        [sys.executable, "-c", WITHOUT_TORCH, *args],
+        stdin=stdin.open("rb") if stdin else subprocess.DEVNULL,
         capture_output=True,
         env=env,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr.decode()
     return done.stdout.decode().splitlines()
+
+
+def translate_without_torch(folder: Path, source: Path, *options: str) -> list[str]:
+    return without_torch("translate", str(folder), "-q", *options, stdin=source)
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +173,11 @@ def test_a_language_model_exports_and_generates_its_greedy_tokens(
         expected = generate_text(language_model, tokenizer, prompt, False, greedy, device)[0]
         assert len(expected) > len(prompt)  # a continuation, not an empty line
         assert model.generate(prompt, greedy) == expected
+    options = ("--prompt", "The game", "--temperature", "0", "--max-tokens", "12")
+    printed = without_torch("generate", str(tmp_path / "lm.onnx"), *options)
+    assert printed == [
+        generate_text(language_model, tokenizer, "The game", False, greedy, device)[0]
+    ]
     sampled = SamplingOptions(max_tokens=12, top_k=20, top_p=0.9, seed=3)
     assert model.generate("The game", sampled) == model.generate("The game", sampled)
 
