@@ -253,6 +253,13 @@ def test_export_and_exported_directory_errors_are_one_line(exported, tmp_path: P
     (tmp_path / "no-step" / "decoder_step.onnx").unlink()
     with pytest.raises(S2SError, match=r"decoder_step.onnx: cannot load the ONNX graph"):
         ExportedTranslator(tmp_path / "no-step")
+    with pytest.raises(S2SError, match=r"an exported translation model, not a language model"):
+        ExportedLanguageModel(out)
+    speech = shutil.copytree(run, tmp_path / "speech")  # a run whose task export does not serve
+    config = (speech / "config.toml").read_text()
+    (speech / "config.toml").write_text(config.replace('type = "translation"', 'type = "speech"'))
+    with pytest.raises(S2SError, match=r"speech: a speech run; s2s export writes translation"):
+        export_run(speech, tmp_path / "speech.onnx")
     result = CliRunner().invoke(
         app, ["export", str(run), "--out", str(tmp_path / "x"), "--format", "tflite"]
     )
