@@ -70,14 +70,18 @@ def restrict_candidates(
     return np.where(ended, pad_lp, top_lp), np.where(ended, pad_tok, top_tok)
 
 
-def settled(finished, ranked, reachable, nbest: int) -> np.ndarray:
+def settled(
+    finished: np.ndarray, ranked: np.ndarray, reachable: np.ndarray, nbest: int
+) -> np.ndarray:
     """Every beam finished, or the n best are and no running beam can overtake them."""
     best_running = np.where(finished, -np.inf, reachable).max(axis=1)
     top_finished = finished[:, :nbest].all(axis=1)
     return finished.all(axis=1) | (top_finished & (ranked[:, nbest - 1] >= best_running))
 
 
-def leading(finished, ranked, reachable, nbest: int) -> np.ndarray:
+def leading(
+    finished: np.ndarray, ranked: np.ndarray, reachable: np.ndarray, nbest: int
+) -> np.ndarray:
     """The first n beams are finished (decode.stopping = "early")."""
     return finished[:, :nbest].all(axis=1)
 
@@ -87,6 +91,9 @@ STOPPING_RULES = {"exact": settled, "early": leading}
 
 @dataclass(frozen=True)
 class NumpyBeamSearch:
+    """`s2s.core.search.BeamSearch` in numpy: ``beam_size`` beams per sentence, ``nbest``
+    finished ones returned, ranked over the length penalty of exponent ``alpha``."""
+
     beam_size: int
     alpha: float = 1.0
     nbest: int = 1
@@ -140,12 +147,15 @@ class NumpyBeamSearch:
         return extended, state.select_hypotheses(rows), ranked
 
     def done_sentences(self, beams: Beams, ranked: np.ndarray) -> np.ndarray:
+        """The running sentences [S] whose n-best the stopping rule takes as final."""
         running, k = ranked.shape
         reachable = (beams.scores / length_penalty(beams.limit + 1, self.alpha)).reshape(running, k)
         rule = STOPPING_RULES[self.stopping]
         return rule(beams.finished.reshape(running, k), ranked, reachable, min(self.nbest, k))
 
-    def collect(self, done: dict[int, NBest], complete, beams: Beams, ranked) -> None:
+    def collect(
+        self, done: dict[int, NBest], complete: np.ndarray, beams: Beams, ranked: np.ndarray
+    ) -> None:
         """The n-best token rows and scores of the sentences marked ``complete``."""
         k = ranked.shape[1]
         keep = min(self.nbest, k)

@@ -17,6 +17,8 @@ NBest = tuple[list[list[int]], list[float]]
 
 
 class StepDecoder(Protocol):
+    """What the numpy search drives: `ExportedDecoder` (s2s.exported.decoder)."""
+
     def start(self, src: np.ndarray, src_lengths: np.ndarray) -> NumpyState: ...
 
     def step(self, tokens: np.ndarray, state: NumpyState) -> tuple[np.ndarray, NumpyState]: ...

@@ -41,7 +41,9 @@ class ExportedTranslator:
         self.tgt_tokenizer = Tokenizer(folder / self.config.tgt_tokenizer)
         self.decoder = ExportedDecoder(folder, self.config, threads)
 
-    def search(self, src, src_lengths, beam_size: int, nbest: int) -> list[list[Hypothesis]]:
+    def search(
+        self, src: np.ndarray, src_lengths: np.ndarray, beam_size: int, nbest: int
+    ) -> list[list[Hypothesis]]:
         """n-best lists of one padded batch (`s2s.core.search.strategy_for`'s choice)."""
         limits = max_output_lengths(
             src_lengths, self.decode.max_length_ratio, self.decode.max_length_offset
