@@ -1,6 +1,7 @@
-"""`s2s export` to ONNX and `s2s translate` on the exported directory (s2s.exported):
-the same tokens as the PyTorch run, for every built-in cell, in a process where torch
-cannot be imported; a cell whose step does not trace is refused naming it; int8 graphs."""
+"""`s2s export` to ONNX and `s2s translate` / `s2s generate` on the exported directory
+(s2s.exported): the same tokens as the PyTorch run (greedy, beam, n-best), for every
+built-in cell, for copy models and language models, in a process where torch cannot be
+imported; a cell whose step does not trace is refused naming it; int8 graphs; errors."""
 
 from __future__ import annotations
 
