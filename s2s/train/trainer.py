@@ -45,6 +45,7 @@ from s2s.run.resume import (
     trim_metrics_log,
 )
 from s2s.run.weights import load_weights
+from s2s.scores import lower_is_better
 from s2s.train.compiling import compile_step_cells
 from s2s.train.distributed import Single, join
 from s2s.train.faults import (
@@ -137,9 +138,6 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.AdamW(
         params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused
     )
-
-
-LOWER_IS_BETTER = frozenset({"loss", "ppl", "wer", "cer"})
 
 
 @dataclass
@@ -421,7 +419,7 @@ class Trainer:
             )
         improved = False
         if math.isfinite(loss) and math.isfinite(metric):
-            improved = self._save_best(metric, higher_is_better=name not in LOWER_IS_BETTER)
+            improved = self._save_best(metric, higher_is_better=not lower_is_better(name))
         else:  # diverged weights: never a best checkpoint, and patience keeps counting
             log.warning(
                 "step %d: validation %s is not finite; its weights are not saved",
