@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -76,7 +77,11 @@ class SplitConfig(Section):
     """Where one split of a parallel corpus lives: text files, a TSV/JSON-lines file, or the hub."""
 
     src: Path | None = Field(None, description="source text file, one sentence per line (.gz ok)")
-    tgt: Path | None = Field(None, description="target text file, line-aligned with src")
+    tgt: Path | list[Path] | None = Field(
+        None,
+        description="target text file, line-aligned with src; a list of files gives several "
+        "references per source (training reads the first)",
+    )
     path: Path | None = Field(None, description="one .tsv or .jsonl file holding both sides")
     text: Path | None = Field(
         None, description="language models: one plain text file (.gz/.xz ok), a token stream"
@@ -108,10 +113,22 @@ class SplitConfig(Section):
             raise ValueError("archive goes with a manifest given as path")
         return self
 
+    @field_validator("tgt")
+    @classmethod
+    def _references_listed(cls, value: Path | list[Path] | None) -> Path | list[Path] | None:
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list names no reference file")
+        return value
+
+    def target_files(self) -> list[Path]:
+        """The target file, or every reference file when ``tgt`` lists several."""
+        if self.tgt is None:
+            return []
+        return list(self.tgt) if isinstance(self.tgt, list) else [self.tgt]
+
     def files(self) -> list[Path]:
-        return [
-            p for p in (self.src, self.tgt, self.path, self.archive, self.text) if p is not None
-        ]
+        single = (self.src, self.path, self.archive, self.text)
+        return [p for p in single if p is not None] + self.target_files()
 
 
 class TokenizerConfig(Section):
@@ -463,20 +480,28 @@ def _resolve_paths(config: Config, recipe: Path) -> None:
     for split_name, split in config.data.items():
         for field in ("src", "tgt", "path", "archive", "text"):
             value = getattr(split, field)
-            if value is None:
-                continue
-            path = value if value.is_absolute() else (recipe.parent / value)
-            try:
-                path = path.resolve()
-                found = path.exists()
-            except (OSError, ValueError) as error:  # a NUL byte, a name too long
-                raise ConfigError(f"{recipe}: data.{split_name}.{field}: {error}") from None
-            if not found:
-                hint = " (edit that key to point at your copy)" if field == "text" else ""
-                raise ConfigError(
-                    f"{recipe}: data.{split_name}.{field}: file not found: {path}{hint}"
-                )
-            setattr(split, field, path)
+            if isinstance(value, list):
+                found = [
+                    _resolved(recipe, p, f"data.{split_name}.{field}[{i}]")
+                    for i, p in enumerate(value)
+                ]
+                setattr(split, field, found)
+            elif value is not None:
+                setattr(split, field, _resolved(recipe, value, f"data.{split_name}.{field}"))
+
+
+def _resolved(recipe: Path, value: Path, key: str) -> Path:
+    """``value`` made absolute against the recipe's folder; a missing file is an error."""
+    path = value if value.is_absolute() else (recipe.parent / value)
+    try:
+        path = path.resolve()
+        found = path.exists()
+    except (OSError, ValueError) as error:  # a NUL byte, a name too long
+        raise ConfigError(f"{recipe}: {key}: {error}") from None
+    if not found:
+        hint = " (edit that key to point at your copy)" if key.endswith(".text") else ""
+        raise ConfigError(f"{recipe}: {key}: file not found: {path}{hint}")
+    return path
 
 
 def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Config:
