@@ -370,6 +370,12 @@ class DecodeConfig(Section):
         "int8 (CPU only) runs the decoder's matmuls in int8, fastest on CPUs with VNNI",
     )
     nbest: int = Field(1, ge=1)
+    no_repeat_ngram_size: int = Field(
+        0, ge=0, description="no n-gram of this many tokens occurs twice in an output (0: off)"
+    )
+    min_length: int = Field(
+        0, ge=0, description="outputs hold at least this many tokens before EOS (0: off)"
+    )
     ctc_weight: float = Field(
         0.0,
         ge=0.0,
