@@ -251,6 +251,12 @@ TrainAmp = Literal["auto", "bf16", "fp16", "off"]
 DecodeAmp = Literal["auto", "bf16", "fp16", "off", "int8"]
 
 
+# step checkpoints a budgeted run keeps, so its end can average the last few
+BUDGET_KEEP_LAST = 5
+# a budgeted run ends by its budget: the epoch limit only stops it when the recipe sets one
+BUDGET_MAX_EPOCHS = 100_000
+
+
 class TrainConfig(Section):
     seed: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -272,7 +278,19 @@ class TrainConfig(Section):
     optimizer: Literal["adamw", "sgd"] = Field(
         "adamw", description="AdamW (betas, decoupled weight_decay), or SGD (no momentum)"
     )
-    schedule: Literal["inverse_sqrt", "constant", "plateau", "cosine"] = "inverse_sqrt"
+    budget_minutes: float = Field(
+        0.0,
+        ge=0.0,
+        description="0: off. Train for this many minutes: the learning rate decays with "
+        "elapsed time to min_lr at the deadline, validation is spaced by time (valid_share), "
+        "and the run ends with the best of its checkpoint averages (docs/budget.md)",
+    )
+    valid_share: float = Field(
+        0.1, gt=0.0, lt=1.0, description="with budget_minutes: the most validation may take"
+    )
+    schedule: Literal["inverse_sqrt", "constant", "plateau", "cosine", "budget"] = Field(
+        "inverse_sqrt", description="budget: cosine over elapsed time (budget_minutes' default)"
+    )
     warmup_steps: int = Field(400, ge=0)
     min_lr: float = Field(1e-5, ge=0.0)
     plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
@@ -319,6 +337,20 @@ class TrainConfig(Section):
             raise ValueError(
                 f"early_stopping_metric = {self.early_stopping_metric!r} needs valid_decode = true"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _budget_defaults(self) -> TrainConfig:
+        """A budget brings its schedule and keeps checkpoints to average, unless set."""
+        if self.budget_minutes > 0:
+            if "schedule" not in self.model_fields_set:
+                self.schedule = "budget"
+            if "keep_last" not in self.model_fields_set:
+                self.keep_last = BUDGET_KEEP_LAST
+            if "max_epochs" not in self.model_fields_set:  # the budget ends the run
+                self.max_epochs = BUDGET_MAX_EPOCHS
+        elif self.schedule == "budget":
+            raise ValueError("schedule = 'budget' needs budget_minutes > 0 (or --budget)")
         return self
 
 
