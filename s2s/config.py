@@ -137,6 +137,11 @@ class TokenizerConfig(Section):
     joint: bool = True
     character_coverage: float = Field(1.0, gt=0.0, le=1.0)
     input_sentence_size: int = Field(1_000_000, ge=100)
+    model: Path | None = Field(
+        None,
+        description="use this sentencepiece model (e.g. another run's spm.model) instead of "
+        "training one: a language model then shares a translation run's vocabulary (fusion)",
+    )
 
 
 # `model.copy` is the recipe's name for the copy mechanism; it hides pydantic's deprecated
@@ -515,6 +520,8 @@ def with_decode_overrides(config: Config, overrides: list[str]) -> Config:
 
 def _resolve_paths(config: Config, recipe: Path) -> None:
     """Make data paths absolute, relative to the recipe's own folder, and check they exist."""
+    if config.tokenizer.model is not None:
+        config.tokenizer.model = _resolved(recipe, config.tokenizer.model, "tokenizer.model")
     for split_name, split in config.data.items():
         for field in ("src", "tgt", "path", "archive", "text"):
             value = getattr(split, field)
