@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -76,7 +77,11 @@ class SplitConfig(Section):
     """Where one split of a parallel corpus lives: text files, a TSV/JSON-lines file, or the hub."""
 
     src: Path | None = Field(None, description="source text file, one sentence per line (.gz ok)")
-    tgt: Path | None = Field(None, description="target text file, line-aligned with src")
+    tgt: Path | list[Path] | None = Field(
+        None,
+        description="target text file, line-aligned with src; a list of files gives several "
+        "references per source (training reads the first)",
+    )
     path: Path | None = Field(None, description="one .tsv or .jsonl file holding both sides")
     text: Path | None = Field(
         None, description="language models: one plain text file (.gz/.xz ok), a token stream"
@@ -108,10 +113,22 @@ class SplitConfig(Section):
             raise ValueError("archive goes with a manifest given as path")
         return self
 
+    @field_validator("tgt")
+    @classmethod
+    def _references_listed(cls, value: Path | list[Path] | None) -> Path | list[Path] | None:
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list names no reference file")
+        return value
+
+    def target_files(self) -> list[Path]:
+        """The target file, or every reference file when ``tgt`` lists several."""
+        if self.tgt is None:
+            return []
+        return list(self.tgt) if isinstance(self.tgt, list) else [self.tgt]
+
     def files(self) -> list[Path]:
-        return [
-            p for p in (self.src, self.tgt, self.path, self.archive, self.text) if p is not None
-        ]
+        single = (self.src, self.path, self.archive, self.text)
+        return [p for p in single if p is not None] + self.target_files()
 
 
 class TokenizerConfig(Section):
@@ -120,6 +137,11 @@ class TokenizerConfig(Section):
     joint: bool = True
     character_coverage: float = Field(1.0, gt=0.0, le=1.0)
     input_sentence_size: int = Field(1_000_000, ge=100)
+    model: Path | None = Field(
+        None,
+        description="use this sentencepiece model (e.g. another run's spm.model) instead of "
+        "training one: a language model then shares a translation run's vocabulary (fusion)",
+    )
 
 
 # `model.copy` is the recipe's name for the copy mechanism; it hides pydantic's deprecated
@@ -234,6 +256,12 @@ TrainAmp = Literal["auto", "bf16", "fp16", "off"]
 DecodeAmp = Literal["auto", "bf16", "fp16", "off", "int8"]
 
 
+# step checkpoints a budgeted run keeps, so its end can average the last few
+BUDGET_KEEP_LAST = 5
+# a budgeted run ends by its budget: the epoch limit only stops it when the recipe sets one
+BUDGET_MAX_EPOCHS = 100_000
+
+
 class TrainConfig(Section):
     seed: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -255,7 +283,19 @@ class TrainConfig(Section):
     optimizer: Literal["adamw", "sgd"] = Field(
         "adamw", description="AdamW (betas, decoupled weight_decay), or SGD (no momentum)"
     )
-    schedule: Literal["inverse_sqrt", "constant", "plateau", "cosine"] = "inverse_sqrt"
+    budget_minutes: float = Field(
+        0.0,
+        ge=0.0,
+        description="0: off. Train for this many minutes: the learning rate decays with "
+        "elapsed time to min_lr at the deadline, validation is spaced by time (valid_share), "
+        "and the run ends with the best of its checkpoint averages (docs/budget.md)",
+    )
+    valid_share: float = Field(
+        0.1, gt=0.0, lt=1.0, description="with budget_minutes: the most validation may take"
+    )
+    schedule: Literal["inverse_sqrt", "constant", "plateau", "cosine", "budget"] = Field(
+        "inverse_sqrt", description="budget: cosine over elapsed time (budget_minutes' default)"
+    )
     warmup_steps: int = Field(400, ge=0)
     min_lr: float = Field(1e-5, ge=0.0)
     plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
@@ -302,6 +342,20 @@ class TrainConfig(Section):
             raise ValueError(
                 f"early_stopping_metric = {self.early_stopping_metric!r} needs valid_decode = true"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _budget_defaults(self) -> TrainConfig:
+        """A budget brings its schedule and keeps checkpoints to average, unless set."""
+        if self.budget_minutes > 0:
+            if "schedule" not in self.model_fields_set:
+                self.schedule = "budget"
+            if "keep_last" not in self.model_fields_set:
+                self.keep_last = BUDGET_KEEP_LAST
+            if "max_epochs" not in self.model_fields_set:  # the budget ends the run
+                self.max_epochs = BUDGET_MAX_EPOCHS
+        elif self.schedule == "budget":
+            raise ValueError("schedule = 'budget' needs budget_minutes > 0 (or --budget)")
         return self
 
 
@@ -353,6 +407,12 @@ class DecodeConfig(Section):
         "int8 (CPU only) runs the decoder's matmuls in int8, fastest on CPUs with VNNI",
     )
     nbest: int = Field(1, ge=1)
+    no_repeat_ngram_size: int = Field(
+        0, ge=0, description="no n-gram of this many tokens occurs twice in an output (0: off)"
+    )
+    min_length: int = Field(
+        0, ge=0, description="outputs hold at least this many tokens before EOS (0: off)"
+    )
     ctc_weight: float = Field(
         0.0,
         ge=0.0,
@@ -460,23 +520,33 @@ def with_decode_overrides(config: Config, overrides: list[str]) -> Config:
 
 def _resolve_paths(config: Config, recipe: Path) -> None:
     """Make data paths absolute, relative to the recipe's own folder, and check they exist."""
+    if config.tokenizer.model is not None:
+        config.tokenizer.model = _resolved(recipe, config.tokenizer.model, "tokenizer.model")
     for split_name, split in config.data.items():
         for field in ("src", "tgt", "path", "archive", "text"):
             value = getattr(split, field)
-            if value is None:
-                continue
-            path = value if value.is_absolute() else (recipe.parent / value)
-            try:
-                path = path.resolve()
-                found = path.exists()
-            except (OSError, ValueError) as error:  # a NUL byte, a name too long
-                raise ConfigError(f"{recipe}: data.{split_name}.{field}: {error}") from None
-            if not found:
-                hint = " (edit that key to point at your copy)" if field == "text" else ""
-                raise ConfigError(
-                    f"{recipe}: data.{split_name}.{field}: file not found: {path}{hint}"
-                )
-            setattr(split, field, path)
+            if isinstance(value, list):
+                found = [
+                    _resolved(recipe, p, f"data.{split_name}.{field}[{i}]")
+                    for i, p in enumerate(value)
+                ]
+                setattr(split, field, found)
+            elif value is not None:
+                setattr(split, field, _resolved(recipe, value, f"data.{split_name}.{field}"))
+
+
+def _resolved(recipe: Path, value: Path, key: str) -> Path:
+    """``value`` made absolute against the recipe's folder; a missing file is an error."""
+    path = value if value.is_absolute() else (recipe.parent / value)
+    try:
+        path = path.resolve()
+        found = path.exists()
+    except (OSError, ValueError) as error:  # a NUL byte, a name too long
+        raise ConfigError(f"{recipe}: {key}: {error}") from None
+    if not found:
+        hint = " (edit that key to point at your copy)" if key.endswith(".text") else ""
+        raise ConfigError(f"{recipe}: {key}: file not found: {path}{hint}")
+    return path
 
 
 def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Config:

@@ -209,8 +209,12 @@ SUMMARIZATION = RECIPES / "summarization.toml"
 @pytest.mark.parametrize(
     ("shipped", "override", "expected"),
     [
-        (None, "train.early_stopping_metric=wer", "a translation run validates by bleu or loss"),
-        (None, "train.early_stopping_metric=rouge_l", "validates by bleu or loss"),
+        (
+            None,
+            "train.early_stopping_metric=rouge_l",
+            "a translation run validates by bleu, chrf, wer, cer, exact or loss",
+        ),
+        (None, "train.early_stopping_metric=accuracy", "validates by bleu, chrf, wer, cer, exa"),
         (SUMMARIZATION, "train.early_stopping_metric=bleu", "validates by rouge_l or loss"),
         (ASR, "train.early_stopping_metric=bleu", "a speech run validates by wer, cer or loss"),
         (ASR, "tokenizer.joint=false", "speech run has one vocabulary (its targets): tokenizer"),
@@ -229,7 +233,7 @@ def test_a_metric_the_task_cannot_give_leaves_no_run_directory(
     recipe: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    result = train_cli(recipe, run, "--set", "train.early_stopping_metric=wer")
+    result = train_cli(recipe, run, "--set", "train.early_stopping_metric=rouge_l")
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "train.early_stopping_metric" in result.stderr
     assert not run.exists()

@@ -148,7 +148,10 @@ def evaluate(
         Optional[Path],  # noqa: UP045
         typer.Option(help="Source file (with --ref), instead of a split."),
     ] = None,
-    ref: Annotated[Optional[Path], typer.Option(help="Reference file.")] = None,  # noqa: UP045
+    ref: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Option(help="Reference file; repeat it for several references per source."),
+    ] = None,
     beam: Annotated[Optional[int], typer.Option(min=1, help="Beam size.")] = None,  # noqa: UP045
     output: Annotated[
         Optional[Path],  # noqa: UP045
@@ -163,8 +166,8 @@ def evaluate(
     verbose: Verbose = False,
 ) -> None:
     """Translate a split (or --src) and score it against references: BLEU and chrF
-    (sacrebleu), or ROUGE-1/2/L for a summarization run, or WER, CER and exact-transcript
-    accuracy (jiwer) for a speech run.
+    (sacrebleu), WER, CER and exact match (jiwer) for a translation run, ROUGE-1/2/L for a
+    summarization run, or WER, CER and exact-transcript accuracy for a speech run.
 
     The scores are also recorded in the run directory, for `s2s info`."""
     use_threads(threads)
@@ -174,7 +177,8 @@ def evaluate(
 
     amp = checked_amp(amp)
     overrides = decode_overrides or []
-    request = EvaluationRequest(split, src, ref, beam, output, checkpoint, device, amp, overrides)
+    refs = list(ref) if ref else None
+    request = EvaluationRequest(split, src, refs, beam, output, checkpoint, device, amp, overrides)
     scores = evaluate_run(run_dir, request)
     for score in scores:
         print(score.text)

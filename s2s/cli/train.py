@@ -46,12 +46,22 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail.")] = False,
     devices: DevicesOption = 1,
+    budget: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Train for this long (60m, 1h30m, 90): sets train.budget_minutes, whose "
+            "schedule, validation spacing and final averaging fit the time (docs/budget.md).",
+        ),
+    ] = None,
 ) -> None:
     """Train a model from a recipe; a run directory with a checkpoint is resumed."""
     from s2s.kernels.precision import limit_onednn_cache
+    from s2s.train.budget import parse_duration
     from s2s.train.distributed import environment_rank, launch, launched_by_torchrun
 
     limit_onednn_cache()  # before any computation, and inherited by --devices workers
+    if budget is not None:  # a --set like any other: resume commands and workers repeat it
+        overrides = [*(overrides or []), f"train.budget_minutes={parse_duration(budget)}"]
 
     if devices > 1 and not launched_by_torchrun():
         flags = ["--restart"] * restart + ["--quiet"] * quiet + ["--verbose"] * verbose

@@ -140,16 +140,29 @@ def _read_records(split: SplitConfig, name: str) -> list[dict]:
     return list(data)
 
 
+def _aligned_lines(src: list[str], src_path: Path, path: Path, name: str) -> list[str]:
+    """The lines of target file ``path``; a line count other than the source's is an error
+    naming both files."""
+    tgt = _read_lines(path)
+    if len(src) != len(tgt):
+        longer = src_path if len(src) > len(tgt) else path
+        raise S2SError(
+            f"data.{name}: {src_path} has {len(src)} lines but {path} has {len(tgt)} "
+            f"(line {min(len(src), len(tgt)) + 1} of {longer} has no partner)"
+        )
+    return tgt
+
+
 def load_parallel(split: SplitConfig, name: str) -> ParallelText:
-    """Read one split's sentence pairs; mismatched line counts are an error naming both."""
+    """Read one split's sentence pairs; mismatched line counts are an error naming both.
+    Several target files (or a JSON-lines list field) are references of each source: the
+    first is ``tgt``, all are ``references``."""
     if split.src is not None and split.tgt is not None:
-        src, tgt = _read_lines(split.src), _read_lines(split.tgt)
-        if len(src) != len(tgt):
-            longer = split.src if len(src) > len(tgt) else split.tgt
-            raise S2SError(
-                f"data.{name}: {split.src} has {len(src)} lines but {split.tgt} has {len(tgt)} "
-                f"(line {min(len(src), len(tgt)) + 1} of {longer} has no partner)"
-            )
+        src = _read_lines(split.src)
+        sides = [_aligned_lines(src, split.src, path, name) for path in split.target_files()]
+        tgt = sides[0]
+        if len(sides) > 1 and src:
+            return ParallelText(src, tgt, [list(refs) for refs in zip(*sides, strict=True)])
     else:
         origin = f"data.{name}"
         records = _read_records(split, name)

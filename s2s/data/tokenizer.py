@@ -102,6 +102,8 @@ def train_tokenizers(
     from s2s.progress import Busy
 
     src_file, tgt_file = tokenizer_files(run_dir, config.joint)
+    if config.model is not None:
+        return adopt_tokenizer(config.model, run_dir, config.joint)
     what = f"training the {config.model_type} tokenizer ({config.vocab_size} pieces)"
     with Busy(what):
         if config.joint:
@@ -110,6 +112,21 @@ def train_tokenizers(
             _train_one(config, src_texts, src_file)
             _train_one(config, tgt_texts, tgt_file)
     return load_tokenizers(run_dir, config.joint)
+
+
+def adopt_tokenizer(model: Path, run_dir: Path, joint: bool) -> TokenizerPair:
+    """Copy an existing sentencepiece ``model`` into the run (both sides use it), so the
+    run is self-contained and shares that model's vocabulary."""
+    try:
+        data = model.read_bytes()
+        spm.SentencePieceProcessor(model_proto=data)
+    except OSError as error:
+        raise S2SError(f"tokenizer.model: cannot read {model}: {error.strerror}") from None
+    except (RuntimeError, TypeError):
+        raise S2SError(f"tokenizer.model: {model} is not a sentencepiece model") from None
+    for path in set(tokenizer_files(run_dir, joint)):
+        atomic_write_bytes(path, data)
+    return load_tokenizers(run_dir, joint)
 
 
 def load_tokenizers(run_dir: Path, joint: bool) -> TokenizerPair:

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from s2s.errors import S2SError
 from s2s.run.metrics_log import read_metrics, task_metric
+from s2s.scores import lower_is_better
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-LOWER_IS_BETTER = {"valid_loss", "valid_ppl", "valid_wer", "valid_cer"}
 INSTALL_HINT = "pip install 'matplotlib>=3.7' (or pip install 's2s[viz]')"
 
 
@@ -87,7 +87,7 @@ def plot_learning_curves(runs: Sequence[Path], out: Path) -> Path:
         steps, values = _series(records, metric)
         score.plot(steps, values, **style, label=label)
         if values:
-            best = min(values) if metric in LOWER_IS_BETTER else max(values)
+            best = min(values) if lower_is_better(metric) else max(values)
             where = steps[values.index(best)]
             score.plot([where], [best], color=colour, marker="*", markersize=14, linestyle="")
             score.annotate(f"{best:g}", (where, best), textcoords="offset points", xytext=(6, 6))

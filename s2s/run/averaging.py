@@ -150,3 +150,35 @@ def average_last(
     before = task.score_checkpoint(run, inputs[-1], device)
     after = task.score_checkpoint(run, output, device)
     return AverageReport(task.decode_command, inputs, output, before, after)
+
+
+def best_average(
+    run: RunDir,
+    task: ScoringTask,
+    device: str,
+    most: int,
+    metric: str,
+    best: float | None,
+) -> tuple[Path, float] | None:
+    """Average the last 2, 3, ... ``most`` step checkpoints of ``run`` and score each on
+    validation by ``metric`` (its log key without ``valid_``); the best average and its
+    score if it beats ``best`` (the best single checkpoint's), else None. Averages that
+    lose are deleted."""
+    from s2s.scores import lower_is_better
+
+    lower = lower_is_better(metric)
+    found = [path for _, path in step_checkpoints(run.checkpoints)]
+    winner: tuple[Path, float] | None = None
+    for count in range(2, min(most, len(found)) + 1):
+        out = run.checkpoints / f"averaged-last-{count}.pt"
+        average_checkpoints(found[-count:], out)
+        value = task.score_checkpoint(run, out, device)[f"valid_{metric}"]
+        target = winner[1] if winner is not None else best
+        better = target is None or (value < target if lower else value > target)
+        if better:
+            if winner is not None:
+                winner[0].unlink(missing_ok=True)
+            winner = (out, value)
+        else:
+            out.unlink(missing_ok=True)
+    return winner

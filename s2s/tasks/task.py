@@ -38,7 +38,7 @@ class EvaluationRequest:
 
     split: str = "test"
     src: Path | None = None
-    ref: Path | None = None
+    ref: Path | list[Path] | None = None  # several files: several references per source
     beam: int | None = None
     output: Path | None = None
     checkpoint: Path | None = None

@@ -1,11 +1,12 @@
-"""Learning-rate schedules: linear warm-up, then inverse square root, constant, cosine or
-reduce-on-plateau decay, with a floor at ``min_lr``."""
+"""Learning-rate schedules: linear warm-up, then inverse square root, constant, cosine,
+reduce-on-plateau decay or a cosine over a time budget, with a floor at ``min_lr``."""
 
 from __future__ import annotations
 
 import math
 
 from s2s.config import TrainConfig
+from s2s.train.budget import BudgetPlan
 
 
 class LearningRateSchedule:
@@ -17,11 +18,16 @@ class LearningRateSchedule:
         self.plateau_scale = 1.0
         self.bad_validations = 0
 
-    def rate(self, step: int) -> float:
+    def rate(self, step: int, elapsed: float = 0.0) -> float:
+        """The rate of ``step``, taken after ``elapsed`` seconds of training (the budget
+        schedule decays with time, the others with steps)."""
         cfg = self.config
         warmup = cfg.warmup_steps
         if warmup and step < warmup:
             return cfg.lr * (step + 1) / warmup
+        if cfg.schedule == "budget":
+            plan = BudgetPlan(cfg.budget_minutes, cfg.valid_share)
+            return cfg.min_lr + (cfg.lr - cfg.min_lr) * plan.decay(elapsed)
         if cfg.schedule == "inverse_sqrt":
             factor = math.sqrt(max(warmup, 1) / max(step, 1))
         elif cfg.schedule == "cosine":

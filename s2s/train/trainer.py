@@ -29,7 +29,7 @@ from s2s.data.tokenizer import (
 from s2s.errors import S2SError
 from s2s.kernels.device import resolve_device
 from s2s.kernels.precision import autocast_factory, make_grad_scaler, resolve_amp
-from s2s.run.averaging import prune_step_checkpoints
+from s2s.run.averaging import best_average, prune_step_checkpoints
 from s2s.run.cell_record import record_cell, resolve_cell_options
 from s2s.run.checkpoint import load_checkpoint, save_checkpoint
 from s2s.run.directory import RunDir
@@ -45,6 +45,8 @@ from s2s.run.resume import (
     trim_metrics_log,
 )
 from s2s.run.weights import load_weights
+from s2s.scores import lower_is_better
+from s2s.train.budget import BudgetPlan
 from s2s.train.compiling import compile_step_cells
 from s2s.train.distributed import Single, join
 from s2s.train.faults import (
@@ -86,6 +88,9 @@ class Progress:
     window_loss: float = 0.0
     window_tokens: int = 0
     window_seconds: float = 0.0
+    # with train.budget_minutes: when the next validation is due, and what the last cost
+    next_validation: float = 0.0
+    validation_seconds: float = 0.0
 
     @classmethod
     def from_json(cls, text: str) -> Progress:
@@ -137,9 +142,6 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.AdamW(
         params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused
     )
-
-
-LOWER_IS_BETTER = frozenset({"loss", "ppl", "wer", "cer"})
 
 
 @dataclass
@@ -211,6 +213,9 @@ class Trainer:
         per_step = cfg.accum_steps * self.dist.world_size
         total = cfg.max_steps or math.ceil(batches_per_epoch / per_step) * cfg.max_epochs
         self.schedule = LearningRateSchedule(cfg, total)
+        self.budget = (
+            BudgetPlan(cfg.budget_minutes, cfg.valid_share) if cfg.budget_minutes else None
+        )
         self.progress = Progress()
         self.window = LossWindow()  # the finite steps since the last validation
         self.last_grad_norm: torch.Tensor | None = None  # on the device, read when logged
@@ -368,6 +373,34 @@ class Trainer:
         self.run.write_best(kept)
         return improved
 
+    def _keep_best_average(self) -> None:
+        """A budgeted run's end: the best-scoring average of its last step checkpoints
+        becomes its default checkpoint if it beats the best single one."""
+        name = self.config.train.early_stopping_metric
+        try:
+            found = best_average(
+                self.run, self.task, self.device.type, self.config.train.keep_last,
+                name, self.progress.best_metric,
+            )  # fmt: skip
+        except S2SError as error:  # a task that cannot validate a checkpoint: keep the best
+            log.warning("no checkpoint average chosen: %s", error)
+            return
+        if found is None:
+            log.info("no checkpoint average beats the best checkpoint on valid_%s", name)
+            return
+        path, value = found
+        entry = {"file": path.name, "step": self.progress.step, "metric": value}
+        self.progress.best = [entry, *self.progress.best]
+        self.progress.best_metric = value
+        self.run.write_best(self.progress.best)
+        self._saved_at = None
+        self._save_last()
+        if not self.quiet:
+            print(
+                f"kept {path.name}: valid_{name} {value} (the run's default checkpoint)",
+                file=sys.stderr,
+            )
+
     # -- validation -----------------------------------------------------------------------
     def validation_loss(self) -> tuple[float, int]:
         """Mean per-token cross-entropy (no smoothing) on the validation split, and its
@@ -421,7 +454,7 @@ class Trainer:
             )
         improved = False
         if math.isfinite(loss) and math.isfinite(metric):
-            improved = self._save_best(metric, higher_is_better=name not in LOWER_IS_BETTER)
+            improved = self._save_best(metric, higher_is_better=not lower_is_better(name))
         else:  # diverged weights: never a best checkpoint, and patience keeps counting
             log.warning(
                 "step %d: validation %s is not finite; its weights are not saved",
@@ -450,7 +483,7 @@ class Trainer:
             tokens = self.dist.sum_tensor(torch.full((), tokens, device=self.device))
             divisor = tokens.clamp(min=1) / self.dist.world_size
         for group in self.optimizer.param_groups:
-            group["lr"] = self.schedule.rate(self.progress.step)
+            group["lr"] = self.schedule.rate(self.progress.step, self.progress.elapsed)
         total = torch.zeros((), device=self.device)
         for number, batch in enumerate(batches, 1):
             with self.dist.no_sync(self.train_model, last=number == len(batches)):
@@ -475,8 +508,20 @@ class Trainer:
         return total, tokens, bad
 
     def _time_up(self) -> bool:
+        return self._budget_spent() or self._past_max_minutes()
+
+    def _past_max_minutes(self) -> bool:
         limit = self.config.train.max_minutes
         return bool(limit) and self.progress.elapsed >= limit * 60
+
+    def _budget_spent(self) -> bool:
+        """Whether a budgeted run must stop training to finish within its budget."""
+        if self.budget is None:
+            return False
+        progress, finals = self.progress, self.config.train.keep_last
+        return progress.elapsed >= self.budget.training_deadline(
+            progress.validation_seconds, finals
+        )
 
     def _should_stop(self, time_up: bool) -> str | None:
         """Why training ends now, or None. ``time_up``: the time limit as all ranks agree on
@@ -484,6 +529,10 @@ class Trainer:
         cfg, progress = self.config.train, self.progress
         if cfg.max_steps and progress.step >= cfg.max_steps:
             return f"reached train.max_steps = {cfg.max_steps}"
+        if time_up and self._budget_spent():
+            return (
+                f"reached train.budget_minutes = {cfg.budget_minutes} (less the final validations)"
+            )
         if time_up:
             return f"reached train.max_minutes = {cfg.max_minutes}"
         if cfg.patience and progress.bad_validations >= cfg.patience:
@@ -542,9 +591,14 @@ class Trainer:
         """Validate with the loss window's mean training loss and speed, then open a new
         window (before any save, so a checkpoint after a validation holds an empty one)."""
         window = self.window
-        seconds = time.perf_counter() - window.start
-        speed = window.tokens / max(seconds, 1e-9)
+        started = time.perf_counter()
+        speed = window.tokens / max(started - window.start, 1e-9)
         record = self.validate(float(window.loss) / max(window.tokens, 1), speed)
+        if self.budget is not None:  # place the next validation by what this one cost
+            cost = time.perf_counter() - started
+            progress = self.progress
+            progress.validation_seconds = cost
+            progress.next_validation = self.budget.next_validation(progress.elapsed + cost, cost)
         self.window = LossWindow()
         bar.report(record)
         board.validation(record)
@@ -590,7 +644,7 @@ class Trainer:
         """Report the step that just ran (``done`` batches); validate and save when due.
         Returns the validation record, or an empty dict when this step did not validate."""
         cfg, progress = self.config.train, self.progress
-        validating = progress.step % cfg.valid_every == 0
+        validating = self._validation_due()
         saving = bool(cfg.save_every) and progress.step % cfg.save_every == 0
         finite = True
         if validating or saving or progress.step % cfg.log_every == 0:
@@ -606,6 +660,14 @@ class Trainer:
         elif saving and finite:
             self._save_last()  # not in a run of skipped steps: keep the last good one
         return record
+
+    def _validation_due(self) -> bool:
+        """Every ``valid_every`` steps, or by time with a budget (all ranks agreeing)."""
+        progress = self.progress
+        if self.budget is None:
+            return progress.step % self.config.train.valid_every == 0
+        due_at = progress.next_validation or self.budget.first_validation()
+        return self.dist.any_true([progress.elapsed >= due_at])[0]
 
     def _stop_now(self, stop: GracefulStop, checks: StepChecks, bar, board: TrainingBoard):
         """Why training ends after this step, or None; a signal on any rank stops every rank
@@ -629,6 +691,8 @@ class Trainer:
             last_record = self._validate_window(bar, board)
         board.close(progress.step)
         self._save_last()
+        if self.budget is not None and self.dist.is_main:
+            self._keep_best_average()
         last_record = last_record or read_last_record(self.run.metrics_log)
         reason = stop_reason or f"reached train.max_epochs = {self.config.train.max_epochs}"
         if not self.quiet:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -13,6 +13,7 @@ from torch import Tensor
 from s2s.config import DecodeConfig
 from s2s.core.decoding import Decoder
 from s2s.core.search.beam import BeamSearch
+from s2s.core.search.constraints import ConstrainedDecoder, Constraints
 from s2s.core.search.hypothesis import Hypothesis, max_output_lengths
 from s2s.core.search.single_path import GreedySearch
 from s2s.data.batching import Batch
@@ -43,6 +44,15 @@ def batch_budget(batch_tokens: int, beam_size: int, longest: int) -> int:
     return max(batch_tokens * 2 // (beam_size + 1), longest)
 
 
+def constrained(
+    decoder: Decoder, decode: DecodeConfig, rows: int, prefixes: Sequence[Sequence[int]] | None
+) -> Decoder:
+    """``decoder`` under ``decode``'s output constraints and the batch's forced target
+    ``prefixes`` (one per row, or None), or itself when there are none."""
+    constraints = Constraints(prefixes, decode.no_repeat_ngram_size, [decode.min_length] * rows)
+    return ConstrainedDecoder(decoder, constraints) if constraints.active() else decoder
+
+
 def search_batch(
     decoder: Decoder,
     src: Tensor,
@@ -50,11 +60,20 @@ def search_batch(
     decode: DecodeConfig,
     beam_size: int,
     nbest: int = 1,
+    prefixes: Sequence[Sequence[int]] | None = None,
+    strategy: SearchStrategy | None = None,
 ) -> list[list[Hypothesis]]:
-    """The n-best of each row of a batch (`strategy_for`); output lengths are limited by
-    ``decode``'s ratio and offset to the source length."""
+    """The n-best of each row of a batch (``strategy``, else `strategy_for`), each
+    starting with its forced prefix if given; output lengths are limited by ``decode``'s
+    ratio and offset to the source length, and never below decode.min_length or a prefix."""
     limits = max_output_lengths(src_lengths, decode.max_length_ratio, decode.max_length_offset)
-    return strategy_for(decode, beam_size, nbest).search(decoder, src, src_lengths, limits)
+    limits = limits.clamp(min=decode.min_length)
+    if prefixes is not None:
+        longest = torch.tensor([len(p) for p in prefixes], dtype=limits.dtype)
+        limits = torch.maximum(limits, longest.to(limits.device))
+    chosen = strategy or strategy_for(decode, beam_size, nbest)
+    decoder = constrained(decoder, decode, src.size(0), prefixes)
+    return chosen.search(decoder, src, src_lengths, limits)
 
 
 def search_batches(
@@ -66,12 +85,19 @@ def search_batches(
     beam_size: int,
     nbest: int = 1,
     autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    prefixes: Sequence[Sequence[int]] | None = None,
+    strategy: SearchStrategy | None = None,
 ) -> Iterator[tuple[Batch, list[list[Hypothesis]]]]:
     """Search batch after batch of example indices: ``make_batch`` builds each on the CPU,
     it moves to ``device`` and is searched under ``autocast`` (decode.amp's precision).
-    Yields each batch with its rows' n-best lists, for the caller to put in input order."""
+    ``prefixes`` (by example index) are forced target prefixes; ``strategy`` replaces the
+    one ``decode`` and ``beam_size`` choose (sampling). Yields each batch with its rows'
+    n-best lists, for the caller to put in input order."""
     for indices in batches:
         batch = make_batch(indices).to(device)
+        wanted = None if prefixes is None else [prefixes[i] for i in batch.indices]
         with autocast():
-            found = search_batch(decoder, batch.src, batch.src_lengths, decode, beam_size, nbest)
+            found = search_batch(
+                decoder, batch.src, batch.src_lengths, decode, beam_size, nbest, wanted, strategy
+            )
         yield batch, found

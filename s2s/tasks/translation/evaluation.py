@@ -57,10 +57,11 @@ def evaluation_text(run_dir: Path, config: Config, request: EvaluationRequest) -
     if (src is None) != (ref is None):
         raise S2SError("--src and --ref go together")
     if src is not None and ref is not None:
-        for path in (src, ref):
+        refs = ref if isinstance(ref, list) else [ref]
+        for path in (src, *refs):
             if not path.is_file():
                 raise S2SError(f"{path}: file not found")
-        return load_parallel(SplitConfig(src=src, tgt=ref), "evaluate")
+        return load_parallel(SplitConfig(src=src, tgt=refs), "evaluate")
     if split not in config.data:
         known = ", ".join(sorted(config.data))
         raise S2SError(f"{run_dir}: the recipe has no split {split!r} (splits: {known})")
@@ -82,6 +83,7 @@ def score_text_checkpoint(
     scores = loss_scores(loss)
     if config.train.valid_decode:
         translator = Translator(model, tokenizers, config.decode, torch_device)
-        score = lambda h: task.validation_scores(h, data.raw)  # noqa: E731
+        metric = config.train.early_stopping_metric
+        score = lambda h: task.validation_scores(h, data.raw, metric)  # noqa: E731
         scores |= greedy_scores(translator, data.src, score, autocast)
     return scores

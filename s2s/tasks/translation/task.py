@@ -1,4 +1,5 @@
-"""Translation: text to text, validated by greedy BLEU, evaluated by BLEU and chrF."""
+"""Translation: text to text, validated by greedy BLEU (or chrF, WER, CER, exact match),
+evaluated by all five."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ class TranslationTask(Task):
     (summarisation) subclass it and change its scores."""
 
     name: ClassVar[str] = "translation"
-    metrics: ClassVar[tuple[str, ...]] = ("bleu", "loss")
+    # BLEU first (the default); wer/cer/exact suit symbol sequences (transliteration, spelling,
+    # pronunciation), whose users judge whole-sequence correctness
+    metrics: ClassVar[tuple[str, ...]] = ("bleu", "chrf", "wer", "cer", "exact", "loss")
     supports_ddp: ClassVar[bool] = True
     decode_command: ClassVar[str] = "translate"
 
@@ -29,18 +32,24 @@ class TranslationTask(Task):
 
         return TranslationTrainer
 
-    def validation_scores(self, hypotheses: list[str], text: ParallelText) -> dict[str, float]:
+    def validation_scores(
+        self, hypotheses: list[str], text: ParallelText, metric: str = "bleu"
+    ) -> dict[str, float]:
         """The scores of greedy validation outputs under their metrics-log keys, rounded
-        as the log rounds them."""
-        from s2s.tasks.translation.metrics import bleu
+        as the log rounds them: the early-stopping ``metric`` first, then BLEU (always
+        logged, so curves of runs stopped by different metrics compare)."""
+        from s2s.tasks.translation.metrics import TEXT_METRICS, metric_value
 
-        return {"valid_bleu": round(bleu(hypotheses, text.tgt), 2)}
+        references = text.all_references()
+        wanted = [m for m in dict.fromkeys((metric, "bleu")) if m in TEXT_METRICS]
+        return {f"valid_{m}": round(metric_value(m, hypotheses, references), 2) for m in wanted}
 
     def corpus_scores(self, hypotheses: list[str], text: ParallelText) -> list[Score]:
-        """The scores `s2s evaluate` reports for ``hypotheses`` of ``text``'s sources."""
-        from s2s.tasks.translation.metrics import bleu_and_chrf
+        """The scores `s2s evaluate` reports for ``hypotheses`` of ``text``'s sources:
+        BLEU, chrF, WER, CER and exact match, against every reference a split has."""
+        from s2s.tasks.translation.metrics import text_scores
 
-        return bleu_and_chrf(hypotheses, text.tgt)
+        return text_scores(hypotheses, text.all_references())
 
     def evaluate(self, run_dir: Path, request: EvaluationRequest) -> list[Score]:
         from s2s.tasks.translation.evaluation import evaluate_text_run

@@ -66,7 +66,9 @@ def require_text(split: SplitConfig, text: ParallelText) -> None:
 
 def _side_name(split: SplitConfig, side: str) -> str:
     """Where one side of the training split comes from, for an error message."""
-    file = getattr(split, side)
+    file = split.src if side == "src" else split.tgt
+    if isinstance(file, list):  # several references: the tokenizer trains on the first
+        file = file[0]
     if file is not None:
         return f"data.train.{side} ({file})"
     if split.path is not None:
@@ -148,8 +150,9 @@ class TranslationTrainer(Trainer):
         """The task's scores of the valid split decoded greedily, rounded for the log."""
         raw = self.valid_data.raw
         score = self.task.validation_scores  # type: ignore[attr-defined]
+        metric = self.config.train.early_stopping_metric
         return greedy_scores(
-            self.translator, self.valid_data.src, lambda h: score(h, raw), self.autocast
+            self.translator, self.valid_data.src, lambda h: score(h, raw, metric), self.autocast
         )
 
     def _record_session(self) -> None:

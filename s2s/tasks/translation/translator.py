@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 
 from s2s.config import DecodeConfig
-from s2s.core.search import Hypothesis, batch_budget, search_batches
+from s2s.core.decoding import Decoder
+from s2s.core.search import Hypothesis, SearchStrategy, batch_budget, search_batches
 from s2s.core.seq2seq import Seq2Seq
 from s2s.data.batching import collate, token_batches
 from s2s.data.tokenizer import TokenizerPair
@@ -18,11 +19,24 @@ from s2s.kernels.precision import decode_autocast
 
 
 @dataclass
+class SearchOptions:
+    """How a list of sources is searched beyond the beam size: forced target prefixes (token
+    ids, one per source, or None) and a strategy replacing the beam's (sampling)."""
+
+    prefixes: Sequence[Sequence[int]] | None = None
+    strategy: SearchStrategy | None = None
+
+
+@dataclass
 class Translator:
+    """``model`` (or ``decoder``, an ensemble or fusion around it) turning lines into
+    n-best lists, batched by length, in input order."""
+
     model: Seq2Seq
     tokenizers: TokenizerPair
     decode: DecodeConfig
     device: torch.device
+    decoder: Decoder | None = None  # what search drives: the model unless given
 
     def __post_init__(self) -> None:
         self.autocast = decode_autocast(self.decode.amp, self.device)
@@ -33,10 +47,12 @@ class Translator:
         beam_size: int,
         nbest: int = 1,
         on_batch: Callable[[int], None] | None = None,
+        options: SearchOptions | None = None,
     ) -> list[list[Hypothesis]]:
         """n-best hypotheses for each tokenised source, in input order; ``on_batch`` hears
         how many sentences each finished batch held (for progress bars)."""
         ensure_eval_mode(self.model)
+        options = options or SearchOptions()
         results: list[list[Hypothesis]] = [[] for _ in src_ids]
         if not src_ids:
             return results
@@ -44,7 +60,7 @@ class Translator:
         budget = batch_budget(self.decode.batch_tokens, beam_size, max(lengths))
         batches = token_batches(lengths, None, budget)
         searched = search_batches(
-            self.model,
+            self.decoder or self.model,
             batches,
             lambda indices: collate(indices, src_ids),
             self.decode,
@@ -52,6 +68,8 @@ class Translator:
             beam_size,
             nbest,
             self.autocast,
+            options.prefixes,
+            options.strategy,
         )
         for batch, found in searched:
             for index, hyps in zip(batch.indices, found, strict=True):
@@ -80,11 +98,15 @@ class Translator:
         beam_size: int,
         nbest: int = 1,
         on_batch: Callable[[int], None] | None = None,
+        options: SearchOptions | None = None,
     ) -> list[list[Hypothesis]]:
         """n-best hypotheses per source; a source without tokens (a blank line) gets none."""
         wanted = [i for i, seq in enumerate(src_ids) if seq]
         results: list[list[Hypothesis]] = [[] for _ in src_ids]
-        found = self.search_ids([src_ids[i] for i in wanted], beam_size, nbest, on_batch)
+        if options is not None and options.prefixes is not None:
+            prefixes = [options.prefixes[i] for i in wanted]
+            options = SearchOptions(prefixes, options.strategy)
+        found = self.search_ids([src_ids[i] for i in wanted], beam_size, nbest, on_batch, options)
         for index, hyps in zip(wanted, found, strict=True):
             results[index] = hyps
         return results
@@ -100,9 +122,16 @@ class Translator:
         beam_size: int,
         nbest: int = 1,
         on_batch: Callable[[int], None] | None = None,
+        options: SearchOptions | None = None,
     ) -> list[list[str]]:
         """Detokenised n-best lists, one per source; no tokens gives one empty output."""
-        return self.detokenize(self.hypotheses(src_ids, beam_size, nbest, on_batch))
+        return self.detokenize(self.hypotheses(src_ids, beam_size, nbest, on_batch, options))
+
+    def encode_prefixes(self, prefixes: Sequence[str]) -> list[list[int]]:
+        """Target token ids of each forced prefix (an empty line: none)."""
+        encoded = self.tokenizers.tgt.encode_batch([p for p in prefixes if p.strip()])
+        found = iter(encoded)
+        return [next(found) if p.strip() else [] for p in prefixes]
 
     def translate(
         self,
@@ -110,6 +139,7 @@ class Translator:
         beam_size: int,
         nbest: int = 1,
         on_batch: Callable[[int], None] | None = None,
+        options: SearchOptions | None = None,
     ) -> list[list[str]]:
         """Detokenised n-best lists, one per line; an empty line gives one empty output."""
-        return self.translate_ids(self.encode(lines), beam_size, nbest, on_batch)
+        return self.translate_ids(self.encode(lines), beam_size, nbest, on_batch, options)
