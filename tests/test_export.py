@@ -261,6 +261,11 @@ def test_export_and_exported_directory_errors_are_one_line(exported, tmp_path: P
     (speech / "config.toml").write_text(config.replace('type = "translation"', 'type = "speech"'))
     with pytest.raises(S2SError, match=r"speech: a speech run; s2s export writes translation"):
         export_run(speech, tmp_path / "speech.onnx")
+    constrained = shutil.copytree(run, tmp_path / "constrained")
+    config = (constrained / "config.toml").read_text()
+    (constrained / "config.toml").write_text(config.replace("min_length = 0", "min_length = 3"))
+    with pytest.raises(S2SError, match=r"exported models do not apply decode.min_length yet"):
+        export_run(constrained, tmp_path / "constrained.onnx")
     result = CliRunner().invoke(
         app, ["export", str(run), "--out", str(tmp_path / "x"), "--format", "tflite"]
     )

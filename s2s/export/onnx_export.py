@@ -100,6 +100,10 @@ def export_run(
 def export_seq2seq(run_dir: Path, out: Path, checkpoint: Path | None) -> ExportConfig:
     """The encoder and decoder-step graphs of a text-to-text run, and its tokenisers."""
     config, tokenizers, model, _ = load_run(run_dir, checkpoint, "cpu", "off")
+    constrained = [k for k in ("min_length", "no_repeat_ngram_size") if getattr(config.decode, k)]
+    if constrained:  # output constraints the numpy search does not apply yet
+        keys = ", ".join(f"decode.{key}" for key in constrained)
+        raise S2SError(f"{run_dir}: exported models do not apply {keys} yet; set it to 0")
     cells = {side: config.model.side_cell(side)[0] for side in ("encoder", "decoder")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's and the exporter's deprecation notes

@@ -4,6 +4,7 @@ that dominate a recurrent model's step."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,10 +16,13 @@ def quantize_graph(path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = path.with_name(path.name + ".int8.tmp")
+    logging.disable(logging.WARNING)  # its advice to pre-process is for image models
     try:
         quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8)
     except Exception as error:  # onnxruntime's quantiser raises its own types
         target.unlink(missing_ok=True)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise S2SError(f"{path}: int8 quantisation failed: {reason}") from None
+    finally:
+        logging.disable(logging.NOTSET)
     os.replace(target, path)
