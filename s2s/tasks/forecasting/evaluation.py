@@ -62,8 +62,11 @@ def score_windows(
         for row, (n, origin) in enumerate(pairs):
             actual = series[n].values[origin : origin + horizon].astype(np.float64)
             history = series[n].values[:origin].astype(np.float64)
-            bounds = (lower[row], upper[row])
-            tallies["model"].add(n, actual, median[row], samples[:, row], bounds)
+            if forecast.loss == "mse":  # a point: no spread, no interval to cover
+                tallies["model"].add(n, actual, median[row])
+            else:
+                bounds = (lower[row], upper[row])
+                tallies["model"].add(n, actual, median[row], samples[:, row], bounds)
             tallies["naive"].add(n, actual, baselines.naive(history, horizon))
             tallies["seasonal naive"].add(n, actual, baselines.seasonal(history, horizon, period))
             if with_ets:
@@ -101,7 +104,8 @@ def evaluate_forecaster(
     for name, tally in tallies.items():
         values = tally.scores(scales)
         key = "" if name == "model" else "_" + name.replace(" ", "_")
-        scores.append(Score(f"mase{key}", values["mase"], signature, table_row(name, values)))
+        note = signature if name == "model" else "the same windows as the model"
+        scores.append(Score(f"mase{key}", values["mase"], note, table_row(name, values)))
         if name == "model":
             for metric in ("smape", "crps", "coverage"):
                 scores.append(Score(metric, values[metric], signature, ""))

@@ -116,11 +116,13 @@ def _check_spacing(
     step = kinds[int(np.argmax(counts))]
     odd = np.flatnonzero(spacing != step)
     if step <= np.timedelta64(0) or odd.size:
+        import pandas as pd
+
         at = int(odd[0]) if odd.size else 0
-        before, after = times[at], times[at + 1]
+        before, after = pd.Timestamp(times[at]), pd.Timestamp(times[at + 1])
         raise S2SError(
             f"{path}: line {int(rows[at + 1]) + 2}, column {column!r}: gap in series {name!r}: "
-            f"{before} is followed by {after} (the series steps every {step})"
+            f"{before} is followed by {after} (the series steps every {pd.Timedelta(step)})"
         )
     return step
 
