@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -377,3 +378,16 @@ def test_plot_info_and_curves_serve_a_forecasting_run(tmp_path: Path, trained: P
     assert result.exit_code == 0, result.output
     assert "vocabulary  none (numbers in, numbers out)" in result.output
     assert "train 952 values of 1 series" in result.output
+
+
+def test_the_forecasting_benchmark_reports_both_speeds(tmp_path: Path, data: Path) -> None:
+    sys.path.insert(0, str(ROOT / "tools"))
+    import bench_forecast
+
+    out = tmp_path / "bench.json"
+    argv = ["--recipe", str(RECIPE), "--steps", "2", "--warmup", "1", "--windows", "8"]
+    argv += [arg for item in overrides(data) for arg in ("--set", item)]
+    assert bench_forecast.main([*argv, "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["train"]["windows_per_s"] > 0 and results["forecast"]["windows_per_s"] > 0
+    assert results["machine"]["threads"] == 1
