@@ -123,6 +123,22 @@ def test_series_are_read_in_order_with_their_time_features(tmp_path: Path) -> No
     assert np.allclose(series[0].features[6, :2], [1, 0], atol=1e-6)
 
 
+def test_parquet_and_compressed_csv_read_as_csv_does(tmp_path: Path) -> None:
+    path = write_series(tmp_path / "s.csv", {"x": np.arange(20.0), "y": np.arange(20.0) + 5})
+    table = pd.read_csv(path)
+    table.to_parquet(tmp_path / "s.parquet")
+    table.to_csv(tmp_path / "s.csv.gz", index=False)
+    config = forecast_config(id_column="id")
+    expected = read_series(path, config)
+    for other in ("s.parquet", "s.csv.gz"):
+        found = read_series(tmp_path / other, config)
+        assert [s.id for s in found] == [s.id for s in expected]
+        for a, b in zip(found, expected, strict=True):
+            assert np.array_equal(a.values, b.values) and np.array_equal(a.times, b.times)
+    with pytest.raises(S2SError, match=r"s\.txt: a series file is \.csv"):
+        read_series(bad_file(tmp_path, "x", "s.txt"), config)
+
+
 def bad_file(tmp_path: Path, text: str, name: str = "bad.csv") -> Path:
     path = tmp_path / name
     path.write_text(text)
@@ -164,6 +180,25 @@ def test_a_bad_series_file_is_one_line_naming_file_line_and_column(
 def test_a_missing_series_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(S2SError, match=r"missing\.csv: file not found$"):
         read_series(tmp_path / "missing.csv", forecast_config())
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "no rows"),
+        (b"time,value\n", "no rows"),
+        (b"time,value\n1,\xff\xfe\n", "not UTF-8 text"),
+    ],
+)
+def test_an_empty_or_binary_series_file_is_one_line(
+    tmp_path: Path, content: bytes, message: str, capsys
+) -> None:
+    path = tmp_path / "odd.csv"
+    path.write_bytes(content)
+    with pytest.raises(S2SError) as caught:
+        read_series(path, forecast_config())
+    assert str(caught.value) == f"{path}: cannot read it as a table: {message}"
+    assert capsys.readouterr().err == ""  # the reader's own log lines are kept quiet
 
 
 def test_the_recipe_refuses_splits_in_different_files(tmp_path: Path, data: Path) -> None:

@@ -61,16 +61,32 @@ def read_table(path: Path) -> pd.DataFrame:
         raise S2SError(f"{path}: file not found")
     if not path.name.endswith(SUFFIXES):
         raise S2SError(f"{path}: a series file is .csv (.gz, .xz, .bz2 ok) or .parquet")
-    with tempfile.TemporaryDirectory(prefix="s2s-series-") as cache:
-        try:
-            if path.name.endswith(".parquet"):
-                data = Dataset.from_parquet(str(path), cache_dir=cache, keep_in_memory=True)
-            else:
-                data = Dataset.from_csv(str(path), cache_dir=cache, keep_in_memory=True)
-            return data.to_pandas()
-        except Exception as error:  # pyarrow's and pandas' parse errors have no common base
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise S2SError(f"{path}: cannot read it as a table: {first}") from None
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its reader logs what we raise
+    try:
+        with tempfile.TemporaryDirectory(prefix="s2s-series-") as cache:
+            reader = Dataset.from_parquet if path.name.endswith(".parquet") else Dataset.from_csv
+            table = reader(str(path), cache_dir=cache, keep_in_memory=True).to_pandas()
+    except Exception as error:  # pyarrow's, pandas' and datasets' errors share no base
+        raise S2SError(f"{path}: cannot read it as a table: {_root_cause(error)}") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+    if table.empty:
+        raise S2SError(f"{path}: no rows")
+    return table
+
+
+def _root_cause(error: BaseException) -> str:
+    """The first line of the innermost error (datasets wraps the reader's)."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 text ({error.reason} at byte {error.start})"
+    if "UTF8" in str(error):  # pyarrow's own decoder says it so
+        return "not UTF-8 text"
+    if "corresponds to no data" in str(error) or type(error).__name__ == "EmptyDataError":
+        return "no rows"
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _numbers(path: Path, table: pd.DataFrame, column: str) -> np.ndarray:
