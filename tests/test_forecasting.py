@@ -320,6 +320,25 @@ def test_evaluate_compares_the_model_with_ets(trained: Path) -> None:
     assert all(math.isfinite(s.score) for s in scores.values())
 
 
+def test_covariates_are_read_in_training_and_refused_by_forecast(tmp_path: Path) -> None:
+    values = seasonal_values(400)
+    path = write_series(tmp_path / "s.csv", {"a": values})
+    table = pd.read_csv(path)
+    table["temperature"] = np.cos(np.arange(400) / 7.0)
+    table.to_csv(path, index=False)
+    run = train(tmp_path, path, 'forecast.covariates=["temperature"]', steps=3)
+    config = load_config(RECIPE, overrides(path, 3, 'forecast.covariates=["temperature"]'))
+    series = read_series(path, config.forecast)[0]
+    assert series.features.shape == (400, 1)  # the recipe turns time features off
+    assert np.allclose(series.features[:, 0], np.cos(np.arange(400) / 7.0), atol=1e-6)
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate", str(run), "--split", "valid"])
+    assert result.exit_code == 0 and "seasonal naive" in result.output
+    result = runner.invoke(app, ["forecast", str(run), "--input", str(path)])
+    assert result.exit_code == 1
+    assert "reads covariates (temperature) whose future values" in result.output
+
+
 class Crash(Exception):
     """A training process dying after its last save."""
 
