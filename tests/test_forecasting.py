@@ -339,6 +339,21 @@ def test_covariates_are_read_in_training_and_refused_by_forecast(tmp_path: Path)
     assert "reads covariates (temperature) whose future values" in result.output
 
 
+def test_average_validates_a_forecaster_as_training_did(tmp_path: Path, data: Path) -> None:
+    """`s2s average` scores forecasting checkpoints exactly as training logged them."""
+    from s2s.run.averaging import average_last
+    from s2s.run.metrics_log import read_metrics
+    from s2s.tasks.registry import find_task
+
+    run = train(tmp_path, data, "train.valid_every=2", "train.keep_last=2", steps=4)
+    report = average_last(run, 2, None, True, "cpu", find_task=find_task)
+    logged = {r["step"]: r for r in read_metrics(run / "metrics.jsonl")}[4]
+    assert report.before == {key: logged[key] for key in report.before}
+    assert set(report.before) == {"valid_loss", "valid_ppl", "valid_mase"}
+    assert report.after is not None and math.isfinite(report.after["valid_mase"])
+    assert report.after != report.before  # the average is another model
+
+
 class Crash(Exception):
     """A training process dying after its last save."""
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from s2s.config import Config
     from s2s.core.cell_registry import SideCells
     from s2s.data.tokenizer import TokenizerPair
+    from s2s.run.directory import RunDir
     from s2s.scores import Score
     from s2s.train.trainer import Trainer
 
@@ -99,6 +100,11 @@ class ForecastingTask(Task):
         if r.decode_overrides:
             raise S2SError("a forecasting run is evaluated on a split (--split valid or test)")
         return evaluate_forecaster(run_dir, r.split, r.checkpoint, r.device)
+
+    def score_checkpoint(self, run: RunDir, checkpoint: Path, device: str) -> dict[str, float]:
+        from s2s.tasks.forecasting.validation import score_forecaster_checkpoint
+
+        return score_forecaster_checkpoint(run, checkpoint, device)
 
     def task_line(self, task: dict[str, Any]) -> str:
         return f"{task['name']} ({task['type']})"

@@ -7,28 +7,16 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from s2s.run.about import record_session_data
 from s2s.tasks.forecasting.heads import head_loss
-from s2s.tasks.forecasting.metrics import mase_scales
-from s2s.tasks.forecasting.series import Series, read_series
-from s2s.tasks.forecasting.windows import (
-    WindowBatch,
-    collate_windows,
-    in_batches,
-    origins,
-    period_start,
-)
+from s2s.tasks.forecasting.series import read_series
+from s2s.tasks.forecasting.validation import split_windows, validation_scores
+from s2s.tasks.forecasting.windows import WindowBatch, collate_windows, in_batches, period_start
 from s2s.tasks.registry import find_task
 from s2s.tasks.task import Task
 from s2s.train.trainer import Trainer
-
-
-def split_windows(series: list[Series], config, split: str) -> list[tuple[int, int]]:
-    """(series number, origin) of every window of ``split``."""
-    return [(n, o) for n, s in enumerate(series) for o in origins(s, config.forecast, split)]
 
 
 class ForecastingTrainer(Trainer):
@@ -43,7 +31,6 @@ class ForecastingTrainer(Trainer):
         self.series = read_series(Path(config.data["train"].path), config.forecast)
         self.train_windows = split_windows(self.series, config, "train")
         self.valid_windows = split_windows(self.series, config, "valid")
-        self.valid_scales = mase_scales(self.series, config.forecast, "valid")
         self.last_mase: float | None = None
 
     def _tokenizer_files(self) -> set[Path]:
@@ -69,27 +56,12 @@ class ForecastingTrainer(Trainer):
             raw, scale = self.train_model(batch)
         return head_loss(raw, scale.apply(batch.target), self.config.forecast.loss)
 
-    @torch.inference_mode()
     def validation_loss(self) -> tuple[float, int]:
         """Mean loss per value over the validation windows (teacher-forced, as training),
         and the MASE of the medians forecast without reading the targets."""
-        self.model.eval()
-        kind = self.config.forecast.loss
-        total, count = 0.0, 0
-        errors = np.zeros(len(self.series))
-        steps = np.zeros(len(self.series))
-        for pairs in in_batches(self.valid_windows, 256):
-            batch = self._windows(pairs).to(self.device)
-            raw, scale = self.model(batch)
-            total += float(head_loss(raw, scale.apply(batch.target), kind))
-            count += batch.num_tgt_tokens
-            raw, scale = self.model.predict(batch)
-            error = (scale.undo(raw[..., 0]) - batch.target).abs().sum(dim=1).cpu().numpy()
-            for (n, _), value in zip(pairs, error, strict=True):
-                errors[n] += value
-                steps[n] += batch.target.size(1)
-        self.last_mase = float(np.mean(errors / np.maximum(steps, 1) / self.valid_scales))
-        return total / max(count, 1), count
+        result = validation_scores(self.model, self.series, self.config, self.device, self.autocast)
+        self.last_mase = result.mase
+        return result.loss, result.values
 
     def _loss_scores(self) -> dict[str, float]:
         return {} if self.last_mase is None else {"valid_mase": round(self.last_mase, 4)}
