@@ -387,6 +387,51 @@ class AudioConfig(Section):
     subsampling_layers: int = Field(2, ge=0, le=4, description="stride-2 convolutions (2: 4x)")
 
 
+class ForecastConfig(Section):
+    """Time series (task.type = "forecasting"): the columns of the data file, the windows,
+    the periods held out at the end of every series, and the output distribution."""
+
+    id_column: str = Field("", description="the series id column; empty: one series")
+    time_column: str = Field("time", description="timestamps, one row per step, no gaps")
+    target_column: str = Field("value", description="the numbers to forecast")
+    covariates: list[str] = Field(
+        default_factory=list,
+        description="numeric columns known in advance (read over the context and horizon)",
+    )
+    time_features: bool = Field(
+        True, description="add time-of-day and day-of-week (sin, cos) from the timestamps"
+    )
+    context_length: int = Field(96, ge=1, description="steps the encoder reads")
+    horizon: int = Field(24, ge=1, description="steps forecast from each origin")
+    season_length: int = Field(
+        1, ge=1, description="steps per season: seasonal naive and MASE's scale (48: daily)"
+    )
+    lags: list[int] = Field(
+        default_factory=list,
+        description="more seasonal periods whose seasonal-naive value the decoder reads "
+        "(336: a week of half-hours); each at most context_length",
+    )
+    valid_steps: int = Field(0, ge=0, description="validation period at the end; 0: horizon")
+    test_steps: int = Field(0, ge=0, description="test period after it, at the end; 0: horizon")
+    origin_stride: int = Field(
+        0, ge=0, description="steps between rolling forecast origins; 0: the horizon"
+    )
+    scaling: Literal["mean", "standard", "none"] = Field(
+        "mean", description="per window: divide by the context's mean |y|, or standardise"
+    )
+    loss: Literal["student_t", "gaussian", "mse"] = Field(
+        "student_t", description="the output head: a distribution (NLL) or a point (MSE)"
+    )
+    decoder: Literal["direct", "autoregressive"] = Field(
+        "direct",
+        description="decoder inputs: known features only (direct), or the previous value "
+        "too (teacher forcing in training, its own median at test)",
+    )
+    batch_size: int = Field(64, ge=1, description="training windows per batch")
+    num_samples: int = Field(200, ge=1, description="samples per forecast for CRPS")
+    interval: float = Field(0.8, gt=0.0, lt=1.0, description="central prediction interval")
+
+
 Stopping = Literal["exact", "early"]
 
 
@@ -429,6 +474,7 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     audio: AudioConfig = Field(default_factory=AudioConfig)
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig)
 
     @model_validator(mode="after")
     def _has_train_and_valid(self) -> Config:

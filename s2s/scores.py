@@ -17,7 +17,7 @@ class Score:
 # Validation metrics (the names after ``valid_`` in metrics.jsonl) where a smaller value is
 # better; every other metric is better larger. One list for the trainer's best checkpoint,
 # `s2s average` and the plots' "best" marker.
-LOWER_IS_BETTER = frozenset({"loss", "ppl", "wer", "cer"})
+LOWER_IS_BETTER = frozenset({"loss", "ppl", "wer", "cer", "mase", "smape", "crps"})
 
 
 def lower_is_better(metric: str) -> bool:

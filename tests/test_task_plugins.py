@@ -89,10 +89,10 @@ def test_s2s_tasks_lists_installed_and_registered_tasks(registered) -> None:
 def test_an_unknown_task_names_the_installed_ones(tmp_path) -> None:
     recipe = tiny_recipe(tmp_path, pairs=5)
     with pytest.raises(ConfigError) as error:
-        load_config(recipe, ["task.type=forecasting"])
+        load_config(recipe, ["task.type=weather"])
     message = str(error.value)
-    assert "task.type: unknown task 'forecasting' (installed: " in message
-    assert "language_model, speech, summarization, translation" in message
+    assert "task.type: unknown task 'weather' (installed: " in message
+    assert "forecasting, language_model, speech, summarization, translation" in message
     assert "\n" not in message
 
 

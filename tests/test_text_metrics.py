@@ -154,5 +154,5 @@ def test_validation_logs_the_early_stopping_metric_first_and_bleu(metric: str, v
     text = ParallelText(
         ["a dog", "two cats"], ["ein Tier", "x"], [["ein Tier", outputs[0]], ["x", outputs[1]]]
     )
-    scores = TranslationTask().validation_scores(outputs, text, metric)
+    scores = TranslationTask().decoded_scores(outputs, text, metric)
     assert list(scores) == [f"valid_{metric}", "valid_bleu"] and scores[f"valid_{metric}"] == value

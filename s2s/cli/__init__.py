@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import sys
 
-from s2s.cli import common, decode, export, plugins, runs, train  # noqa: F401 - register their commands
+from s2s.cli import (  # noqa: F401 - register their commands
+    common,
+    decode,
+    export,
+    forecast,
+    plugins,
+    runs,
+    train,
+)
 from s2s.cli.common import app
 from s2s.errors import S2SError
 

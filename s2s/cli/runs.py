@@ -47,17 +47,35 @@ def info(
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="Run directories (several: one figure).")],
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("curves.png"),
+    forecast: Annotated[
+        bool,
+        typer.Option(
+            "--forecast", help="A forecasting run's test-period forecasts, not its curves."
+        ),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Draw learning curves of one or more runs into a PNG.
 
     Training and validation loss, the validation metric, learning rate and speed against
-    the step, from each run's metrics.jsonl; one colour per run."""
+    the step, from each run's metrics.jsonl; one colour per run. With --forecast (one
+    forecasting run): its history, forecasts and intervals over the test period."""
     from s2s.inspect.plots import plot_learning_curves
 
-    path = plot_learning_curves(runs, out)
+    path = _plot_forecast(runs, out) if forecast else plot_learning_curves(runs, out)
     if not quiet:
         print(f"s2s: wrote {path}", file=sys.stderr)
+
+
+def _plot_forecast(runs: list[Path], out: Path) -> Path:
+    from s2s.errors import S2SError
+    from s2s.inspect.forecasts import forecast_panels
+    from s2s.inspect.plots import plot_forecast, require_matplotlib
+
+    if len(runs) != 1:
+        raise S2SError("--forecast draws one run's forecasts: give one run directory")
+    require_matplotlib()
+    return plot_forecast(forecast_panels(runs[0]), out)
 
 
 @app.command()

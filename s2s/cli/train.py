@@ -56,12 +56,10 @@ def train(
 ) -> None:
     """Train a model from a recipe; a run directory with a checkpoint is resumed."""
     from s2s.kernels.precision import limit_onednn_cache
-    from s2s.train.budget import parse_duration
     from s2s.train.distributed import environment_rank, launch, launched_by_torchrun
 
     limit_onednn_cache()  # before any computation, and inherited by --devices workers
-    if budget is not None:  # a --set like any other: resume commands and workers repeat it
-        overrides = [*(overrides or []), f"train.budget_minutes={parse_duration(budget)}"]
+    overrides = with_budget(overrides, budget)
 
     if devices > 1 and not launched_by_torchrun():
         flags = ["--restart"] * restart + ["--quiet"] * quiet + ["--verbose"] * verbose
@@ -96,6 +94,16 @@ def train(
     summary = ", ".join(f"{k} {v}" for k, v in record.items() if k.startswith("valid_"))
     if not quiet and main_rank:
         print(f"s2s: run directory {run.path}: {summary}", file=sys.stderr)
+
+
+def with_budget(overrides: list[str] | None, budget: str | None) -> list[str] | None:
+    """``--budget`` as the ``--set train.budget_minutes=...`` it stands for, so resume
+    commands and --devices workers repeat it like any other override."""
+    if budget is None:
+        return overrides
+    from s2s.train.budget import parse_duration
+
+    return [*(overrides or []), f"train.budget_minutes={parse_duration(budget)}"]
 
 
 def set_flags(overrides: list[str] | None) -> list[str]:

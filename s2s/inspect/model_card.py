@@ -75,14 +75,14 @@ def _best(run: RunDir, records: list[dict[str, Any]], metric: str) -> dict[str, 
 def build_card(run_path: Path) -> dict[str, Any]:
     """Everything `s2s info` shows, as JSON-ready values."""
     from s2s.config import read_saved_config
-    from s2s.data.tokenizer import load_tokenizers
     from s2s.tasks.registry import find_task
 
     run = RunDir(run_path).require()
     config = read_saved_config(run.config_file)
     check_recorded_cell(run, config)
-    tokenizers = load_tokenizers(run.path, config.tokenizer.joint)
-    model = find_task(config.task.type).build_model(config, tokenizers)
+    task = find_task(config.task.type)
+    tokenizers = task.load_tokenizers(run.path, config)
+    model = task.build_model(config, tokenizers)
     parameters = sum(p.numel() for p in model.parameters())
     records = read_metrics(run.metrics_log) if run.metrics_log.is_file() else []
     name = config.train.early_stopping_metric
@@ -96,7 +96,9 @@ def build_card(run_path: Path) -> dict[str, Any]:
             **config.model.model_dump(mode="json", include=set(MODEL_KEYS)),
             "parameters": parameters,
         },
-        "vocabulary": {
+        "vocabulary": None
+        if tokenizers is None
+        else {
             "type": config.tokenizer.model_type,
             "joint": tokenizers.joint,
             "src": tokenizers.src.vocab_size,
@@ -122,6 +124,11 @@ def _data_line(data: dict[str, Any] | None) -> str:
             f"train.max_length; {train['frames']:,} frames / {train['tgt_tokens']:,} target "
             f"tokens), valid {valid['utterances']:,} utterances"
         )
+    if "windows" in train:  # time series cut into forecast windows
+        return (
+            f"train {train['values']:,} values of {train['series']:,} series "
+            f"({train['windows']:,} windows), valid {valid['windows']:,} forecast windows"
+        )
     if "words" in train:  # a language model's token streams
         return (
             f"train {train['tokens']:,} tokens ({train['words']:,} words, {train['lines']:,} "
@@ -146,15 +153,7 @@ def format_card(card: dict[str, Any]) -> str:
         ("cell", _cell_line(model, card.get("cell"))),
         ("layers", task_type.layers_line(model)),
         ("parameters", f"{model['parameters']:,} ({model['parameters'] * 4 / 2**20:.1f} MiB fp32)"),
-        (
-            "vocabulary",
-            f"{vocab['type']}, "
-            + (
-                f"joint {vocab['src']:,}"
-                if vocab["joint"]
-                else f"source {vocab['src']:,}, target {vocab['tgt']:,}"
-            ),
-        ),
+        ("vocabulary", _vocabulary_line(vocab)),
         ("data", _data_line(card["data"])),
         (
             "trained",
@@ -184,6 +183,17 @@ def format_card(card: dict[str, Any]) -> str:
     rows.append(("written by", written_by))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+
+def _vocabulary_line(vocab: dict[str, Any] | None) -> str:
+    if vocab is None:
+        return "none (numbers in, numbers out)"
+    sizes = (
+        f"joint {vocab['src']:,}"
+        if vocab["joint"]
+        else f"source {vocab['src']:,}, target {vocab['tgt']:,}"
+    )
+    return f"{vocab['type']}, {sizes}"
 
 
 def _cell_line(model: dict[str, Any], recorded: dict[str, Any] | None) -> str:

@@ -7,6 +7,7 @@ directly, never through pyplot, so no GUI backend or global state is involved.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -136,4 +137,39 @@ def plot_alignment(
     figure.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
     if title:
         figure.suptitle(title, fontsize="medium")
+    return save_figure(figure, out, dpi=110)
+
+
+@dataclass
+class ForecastPanel:
+    """One series to draw: its recent history, and forecasts (median and interval) over
+    the steps that follow, with the actual values where known."""
+
+    title: str
+    history_times: Sequence[Any]
+    history: Sequence[float]
+    times: Sequence[Any]
+    median: Sequence[float]
+    lower: Sequence[float]
+    upper: Sequence[float]
+    actual: Sequence[float]
+    interval: str = "80% interval"
+
+
+def plot_forecast(panels: Sequence[ForecastPanel], out: Path) -> Path:
+    """History, forecast median and shaded interval, one panel per series."""
+    if not panels:
+        raise S2SError("nothing to draw: no series to forecast")
+    figure = new_figure(figsize=(12, 3.2 * len(panels)))
+    axes_list = figure.subplots(len(panels), 1, squeeze=False)[:, 0]
+    for axes, panel in zip(axes_list, panels, strict=True):
+        axes.plot(panel.history_times, panel.history, color="0.35", linewidth=1, label="history")
+        axes.plot(panel.times, panel.actual, color="black", linewidth=1, label="actual")
+        axes.fill_between(
+            panel.times, panel.lower, panel.upper, color="C0", alpha=0.25, label=panel.interval
+        )
+        axes.plot(panel.times, panel.median, color="C0", linewidth=1.5, label="forecast (median)")
+        axes.set_title(panel.title, fontsize="medium")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small", loc="upper left")
     return save_figure(figure, out, dpi=110)

@@ -102,6 +102,13 @@ class Task(ABC):
         """Whether the run has one tokeniser for both sides (its files in the run)."""
         return config.tokenizer.joint
 
+    def load_tokenizers(self, run_path: Path, config: Config) -> TokenizerPair | None:
+        """The tokenisers a trained run holds, for `s2s info` (None: the task reads no
+        text, and the card shows no vocabulary)."""
+        from s2s.data.tokenizer import load_tokenizers
+
+        return load_tokenizers(run_path, config.tokenizer.joint)
+
     def build_model(self, config: Config, tokenizers: TokenizerPair) -> torch.nn.Module:
         """The recipe's model, sized for ``tokenizers``, with fresh weights."""
         from s2s.core.seq2seq import build_seq2seq

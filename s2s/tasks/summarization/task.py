@@ -25,9 +25,7 @@ class SummarizationTask(TranslationTask):
 
             require_rouge()
 
-    def validation_scores(
-        self, hypotheses: list[str], text: ParallelText, metric: str = "rouge_l"
-    ) -> dict[str, float]:
+    def validation_scores(self, hypotheses: list[str], text: ParallelText) -> dict[str, float]:
         from s2s.tasks.summarization.rouge import rouge_log_scores
 
         return rouge_log_scores(hypotheses, text.all_references())

@@ -84,6 +84,6 @@ def score_text_checkpoint(
     if config.train.valid_decode:
         translator = Translator(model, tokenizers, config.decode, torch_device)
         metric = config.train.early_stopping_metric
-        score = lambda h: task.validation_scores(h, data.raw, metric)  # noqa: E731
+        score = lambda h: task.decoded_scores(h, data.raw, metric)  # noqa: E731
         scores |= greedy_scores(translator, data.src, score, autocast)
     return scores

@@ -32,17 +32,25 @@ class TranslationTask(Task):
 
         return TranslationTrainer
 
-    def validation_scores(
-        self, hypotheses: list[str], text: ParallelText, metric: str = "bleu"
-    ) -> dict[str, float]:
+    def validation_scores(self, hypotheses: list[str], text: ParallelText) -> dict[str, float]:
         """The scores of greedy validation outputs under their metrics-log keys, rounded
-        as the log rounds them: the early-stopping ``metric`` first, then BLEU (always
-        logged, so curves of runs stopped by different metrics compare)."""
+        as the log rounds them (BLEU against every reference; a subclass scores its own)."""
+        from s2s.tasks.translation.metrics import metric_value
+
+        return {"valid_bleu": round(metric_value("bleu", hypotheses, text.all_references()), 2)}
+
+    def decoded_scores(
+        self, hypotheses: list[str], text: ParallelText, metric: str
+    ) -> dict[str, float]:
+        """What validation logs: `validation_scores`, led by the early-stopping ``metric``
+        when that is a text metric they lack (chrF, WER, CER or exact match beside BLEU)."""
         from s2s.tasks.translation.metrics import TEXT_METRICS, metric_value
 
-        references = text.all_references()
-        wanted = [m for m in dict.fromkeys((metric, "bleu")) if m in TEXT_METRICS]
-        return {f"valid_{m}": round(metric_value(m, hypotheses, references), 2) for m in wanted}
+        scores = self.validation_scores(hypotheses, text)
+        if f"valid_{metric}" in scores or metric not in TEXT_METRICS:
+            return scores
+        value = metric_value(metric, hypotheses, text.all_references())
+        return {f"valid_{metric}": round(value, 2), **scores}
 
     def corpus_scores(self, hypotheses: list[str], text: ParallelText) -> list[Score]:
         """The scores `s2s evaluate` reports for ``hypotheses`` of ``text``'s sources:

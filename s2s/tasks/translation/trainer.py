@@ -149,7 +149,7 @@ class TranslationTrainer(Trainer):
     def _decoded_scores(self) -> dict[str, float]:
         """The task's scores of the valid split decoded greedily, rounded for the log."""
         raw = self.valid_data.raw
-        score = self.task.validation_scores  # type: ignore[attr-defined]
+        score = self.task.decoded_scores  # type: ignore[attr-defined]
         metric = self.config.train.early_stopping_metric
         return greedy_scores(
             self.translator, self.valid_data.src, lambda h: score(h, raw, metric), self.autocast

@@ -1,0 +1,1 @@
+"""Forecasting: the next values of one or many time series, with prediction intervals."""
