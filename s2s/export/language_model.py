@@ -14,7 +14,7 @@ from s2s.data.tokenizer import EOS_ID
 from s2s.errors import S2SError
 from s2s.export.graphs import LanguageModelStepGraph, flatten_states, state_names
 from s2s.export.tracing import graph_matches, trace_onnx
-from s2s.exported.files import STEP_FILE, ExportConfig
+from s2s.exported.files import DECODER_ONLY, STEP_FILE, ExportConfig
 from s2s.tasks.language_model.loading import load_language_model
 
 TRACE_ROWS, PROBE_ROWS = 4, 3
@@ -67,7 +67,7 @@ def export_language_model(run_dir: Path, out: Path, checkpoint: Path | None) -> 
         max_source_length=0,
         precision="fp32",
         cells={"decoder": cell},
-        graphs="language_model",
+        graphs=DECODER_ONLY,
         state_shapes=shapes,
         word_level=config.tokenizer.model_type == "word",
     )

@@ -40,6 +40,7 @@ from s2s.export.symbolics import register_symbolics
 from s2s.export.tracing import graph_matches, trace_onnx
 from s2s.exported.files import (
     CONFIG_FILE,
+    ENCODER_DECODER,
     ENCODER_FILE,
     STEP_FILE,
     ExportConfig,
@@ -87,7 +88,7 @@ def export_run(
         export_config = export_seq2seq(run_dir, out, checkpoint)
     buckets = export_config.encoder_buckets
     graphs = [bucket_file(n) for n in buckets] if buckets else [ENCODER_FILE]
-    graphs = [*graphs, STEP_FILE] if export_config.graphs == "seq2seq" else [STEP_FILE]
+    graphs = [*graphs, STEP_FILE] if export_config.graphs == ENCODER_DECODER else [STEP_FILE]
     if quantize:
         for name in graphs:
             quantize_graph(out / name)

@@ -18,6 +18,8 @@ FORMAT = "s2s-onnx"
 VERSION = 1
 STEP_FILE = "decoder_step.onnx"
 ENCODER_FILE = "encoder.onnx"
+# What the graphs are: an encoder and a step (translation, summarisation), or a step only
+ENCODER_DECODER, DECODER_ONLY = "encoder-decoder", "decoder-only"
 
 
 def bucket_file(length: int) -> str:
@@ -43,7 +45,7 @@ class ExportConfig:
     max_source_length: int
     precision: str
     cells: dict[str, str]
-    graphs: str = "seq2seq"  # or "language_model": a step graph only
+    graphs: str = ENCODER_DECODER  # or DECODER_ONLY (a language model): a step graph only
     state_shapes: list[list[int]] = field(default_factory=list)  # language model: zero start
     word_level: bool = False  # language model: a word vocabulary (prompts split on spaces)
 
@@ -87,7 +89,7 @@ def read_export_config(folder: Path) -> ExportConfig:
             max_source_length=int(data["max_source_length"]),
             precision=str(data["precision"]),
             cells=dict(data["cells"]),
-            graphs=str(data.get("graphs", "seq2seq")),
+            graphs=str(data.get("graphs", ENCODER_DECODER)),
             state_shapes=[[int(n) for n in shape] for shape in data.get("state_shapes", [])],
             word_level=bool(data.get("word_level", False)),
         )

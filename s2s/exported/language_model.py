@@ -13,7 +13,7 @@ import numpy as np
 from s2s.data.tokenizer import EOS_ID, Tokenizer
 from s2s.errors import S2SError
 from s2s.exported.decoder import open_session
-from s2s.exported.files import STEP_FILE, read_export_config
+from s2s.exported.files import DECODER_ONLY, STEP_FILE, read_export_config
 from s2s.tasks.language_model.text import (
     SamplingOptions,
     continuation_text,
@@ -42,7 +42,7 @@ class ExportedLanguageModel:
 
     def __init__(self, folder: Path, threads: int | None = None) -> None:
         self.config = read_export_config(folder)
-        if self.config.graphs != "language_model":
+        if self.config.graphs != DECODER_ONLY:
             raise S2SError(f"{folder}: an exported {self.config.task} model, not a language model")
         self.tokenizer = Tokenizer(folder / self.config.src_tokenizer)
         self.session = open_session(folder / STEP_FILE, threads)
