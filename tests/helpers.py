@@ -5,6 +5,7 @@ test imports `conftest` or depends on the working directory."""
 from __future__ import annotations
 
 import gzip
+import lzma
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -129,3 +130,37 @@ def add_distribution(folder: Path, name: str, cells: dict[str, str], modules: di
     (dist_info / "entry_points.txt").write_text(f"[s2s.cells]\n{lines}")
     for module, source in modules.items():
         (folder / f"{module}.py").write_text(source)
+
+
+WIKITEXT = ROOT / "recipes" / "data" / "wikitext-2"
+
+
+def wikitext_slice(folder: Path, name: str, lines: int) -> Path:
+    """The first ``lines`` lines of a shipped WikiText-2 file, as a small .xz file."""
+    with lzma.open(WIKITEXT / f"{name}.txt.xz", "rt", encoding="utf-8") as handle:
+        text = "".join(next(handle) for _ in range(lines))
+    path = folder / f"{name}.txt.xz"
+    with lzma.open(path, "wt", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+def tiny_overrides(folder: Path, steps: int = 4) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = [
+        f'data.{name}.text="{wikitext_slice(folder, name, lines)}"'
+        for name, lines in (("train", 400), ("valid", 60), ("test", 60))
+    ]
+    return [
+        *data,
+        "tokenizer.vocab_size=400",
+        "model.embed_size=24",
+        "model.hidden_size=24",
+        "train.bptt=8",
+        "train.streams=4",
+        f"train.max_steps={steps}",
+        f"train.valid_every={steps}",
+        "train.warmup_steps=0",
+        "train.threads=1",
+        "train.tensorboard=false",
+    ]
