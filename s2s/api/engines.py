@@ -73,6 +73,13 @@ class TextEngine:
             raise S2SError(f"--nbest {nbest} needs a beam of at least {nbest} (--beam)")
         return beam_size, nbest
 
+    def input_tokens(self, items: Sequence[str | bytes]) -> list[int]:
+        """Source tokens of each input, with its end of sentence (none for a blank one)."""
+        from s2s.tasks.translation.streaming import text_lines
+
+        ids = self.translator.encode([line.text for line in text_lines(items)])
+        return [len(seq) + 1 if seq else 0 for seq in ids]
+
     def translate(
         self,
         items: Sequence[str | bytes],
@@ -153,6 +160,10 @@ class SpeechEngine:
         beam_size = beam or self.config.decode.beam_size
         return transcribe_paths(self.recognizer, self.config, paths, beam_size, out)
 
+    def input_tokens(self, items: Sequence[object]) -> list[int]:
+        """One per audio file: its length is known only once it is read."""
+        return [1 for _ in items]
+
     def transcribe(self, paths: Sequence[str | Path], beam: int | None) -> list[str]:
         """One transcript per audio (or feature) file, in order."""
         out = io.StringIO()
@@ -183,6 +194,12 @@ class LanguageModelEngine:
     @property
     def word_level(self) -> bool:
         return self.config.tokenizer.model_type == "word"
+
+    def input_tokens(self, lines: Sequence[str]) -> list[int]:
+        """Tokens of each line, with the end of line before and after it."""
+        from s2s.tasks.language_model.data import encode_lines
+
+        return [len(ids) + 2 for ids in encode_lines(self.tokenizer, list(lines), self.word_level)]
 
     def generate(self, prompts: Sequence[str], options: SamplingOptions) -> list[str]:
         """Each prompt followed by its sampled continuation (one line each)."""

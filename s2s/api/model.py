@@ -145,6 +145,10 @@ class Model:
         _, size = engine.search_sizes(beam, nbest)
         return outputs if size > 1 else [hyps[0] for hyps in outputs]
 
+    def input_tokens(self, method: str, inputs: Sequence[Any]) -> list[int]:
+        """What each input of ``method`` costs in tokens (for batch budgets, `s2s serve`)."""
+        return self._engine_for(method).input_tokens(inputs)
+
     def search_sizes(self, beam: int | None, nbest: int | None) -> tuple[int, int]:
         """The beam and n-best sizes `translate` would use (the run's decode.beam_size and
         decode.nbest where None); an n-best list longer than the beam is an error."""

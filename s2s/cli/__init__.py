@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from s2s.cli import common, decode, plugins, runs, train  # noqa: F401 - register their commands
+from s2s.cli import common, decode, plugins, runs, serve, train  # noqa: F401 - register them
 from s2s.cli.common import app
 from s2s.errors import S2SError
 
