@@ -63,7 +63,7 @@ def serve(
     connections, finishes the queued requests and exits 0."""
     use_threads(threads)
     setup_logging(quiet=False)
-    from s2s.serve.running import require_serve_extra
+    from s2s.serve.extra import require_serve_extra
 
     require_serve_extra()
     from s2s.api import load

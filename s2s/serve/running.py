@@ -13,18 +13,6 @@ from typing import Any
 from s2s.errors import S2SError
 from s2s.serve.app import ServeSettings, create_app
 
-MISSING_EXTRA = "s2s serve needs the serve extra: pip install 's2s[serve]'"
-
-
-def require_serve_extra() -> None:
-    """A one-line error when FastAPI or uvicorn is not installed."""
-    try:
-        import fastapi  # noqa: F401
-        import prometheus_client  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise S2SError(MISSING_EXTRA) from None
-
 
 def serve(model: Any, settings: ServeSettings, host: str, port: int) -> None:
     """Serve ``model`` on ``host:port`` until SIGTERM or SIGINT, then drain and return."""
