@@ -223,3 +223,21 @@ def test_without_the_serve_extra_the_command_says_what_to_install(trained_run: P
     )
     assert found.returncode != 0
     assert found.stderr == "s2s: error: s2s serve needs the serve extra: pip install 's2s[serve]'\n"
+
+
+def test_a_request_not_decoded_in_time_gets_504(trained_run: Path) -> None:
+    options = ("--max-wait-ms", "5000", "--request-timeout", "0.5")
+    with serving(trained_run, *options) as server:
+        status, _, body = server.translate([LINES[0]])
+        assert status == 504 and body["error"] == "not decoded in 0.5 s"
+        assert server.request("GET", "/health")[0] == 200
+
+
+def test_more_than_one_worker_is_refused_in_one_line(trained_run: Path) -> None:
+    from typer.testing import CliRunner
+
+    from s2s.cli import app
+
+    result = CliRunner().invoke(app, ["serve", str(trained_run), "--workers", "2"])
+    assert result.exit_code == 1
+    assert result.output == "s2s: error: --workers: only 1 is supported (docs/serving.md)\n"
