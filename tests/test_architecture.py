@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "tasks": 5,
     "inspect": 6,
     "api": 6,  # s2s.load: a run of any task loaded through its task, for users' programs
+    "serve": 6,  # s2s serve's app over s2s.api: a library the CLI starts, as inspect is
     "cli": 7,
     "__main__": 7,
 }
