@@ -78,12 +78,12 @@ def parse_body(raw: bytes, route: Route) -> Body:
         raise RequestError(422, f"{where}: {first['msg']}") from None
 
 
-def check_limits(body: Body, settings: ServeSettings) -> None:
+def check_limits(body: Body, route: Route, settings: ServeSettings) -> None:
     if len(body.inputs) > settings.max_inputs:
         raise RequestError(
             422, f"inputs: {len(body.inputs)} inputs, more than {settings.max_inputs}"
         )
-    for number, text in enumerate(body.inputs):
+    for number, text in enumerate(body.inputs if route.text else []):
         if len(text) > settings.max_input_chars:
             raise RequestError(
                 422,
@@ -156,7 +156,7 @@ def route_handler(decoding: Decoding, method: str):
     async def handle(request: Request) -> Response:
         try:
             body = parse_body(await read_body(request, decoding.settings.max_body_bytes), route)
-            check_limits(body, decoding.settings)
+            check_limits(body, route, decoding.settings)
             decoding.check_options(method, body)
             outputs = await decoding.decode(method, body)
         except RequestError as error:

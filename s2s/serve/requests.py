@@ -69,6 +69,7 @@ class Route:
     body: type[Body]
     run: Callable[[Any, list[Any], dict[str, Any]], list[Any]]
     show: Callable[[Any], Any] = lambda output: output
+    text: bool = True  # its inputs are texts, held to --max-input-chars (audio: the body cap)
 
 
 def run_method(name: str) -> Callable[[Any, list[Any], dict[str, Any]], list[Any]]:
@@ -115,7 +116,7 @@ def show_score(score: Any) -> dict[str, Any]:
 
 ROUTES: dict[str, Route] = {
     "translate": Route(TranslateBody, translate_texts),
-    "transcribe": Route(TranscribeBody, transcribe_uploads),
+    "transcribe": Route(TranscribeBody, transcribe_uploads, text=False),
     "generate": Route(GenerateBody, run_method("generate")),
     "score": Route(ScoreBody, run_method("score"), show_score),
 }
