@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -247,7 +248,8 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
         started = time.perf_counter()
         try:
             response = await call_next(request)
-        except Exception:  # a bug, not a request's fault: answer 500 and keep serving
+        except Exception:  # a bug, not a request's fault: log it, answer 500, keep serving
+            logging.getLogger("s2s.serve").exception("%s %s failed", request.method, request.url)
             response = error_response(500, "internal error")
         seconds = time.perf_counter() - started
         matched = request.scope.get("route")  # a label per route, not per path sent
