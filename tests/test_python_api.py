@@ -89,6 +89,8 @@ def test_nbest_gives_a_list_per_input_and_needs_the_beam(trained_run: Path) -> N
     assert found[1] == [""]
     with pytest.raises(S2SError, match="--nbest 4 needs a beam of at least 4"):
         model.translate(["A dog."], beam=3, nbest=4)
+    with pytest.raises(S2SError, match="translate takes a list of inputs, not one str"):
+        model.translate("A dog.")
 
 
 def test_decode_keys_checkpoint_and_precision_reach_the_search(trained_run: Path) -> None:

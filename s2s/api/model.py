@@ -108,7 +108,9 @@ class Model:
         """The run's config, with the [decode] changes it was loaded with."""
         return self.engine.config
 
-    def _engine_for(self, method: str) -> Any:
+    def _engine_for(self, method: str, inputs: object = ()) -> Any:
+        if isinstance(inputs, str | bytes):  # would be read character by character
+            raise S2SError(f"{method} takes a list of inputs, not one {type(inputs).__name__}")
         if method not in self.methods:
             offers = " and ".join(self.methods)
             raise S2SError(f"{self.path}: a {self.task.name} run offers {offers}, not {method}")
@@ -140,7 +142,7 @@ class Model:
         >>> len(best), len(best[0])
         (1, 2)
         """
-        engine = self._engine_for("translate")
+        engine = self._engine_for("translate", inputs)
         outputs = engine.translate(inputs, beam, nbest, max_input_tokens, warnings)
         _, size = engine.search_sizes(beam, nbest)
         return outputs if size > 1 else [hyps[0] for hyps in outputs]
@@ -176,7 +178,7 @@ class Model:
     def transcribe(self, audio: Sequence[str | Path], *, beam: int | None = None) -> list[str]:
         """The transcript of each audio (.wav, .flac) or feature file (speech runs); an
         empty path gives an empty transcript, a missing file is an error naming it."""
-        return self._engine_for("transcribe").transcribe(audio, beam)
+        return self._engine_for("transcribe", audio).transcribe(audio, beam)
 
     def transcribe_stream(self, paths: Iterable[str], out: TextIO, beam: int | None = None) -> int:
         """`s2s transcribe`: one transcript line per path into ``out``, chunk by chunk."""
@@ -206,4 +208,4 @@ class Model:
     def score(self, lines: Sequence[str]) -> list[Perplexity]:
         """How likely each line is under a language model: ``log_prob`` (natural log, of its
         tokens and end of line), ``tokens``, ``words`` and the word-level ``word_ppl``."""
-        return self._engine_for("score").score(lines)
+        return self._engine_for("score", lines).score(lines)
