@@ -104,6 +104,15 @@ def start_server(run: Path, port: int, options: list[str]) -> subprocess.Popen:
     raise SystemExit("s2s serve did not become ready")
 
 
+def batch_counts(port: int) -> tuple[float, float]:
+    """The server's requests decoded and model calls so far (its /metrics)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")
+    return float(values["s2s_batch_requests_sum"]), float(values["s2s_batch_requests_count"])
+
+
 def load_level(port: int, sentences: list[str], clients: int, max_seconds: float) -> dict:
     """``clients`` threads send one sentence each per request, until all are sent or time
     is up; returns throughput, latency percentiles and the outputs by sentence number."""
@@ -130,11 +139,13 @@ def load_level(port: int, sentences: list[str], clients: int, max_seconds: float
                 else:
                     errors[0] += 1
 
+    before = batch_counts(port)
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         for future in [pool.submit(client_loop) for _ in range(clients)]:
             future.result()
     wall = time.perf_counter() - started
+    after = batch_counts(port)
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
         "clients": clients,
@@ -144,6 +155,7 @@ def load_level(port: int, sentences: list[str], clients: int, max_seconds: float
         "p50_ms": cuts[49] * 1000,
         "p95_ms": cuts[94] * 1000,
         "p99_ms": cuts[98] * 1000,
+        "requests_per_batch": (after[0] - before[0]) / max(after[1] - before[1], 1),
         "outputs": outputs,
     }
 
@@ -151,16 +163,18 @@ def load_level(port: int, sentences: list[str], clients: int, max_seconds: float
 def table(translate: dict[str, Any], levels: list[dict[str, Any]]) -> str:
     rate = len(translate["outputs"]) / translate["decode_s"]
     rows = [
-        "| | clients | sentences/s | vs translate | p50 ms | p95 ms | p99 ms | same output |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-        f"| s2s translate (file) | - | {rate:.1f} | 100 % | | | | |",
+        "| | clients | sentences/s | vs translate | p50 ms | p95 ms | p99 ms | requests per batch "
+        "| same output |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| s2s translate (file) | - | {rate:.1f} | 100 % | | | | | |",
     ]
     for level in levels:
         same = sum(translate["outputs"][i] == text for i, text in level["outputs"].items())
         rows.append(
             f"| s2s serve | {level['clients']} | {level['sentences_per_s']:.1f} | "
             f"{100 * level['sentences_per_s'] / rate:.0f} % | {level['p50_ms']:.0f} | "
-            f"{level['p95_ms']:.0f} | {level['p99_ms']:.0f} | {same}/{len(level['outputs'])} |"
+            f"{level['p95_ms']:.0f} | {level['p99_ms']:.0f} | {level['requests_per_batch']:.1f} | "
+            f"{same}/{len(level['outputs'])} |"
         )
     return "\n".join(rows)
 

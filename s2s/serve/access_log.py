@@ -13,16 +13,16 @@ class AccessLog:
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
 
-    def request(self, request: Any, status: int, seconds: float) -> None:
-        client = request.client
+    def request(self, scope: dict[str, Any], status: int, seconds: float) -> None:
+        client = scope.get("client")
         record = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "client": f"{client.host}:{client.port}" if client else None,
-            "method": request.method,
-            "path": request.url.path,
+            "client": f"{client[0]}:{client[1]}" if client else None,
+            "method": scope["method"],
+            "path": scope["path"],
             "status": status,
             "ms": round(seconds * 1000, 2),
-            "inputs": getattr(request.state, "inputs", None),
+            "inputs": scope.get("state", {}).get("inputs"),
         }
         self.logger.info(json.dumps(record))
 

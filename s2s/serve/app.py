@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from pydantic import ValidationError
 
 from s2s.errors import S2SError
 from s2s.serve.access_log import access_logger
+from s2s.serve.accounting import Accounting
 from s2s.serve.batcher import DynamicBatcher, Job, QueueFull, ShuttingDown
 from s2s.serve.metrics import ServeMetrics
 from s2s.serve.requests import ROUTES, Body, Route, decode_uploads
@@ -241,21 +240,5 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
     app = FastAPI(title="s2s", description=f"{model!r}", lifespan=lifespan)
     app.state.decoding = decoding
     add_routes(app, decoding)
-    log = access_logger()
-
-    @app.middleware("http")
-    async def account(request: Request, call_next) -> Response:
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:  # a bug, not a request's fault: log it, answer 500, keep serving
-            logging.getLogger("s2s.serve").exception("%s %s failed", request.method, request.url)
-            response = error_response(500, "internal error")
-        seconds = time.perf_counter() - started
-        matched = request.scope.get("route")  # a label per route, not per path sent
-        route = getattr(matched, "path", "unmatched")
-        decoding.metrics.answered(route, response.status_code, seconds)
-        log.request(request, response.status_code, seconds)
-        return response
-
+    app.add_middleware(Accounting, metrics=decoding.metrics, log=access_logger())
     return app
