@@ -76,22 +76,15 @@ def translate(
     Output is written and flushed batch by batch as input arrives."""
     use_threads(threads)
     setup_logging(quiet, verbose)
+    from s2s.api import load
     from s2s.progress import TaskProgress, count_lines, progress_enabled
-    from s2s.tasks.loading import load_run
-    from s2s.tasks.translation.alignment import alignment_file
-    from s2s.tasks.translation.streaming import silence_stdout, translate_stream
-    from s2s.tasks.translation.translator import Translator
+    from s2s.tasks.translation.streaming import silence_stdout
 
-    config, tokenizers, model, torch_device = load_run(
-        run_dir, checkpoint, device, checked_amp(amp), decode_overrides=decode_overrides or []
+    overrides = [*(decode_overrides or []), *run_batch_tokens(batch_tokens)]
+    model = load(
+        run_dir, device=device, checkpoint=checkpoint, amp=checked_amp(amp), decode=overrides
     )
-    if batch_tokens:
-        config.decode.batch_tokens = batch_tokens
-    translator = Translator(model, tokenizers, config.decode, torch_device)
-    beam_size = beam or config.decode.beam_size
-    nbest = nbest or config.decode.nbest
-    if nbest > beam_size:
-        raise S2SError(f"--nbest {nbest} needs a beam of at least {nbest} (--beam)")
+    model.search_sizes(beam, nbest)  # a bad --nbest is an error before any input is read
     if input is not None and not input.is_file():
         raise S2SError(f"{input}: input file not found")
     stream = input.open("rb") if input else sys.stdin.buffer
@@ -99,20 +92,24 @@ def translate(
     progress = TaskProgress("translating", count_lines(input), "lines", enabled=show)
     sys.stdout.flush()
     try:
-        with progress, alignment_file(translator, alignments) as aligner:
-            translate_stream(
-                translator,
+        with progress:
+            model.translate_stream(
                 stream,
                 sys.stdout.buffer,
-                beam_size,
-                nbest,
-                chunk_lines,
-                max_input_tokens,
+                beam=beam,
+                nbest=nbest,
+                chunk_lines=chunk_lines,
+                max_input_tokens=max_input_tokens,
                 progress=progress,
-                alignments=aligner,
+                alignments=alignments,
             )
     except BrokenPipeError:  # the reader went away: stop quietly
         silence_stdout()
+
+
+def run_batch_tokens(batch_tokens: int | None) -> list[str]:
+    """``--batch-tokens N`` as the decode override it is."""
+    return [f"decode.batch_tokens={batch_tokens}"] if batch_tokens else []
 
 
 @app.command()
@@ -185,13 +182,11 @@ def transcribe(
     the files before it are printed."""
     use_threads(threads)
     setup_logging(quiet)
-    from s2s.tasks.speech.transcriber import load_speech_run, transcribe_paths
+    from s2s.api import load
 
-    config, recognizer = load_speech_run(
-        run_dir, checkpoint, device, decode_overrides=decode_overrides or []
-    )
+    model = load(run_dir, device=device, checkpoint=checkpoint, decode=decode_overrides)
     paths = [str(path) for path in files] if files else sys.stdin
-    transcribe_paths(recognizer, config, paths, beam or config.decode.beam_size, sys.stdout)
+    model.transcribe_stream(paths, sys.stdout, beam)
 
 
 @app.command()
@@ -222,15 +217,13 @@ def generate(
     --max-tokens tokens."""
     use_threads(threads)
     setup_logging(quiet=True)
-    from s2s.tasks.language_model.loading import load_language_model
-    from s2s.tasks.language_model.sampling import SamplingOptions, generate_text
+    from s2s.api import load
+    from s2s.tasks.language_model.sampling import SamplingOptions
 
-    options = SamplingOptions(max_tokens, temperature, top_k, top_p, seed)
-    options.check()
-    config, tokenizer, model, torch_device = load_language_model(run_dir, checkpoint, device)
-    word_level = config.tokenizer.model_type == "word"
-    text, _ = generate_text(model, tokenizer, prompt, word_level, options, torch_device)
-    print(text)
+    SamplingOptions(max_tokens, temperature, top_k, top_p, seed).check()  # before loading
+    model = load(run_dir, device=device, checkpoint=checkpoint)
+    sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    print(model.generate(prompt, max_tokens=max_tokens, **sampling))
 
 
 @app.command()
@@ -249,11 +242,14 @@ def score(
     probability of the line and its end; word-level perplexity), then a 'total' row."""
     use_threads(threads)
     setup_logging(quiet=True)
-    from s2s.tasks.language_model.scoring import score_text
+    from s2s.api import load
+    from s2s.tasks.language_model.data import decode_lines
+    from s2s.tasks.language_model.scoring import score_rows
 
     if input is not None and not input.is_file():
         raise S2SError(f"{input}: input file not found")
     raw = input.read_bytes() if input is not None else sys.stdin.buffer.read()
-    origin = str(input) if input is not None else "stdin"
-    for row in score_text(run_dir, raw, origin, checkpoint, device):
+    lines = decode_lines(iter(raw.splitlines()), str(input) if input is not None else "stdin")
+    model = load(run_dir, device=device, checkpoint=checkpoint)
+    for row in score_rows(model.score(lines)):
         print(row)

@@ -66,6 +66,10 @@ class Task(ABC):
     refusal: ClassVar[str] = ""
     # The command `s2s average` suggests for the averaged checkpoint.
     decode_command: ClassVar[str] = "evaluate"
+    # The methods of a loaded run (`s2s.load`, and the routes of `s2s serve`) that use its
+    # runs: translate (text to text), transcribe (audio to text), generate and score (a
+    # language model). The first is the one an error suggests for a method it lacks.
+    serves: ClassVar[tuple[str, ...]] = ("translate",)
 
     # -- the recipe -----------------------------------------------------------------------
     def apply_defaults(self, config: Config) -> None:

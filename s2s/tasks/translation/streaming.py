@@ -15,10 +15,11 @@ import os
 import select
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
+from s2s.core.search import Hypothesis
 from s2s.tasks.translation.translator import Translator
 
 if TYPE_CHECKING:
@@ -167,6 +168,41 @@ def clip_tokens(
     return clipped
 
 
+def search_chunk(
+    translator: Translator,
+    chunk: list[InputLine],
+    beam_size: int,
+    nbest: int,
+    max_input_tokens: int,
+    warnings: WarningLimiter,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[list[list[int]], list[list[Hypothesis]]]:
+    """The source ids (cut to ``max_input_tokens``) and n-best hypotheses of one chunk of
+    lines: what `s2s translate` does with each chunk of a file and `s2s.load(...).translate`
+    with each chunk of a list, so the two cannot differ."""
+    texts = [line.text for line in chunk]
+    ids = clip_tokens(chunk, translator.encode(texts), max_input_tokens, warnings)
+    return ids, translator.hypotheses(ids, beam_size, nbest, on_batch)
+
+
+def text_lines(items: Sequence[str | bytes]) -> list[InputLine]:
+    """Input lines from a list of texts, numbered from 1: bytes are read as `s2s translate`
+    reads a file's lines (invalid UTF-8 replaced, with a warning), and a str holding lone
+    surrogates (which cannot be UTF-8) is treated the same way."""
+    lines = []
+    for number, item in enumerate(items, start=1):
+        if isinstance(item, bytes):
+            lines.append(decode_line(item, number, cut=False))
+            continue
+        try:
+            item.encode("utf-8")
+            lines.append(InputLine(number, item))
+        except UnicodeEncodeError:
+            raw = item.encode("utf-8", errors="surrogatepass")
+            lines.append(InputLine(number, raw.decode("utf-8", "replace"), invalid_utf8=True))
+    return lines
+
+
 def format_outputs(outputs: list[list[str]], nbest: int, offset: int) -> bytes:
     """One line per input (or ``nbest`` 'i ||| text' rows); line breaks inside a hypothesis
     would break the line-for-line contract, so they become spaces."""
@@ -196,12 +232,11 @@ def translate_stream(
     warnings = warnings or WarningLimiter()
     reader = LineReader(source, max(max_input_tokens * BYTES_PER_TOKEN, 4096))
     done = 0
+    on_batch = progress.update if progress is not None else None
     for chunk in reader.chunks(chunk_lines):
-        ids = clip_tokens(
-            chunk, translator.encode([line.text for line in chunk]), max_input_tokens, warnings
+        ids, hypotheses = search_chunk(
+            translator, chunk, beam_size, nbest, max_input_tokens, warnings, on_batch
         )
-        on_batch = progress.update if progress is not None else None
-        hypotheses = translator.hypotheses(ids, beam_size, nbest, on_batch)
         sink.write(format_outputs(translator.detokenize(hypotheses), nbest, done))
         sink.flush()
         if alignments is not None:
