@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from s2s.tasks.language_model.sampling import SamplingOptions
     from s2s.tasks.language_model.scoring import Perplexity
     from s2s.tasks.speech.transcriber import Recognizer
-    from s2s.tasks.translation.streaming import WarningLimiter
+    from s2s.tasks.translation.combined import Combination
+    from s2s.tasks.translation.streaming import Steering, WarningLimiter
     from s2s.tasks.translation.translator import Translator
 
 CHUNK_LINES = 2000  # lines read, sorted and decoded together (`s2s translate --chunk-lines`)
@@ -39,6 +40,7 @@ class LoadOptions:
     device: str = "auto"
     amp: str | None = None
     decode_overrides: Sequence[str] = field(default_factory=tuple)
+    combination: Combination | None = None  # ensemble members, a language model to fuse
 
 
 @dataclass
@@ -60,16 +62,26 @@ class TextEngine:
             options.amp,
             decode_overrides=options.decode_overrides,
         )
-        return cls(config, Translator(model, tokenizers, config.decode, device))
+        decoder = None
+        if options.combination is not None:
+            from s2s.tasks.translation.combined import combined_decoder
 
-    def search_sizes(self, beam: int | None, nbest: int | None) -> tuple[int, int]:
+            decoder = combined_decoder(
+                path, model, tokenizers, options.combination, device, options.amp,
+                options.decode_overrides,
+            )  # fmt: skip
+        return cls(config, Translator(model, tokenizers, config.decode, device, decoder))
+
+    def search_sizes(
+        self, beam: int | None, nbest: int | None, sampling: bool = False
+    ) -> tuple[int, int]:
         """The beam and n-best sizes, the run's decode.beam_size and decode.nbest where not
-        given; an n-best list longer than the beam is refused."""
+        given; an n-best list longer than the beam is refused (samples are not beams)."""
         beam_size = beam or self.config.decode.beam_size
         nbest = nbest or self.config.decode.nbest
         if beam_size < 1 or nbest < 1:
             raise S2SError(f"beam ({beam_size}) and nbest ({nbest}) must be at least 1")
-        if nbest > beam_size:
+        if nbest > beam_size and not sampling:
             raise S2SError(f"--nbest {nbest} needs a beam of at least {nbest} (--beam)")
         return beam_size, nbest
 
@@ -87,18 +99,21 @@ class TextEngine:
         nbest: int | None,
         max_input_tokens: int = MAX_INPUT_TOKENS,
         warnings: WarningLimiter | None = None,
+        steering: Steering | None = None,
     ) -> list[list[str]]:
         """n-best output texts per input, in order, decoded CHUNK_LINES at a time."""
         from s2s.tasks.translation.streaming import WarningLimiter, search_chunk, text_lines
 
-        beam_size, nbest = self.search_sizes(beam, nbest)
+        sampling = steering is not None and steering.strategy is not None
+        beam_size, nbest = self.search_sizes(beam, nbest, sampling)
         warnings = warnings or WarningLimiter()
         lines, outputs = text_lines(items), []
         for start in range(0, len(lines), CHUNK_LINES):
             chunk = lines[start : start + CHUNK_LINES]
             _, hypotheses = search_chunk(
-                self.translator, chunk, beam_size, nbest, max_input_tokens, warnings
-            )
+                self.translator, chunk, beam_size, nbest, max_input_tokens, warnings, None,
+                steering,
+            )  # fmt: skip
             outputs += self.translator.detokenize(hypotheses)
         warnings.summarise()
         return outputs
@@ -113,12 +128,14 @@ class TextEngine:
         max_input_tokens: int = MAX_INPUT_TOKENS,
         progress: TaskProgress | None = None,
         alignments: Path | None = None,
+        steering: Steering | None = None,
     ) -> int:
         """`s2s translate`: ``source``'s lines into ``sink``, flushed chunk by chunk."""
         from s2s.tasks.translation.alignment import alignment_file
         from s2s.tasks.translation.streaming import translate_stream
 
-        beam_size, nbest = self.search_sizes(beam, nbest)
+        sampling = steering is not None and steering.strategy is not None
+        beam_size, nbest = self.search_sizes(beam, nbest, sampling)
         with alignment_file(self.translator, alignments) as aligner:
             return translate_stream(
                 self.translator,
@@ -130,6 +147,7 @@ class TextEngine:
                 max_input_tokens,
                 progress=progress,
                 alignments=aligner,
+                steering=steering,
             )
 
 

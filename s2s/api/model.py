@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from s2s.progress import TaskProgress
     from s2s.tasks.language_model.scoring import Perplexity
     from s2s.tasks.task import Task
-    from s2s.tasks.translation.streaming import WarningLimiter
+    from s2s.tasks.translation.combined import Combination
+    from s2s.tasks.translation.streaming import Steering, WarningLimiter
 
 Decode = Mapping[str, Any] | Sequence[str] | None
 
@@ -50,13 +51,15 @@ def decode_overrides(decode: Decode) -> list[str]:
 
 
 def load(
-    run_dir: str | Path,
+    run_dir: str | Path | Sequence[str | Path],
     *,
     device: str = "auto",
     threads: int | None = None,
     checkpoint: str | Path | None = None,
     amp: str | None = None,
     decode: Decode = None,
+    lm: str | Path | None = None,
+    lm_weight: float = 0.3,
 ) -> Model:
     """Load the run in ``run_dir`` for decoding, through its task.
 
@@ -64,7 +67,12 @@ def load(
     None leaves torch's default); ``checkpoint``: a checkpoint file (None: the best);
     ``amp``: auto, bf16, fp16, off or int8 (None: the run's decode.amp); ``decode``: changes
     to the run's [decode] settings, as ``--set decode.key=value`` does, e.g.
-    ``{"length_penalty": 0.6, "batch_tokens": 4000}``."""
+    ``{"length_penalty": 0.6, "batch_tokens": 4000}``.
+
+    Text-to-text runs only: a list of run directories decodes them as an ensemble (their
+    next-token probabilities averaged; one vocabulary), whose first run gives the config
+    and the checkpoint choice; ``lm``, a language model of the target vocabulary, is added
+    to the search with weight ``lm_weight`` (shallow fusion)."""
     from s2s.config import DECODE_AMP_CHOICES, read_saved_config
     from s2s.run.directory import RunDir
     from s2s.tasks.registry import find_task
@@ -75,14 +83,59 @@ def load(
         torch.set_num_threads(threads)
     if amp is not None and amp not in DECODE_AMP_CHOICES:
         raise S2SError(f"amp {amp!r}: use one of {', '.join(DECODE_AMP_CHOICES)}")
-    path = Path(run_dir)
+    paths = [Path(run_dir)] if isinstance(run_dir, str | Path) else [Path(p) for p in run_dir]
+    if not paths:
+        raise S2SError("s2s.load needs a run directory")
+    path = paths[0]
     task = find_task(read_saved_config(RunDir(path).require().config_file).task.type)
     engine_class = next((ENGINES[m] for m in task.serves if m in ENGINES), None)
     if engine_class is None:
         raise S2SError(f"{path}: a {task.name} run offers no method s2s.load knows")
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    options = LoadOptions(checkpoint, device, amp, decode_overrides(decode))
+    combination = combine(task, paths, lm, lm_weight)
+    options = LoadOptions(checkpoint, device, amp, decode_overrides(decode), combination)
     return Model(path, task, engine_class.load(path, options))
+
+
+def combine(
+    task: Task, paths: Sequence[Path], lm: str | Path | None, lm_weight: float
+) -> Combination | None:
+    """The other runs a text run decodes with (None: alone); other tasks take none."""
+    if len(paths) == 1 and lm is None:
+        return None
+    if "translate" not in task.serves:
+        raise S2SError(
+            f"{paths[0]}: ensembles and --lm are for text-to-text runs, not {task.name} runs"
+        )
+    if not (lm_weight >= 0 and lm_weight < float("inf")):
+        raise S2SError(f"lm_weight {lm_weight}: use a finite weight of at least 0")
+    from s2s.tasks.translation.combined import Combination
+
+    return Combination(tuple(paths[1:]), Path(lm) if lm is not None else None, lm_weight)
+
+
+def steering(
+    sample: bool,
+    samples: int,
+    sampling: Mapping[str, Any],
+    prefixes: Sequence[str] | None,
+) -> Steering | None:
+    """Search beyond the beam: ``samples`` samples per input drawn with the ``sampling``
+    options (temperature, top_k, top_p, seed), and forced target ``prefixes``."""
+    if not sample and prefixes is None:
+        return None
+    from s2s.core.search import Sampling
+    from s2s.tasks.translation.streaming import Steering
+
+    strategy = None
+    if sample:
+        options = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": None, **sampling}
+        if options["temperature"] < 0 or options["top_k"] < 0:
+            raise S2SError("temperature and top_k must be at least 0")
+        if not 0 < options["top_p"] <= 1:
+            raise S2SError(f"top_p {options['top_p']}: use a value in (0, 1]")
+        strategy = Sampling(samples=samples, **options)
+    return Steering(strategy, list(prefixes) if prefixes is not None else None)
 
 
 class Model:
@@ -124,6 +177,12 @@ class Model:
         nbest: int | None = None,
         max_input_tokens: int = 1024,
         warnings: WarningLimiter | None = None,
+        sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        prefixes: Sequence[str] | None = None,
     ) -> list[str] | list[list[str]]:
         """The translation of each input (translation and summarisation runs).
 
@@ -141,20 +200,35 @@ class Model:
         >>> best = model.translate(["A dog runs."], beam=3, nbest=2)
         >>> len(best), len(best[0])
         (1, 2)
+
+        ``sample=True`` draws instead of searching (``temperature``, ``top_k``, ``top_p``;
+        ``seed`` makes it repeatable), ``nbest`` samples per input; ``prefixes`` gives each
+        input a forced start of its output (target text; an empty one forces nothing).
+
+        >>> drawn = model.translate(["A dog runs."], sample=True, nbest=3, seed=1)
+        >>> drawn == model.translate(["A dog runs."], sample=True, nbest=3, seed=1)
+        True
         """
         engine = self._engine_for("translate", inputs)
-        outputs = engine.translate(inputs, beam, nbest, max_input_tokens, warnings)
-        _, size = engine.search_sizes(beam, nbest)
+        _, size = engine.search_sizes(beam, nbest, sample)
+        options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+        steer = steering(sample, size, options, prefixes)
+        if prefixes is not None and len(prefixes) != len(inputs):
+            raise S2SError(f"{len(prefixes)} prefixes for {len(inputs)} inputs")
+        outputs = engine.translate(inputs, beam, nbest, max_input_tokens, warnings, steer)
         return outputs if size > 1 else [hyps[0] for hyps in outputs]
 
     def input_tokens(self, method: str, inputs: Sequence[Any]) -> list[int]:
         """What each input of ``method`` costs in tokens (for batch budgets, `s2s serve`)."""
         return self._engine_for(method).input_tokens(inputs)
 
-    def search_sizes(self, beam: int | None, nbest: int | None) -> tuple[int, int]:
+    def search_sizes(
+        self, beam: int | None, nbest: int | None, sample: bool = False
+    ) -> tuple[int, int]:
         """The beam and n-best sizes `translate` would use (the run's decode.beam_size and
-        decode.nbest where None); an n-best list longer than the beam is an error."""
-        return self._engine_for("translate").search_sizes(beam, nbest)
+        decode.nbest where None); an n-best list longer than the beam is an error (unless
+        sampling: then n-best is the number of samples)."""
+        return self._engine_for("translate").search_sizes(beam, nbest, sample)
 
     def translate_stream(
         self,
@@ -167,13 +241,16 @@ class Model:
         max_input_tokens: int = 1024,
         progress: TaskProgress | None = None,
         alignments: Path | None = None,
+        steering: Steering | None = None,
     ) -> int:
         """`s2s translate`: each line of ``source`` translated into a line of ``sink`` (or
-        ``nbest`` 'i ||| text' lines), chunk by chunk as input arrives; returns the count."""
+        ``nbest`` 'i ||| text' lines), chunk by chunk as input arrives; returns the count.
+        ``steering`` (`steering`) samples or forces prefixes."""
         engine = self._engine_for("translate")
         return engine.translate_stream(
-            source, sink, beam, nbest, chunk_lines, max_input_tokens, progress, alignments
-        )
+            source, sink, beam, nbest, chunk_lines, max_input_tokens, progress, alignments,
+            steering,
+        )  # fmt: skip
 
     def transcribe(self, audio: Sequence[str | Path], *, beam: int | None = None) -> list[str]:
         """The transcript of each audio (.wav, .flac) or feature file (speech runs); an

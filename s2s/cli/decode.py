@@ -28,7 +28,33 @@ from s2s.cli.common import (
 )
 from s2s.errors import S2SError
 
-RunArgument = Annotated[Path, typer.Argument(help="Run directory written by `s2s train`.")]
+RunsArgument = Annotated[
+    list[Path],
+    typer.Argument(help="Run directory written by `s2s train`; several: an ensemble."),
+]
+SampleOption = Annotated[
+    bool, typer.Option("--sample", help="Draw outputs instead of searching (--nbest N: N).")
+]
+TemperatureOption = Annotated[
+    float, typer.Option(min=0.0, help="Sampling: softmax temperature; 0 is greedy.")
+]
+TopKOption = Annotated[int, typer.Option(min=0, help="Sampling: among the K likeliest (0: all).")]
+TopPOption = Annotated[
+    float, typer.Option(help="Sampling: among the likeliest tokens holding P of the mass.")
+]
+SeedOption = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(help="Sampling: the same seed draws the same outputs."),
+]
+PrefixFileOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="One forced target prefix per input line (an empty line: none)."),
+]
+LmOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="A language-model run of the target vocabulary (shallow fusion)."),
+]
+LmWeightOption = Annotated[float, typer.Option(min=0.0, help="Weight of --lm's log-probs.")]
 NbestOption = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(
@@ -55,7 +81,7 @@ AlignmentsOption = Annotated[
 @user_errors
 @computes
 def translate(
-    run_dir: RunArgument,
+    run_dirs: RunsArgument,
     input: InputOption = None,
     beam: BeamOption = None,
     nbest: NbestOption = None,
@@ -67,33 +93,70 @@ def translate(
     max_input_tokens: MaxInputTokensOption = 1024,
     alignments: AlignmentsOption = None,
     decode_overrides: DecodeOverrides = None,
+    sample: SampleOption = False,
+    temperature: TemperatureOption = 1.0,
+    top_k: TopKOption = 0,
+    top_p: TopPOption = 1.0,
+    seed: SeedOption = None,
+    prefix_file: PrefixFileOption = None,
+    lm: LmOption = None,
+    lm_weight: LmWeightOption = 0.3,
     threads: ThreadsOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
     """Translate stdin (or --input): one output line per input line, in order.
 
-    Output is written and flushed batch by batch as input arrives."""
+    Output is written and flushed batch by batch as input arrives. Several run
+    directories decode as an ensemble; --lm adds a language model (shallow fusion)."""
     use_threads(threads)
     setup_logging(quiet, verbose)
     from s2s.api import load
-    from s2s.progress import TaskProgress, count_lines, progress_enabled
-    from s2s.tasks.translation.streaming import silence_stdout
+    from s2s.api.model import steering
 
     overrides = [*(decode_overrides or []), *run_batch_tokens(batch_tokens)]
     model = load(
-        run_dir, device=device, checkpoint=checkpoint, amp=checked_amp(amp), decode=overrides
-    )
-    model.search_sizes(beam, nbest)  # a bad --nbest is an error before any input is read
+        run_dirs, device=device, checkpoint=checkpoint, amp=checked_amp(amp), decode=overrides,
+        lm=lm, lm_weight=lm_weight,
+    )  # fmt: skip
+    # a bad --nbest or sampling option is an error before any input is read
+    _, size = model.search_sizes(beam, nbest, sample)
+    options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    steer = steering(sample, size, options, read_prefixes(prefix_file))
     if input is not None and not input.is_file():
         raise S2SError(f"{input}: input file not found")
+    stream_translations(model, input, beam, nbest, chunk_lines, max_input_tokens, alignments, steer)
+
+
+def read_prefixes(path: Path | None) -> list[str] | None:
+    """The lines of --prefix-file (one target prefix per input line), or None."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise S2SError(f"{path}: prefix file not found") from None
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise S2SError(f"{path}: invalid UTF-8 at line {line}") from None
+    except OSError as error:
+        raise S2SError(f"{path}: cannot read: {error.strerror}") from None
+
+
+def stream_translations(
+    model, input: Path | None, beam, nbest, chunk_lines, max_input_tokens, alignments, steer
+) -> None:
+    """`s2s translate`'s reading, progress display and writing, with `model`."""
+    from s2s.progress import TaskProgress, count_lines, progress_enabled
+    from s2s.tasks.translation.streaming import silence_stdout
+
     stream = input.open("rb") if input else sys.stdin.buffer
     show = progress_enabled() and (input is not None or not sys.stdin.isatty())
     progress = TaskProgress("translating", count_lines(input), "lines", enabled=show)
     sys.stdout.flush()
     try:
         with progress:
-            model.translate_stream(
+            count = model.translate_stream(
                 stream,
                 sys.stdout.buffer,
                 beam=beam,
@@ -102,9 +165,13 @@ def translate(
                 max_input_tokens=max_input_tokens,
                 progress=progress,
                 alignments=alignments,
+                steering=steer,
             )
     except BrokenPipeError:  # the reader went away: stop quietly
         silence_stdout()
+        return
+    if steer is not None and steer.prefixes is not None and len(steer.prefixes) != count:
+        raise S2SError(f"--prefix-file has {len(steer.prefixes)} lines but the input {count}")
 
 
 def run_batch_tokens(batch_tokens: int | None) -> list[str]:
@@ -116,7 +183,7 @@ def run_batch_tokens(batch_tokens: int | None) -> list[str]:
 @user_errors
 @computes
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `s2s train`.")],
+    run_dirs: RunsArgument,
     split: Annotated[str, typer.Option(help="Split of the recipe's [data] to score.")] = "test",
     src: Annotated[
         Optional[Path],  # noqa: UP045
@@ -135,6 +202,8 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     amp: AmpOption = None,
     decode_overrides: DecodeOverrides = None,
+    lm: LmOption = None,
+    lm_weight: LmWeightOption = 0.3,
     threads: ThreadsOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -143,7 +212,8 @@ def evaluate(
     (sacrebleu), WER, CER and exact match (jiwer) for a translation run, ROUGE-1/2/L for a
     summarization run, or WER, CER and exact-transcript accuracy for a speech run.
 
-    The scores are also recorded in the run directory, for `s2s info`."""
+    The scores are also recorded in the run directory, for `s2s info`. Several run
+    directories of a text run are evaluated as an ensemble (recorded in the first)."""
     use_threads(threads)
     setup_logging(quiet, verbose)
     from s2s.tasks.evaluation import evaluate_run
@@ -153,7 +223,8 @@ def evaluate(
     overrides = decode_overrides or []
     refs = list(ref) if ref else None
     request = EvaluationRequest(split, src, refs, beam, output, checkpoint, device, amp, overrides)
-    scores = evaluate_run(run_dir, request)
+    request.ensemble, request.lm, request.lm_weight = tuple(run_dirs[1:]), lm, lm_weight
+    scores = evaluate_run(run_dirs[0], request)
     for score in scores:
         print(score.text)
         print(f"  signature: {score.signature}")

@@ -45,6 +45,10 @@ class EvaluationRequest:
     device: str = "auto"
     amp: str | None = None
     decode_overrides: Sequence[str] = field(default_factory=tuple)
+    # text runs: other runs to ensemble with, and a language model to fuse (weight)
+    ensemble: Sequence[Path] = field(default_factory=tuple)
+    lm: Path | None = None
+    lm_weight: float = 0.3
 
 
 class Task(ABC):

@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from s2s.core.search import Hypothesis
+from s2s.errors import S2SError
 from s2s.tasks.translation.translator import Translator
 
 if TYPE_CHECKING:
+    from s2s.core.search import SearchStrategy
     from s2s.progress import TaskProgress
     from s2s.tasks.translation.alignment import AlignmentWriter
 
@@ -168,6 +170,29 @@ def clip_tokens(
     return clipped
 
 
+@dataclass(frozen=True)
+class Steering:
+    """What steers search beyond the beam and n-best sizes: a strategy that replaces beam
+    search (sampling), and forced target prefixes, one text per input line (line N takes
+    ``prefixes[N - 1]``; an empty one forces nothing)."""
+
+    strategy: SearchStrategy | None = None
+    prefixes: Sequence[str] | None = None
+
+    def prefix_texts(self, chunk: list[InputLine]) -> list[str] | None:
+        """The prefixes of a chunk's lines; an input line without one is an error."""
+        if self.prefixes is None:
+            return None
+        have = len(self.prefixes)
+        missing = next((line.number for line in chunk if line.number > have), None)
+        if missing is not None:
+            raise S2SError(
+                f"--prefix-file has {have} lines: none for input line {missing} "
+                "(one prefix per input line, empty for none)"
+            )
+        return [self.prefixes[line.number - 1] for line in chunk]
+
+
 def search_chunk(
     translator: Translator,
     chunk: list[InputLine],
@@ -176,13 +201,21 @@ def search_chunk(
     max_input_tokens: int,
     warnings: WarningLimiter,
     on_batch: Callable[[int], None] | None = None,
+    steering: Steering | None = None,
 ) -> tuple[list[list[int]], list[list[Hypothesis]]]:
     """The source ids (cut to ``max_input_tokens``) and n-best hypotheses of one chunk of
     lines: what `s2s translate` does with each chunk of a file and `s2s.load(...).translate`
     with each chunk of a list, so the two cannot differ."""
+    from s2s.tasks.translation.translator import SearchOptions
+
     texts = [line.text for line in chunk]
     ids = clip_tokens(chunk, translator.encode(texts), max_input_tokens, warnings)
-    return ids, translator.hypotheses(ids, beam_size, nbest, on_batch)
+    options = None
+    if steering is not None:
+        prefix_texts = steering.prefix_texts(chunk)
+        prefixes = None if prefix_texts is None else translator.encode_prefixes(prefix_texts)
+        options = SearchOptions(prefixes, steering.strategy)
+    return ids, translator.hypotheses(ids, beam_size, nbest, on_batch, options)
 
 
 def text_lines(items: Sequence[str | bytes]) -> list[InputLine]:
@@ -225,6 +258,7 @@ def translate_stream(
     warnings: WarningLimiter | None = None,
     progress: TaskProgress | None = None,
     alignments: AlignmentWriter | None = None,
+    steering: Steering | None = None,
 ) -> int:
     """Translate ``source`` line by line into ``sink``, flushing after every chunk; returns
     the number of lines. A reader that goes away raises BrokenPipeError to the caller.
@@ -235,7 +269,7 @@ def translate_stream(
     on_batch = progress.update if progress is not None else None
     for chunk in reader.chunks(chunk_lines):
         ids, hypotheses = search_chunk(
-            translator, chunk, beam_size, nbest, max_input_tokens, warnings, on_batch
+            translator, chunk, beam_size, nbest, max_input_tokens, warnings, on_batch, steering
         )
         sink.write(format_outputs(translator.detokenize(hypotheses), nbest, done))
         sink.flush()
