@@ -15,7 +15,7 @@ import pytest
 import soundfile
 import soxr
 import torch
-from helpers import serving
+from helpers import serving, tiny_overrides
 from typer.testing import CliRunner
 
 import s2s
@@ -388,3 +388,30 @@ def test_tempo_perturbation_resamples_frames_within_its_rate_range() -> None:
         assert bool((out[1:, 0] >= out[:-1, 0]).all())  # still the same ramp, resampled
     assert min(lengths) < 95 and max(lengths) > 105
     assert tempo_perturb(ramp, 0.0, generator) is ramp
+
+
+def test_speech_runs_decode_as_an_ensemble_and_with_a_language_model(
+    fsdd_root: Path, tmp_path: Path
+) -> None:
+    slices = write_slices(FSDD, tmp_path, {"train": 100, "valid": 100, "test": 100}, 6)
+    run = smoke_train("asr-digits.toml", tmp_path, slices)
+    transcripts = [row["transcript"] for row in manifest_rows(FSDD / "train.tsv")]
+    text = tmp_path / "transcripts.txt"
+    text.write_text("\n".join(transcripts[:300]) + "\n", encoding="utf-8")
+    lm_sets = [*tiny_overrides(tmp_path / "lm-data", steps=6), f"tokenizer.model={run}/spm.model"]
+    lm_sets += [f'data.train.text="{text}"', f'data.valid.text="{text}"']
+    lm = tmp_path / "lm"
+    args = ["train", str(RECIPES / "lm.toml"), "--out", str(lm), "-q"]
+    trained = CliRunner().invoke(app, [*args, *(x for o in lm_sets for x in ("--set", o))])
+    assert trained.exit_code == 0, trained.output
+    clips = [str(fsdd_root / "recordings" / f"{d}_jackson_0.flac") for d in (7, 2, 9)]
+    alone = CliRunner().invoke(app, ["transcribe", str(run), *clips])
+    assert alone.exit_code == 0, alone.output
+    for extra in (["--ensemble", str(run)], ["--lm", str(lm), "--lm-weight", "0"]):
+        combined = CliRunner().invoke(app, ["transcribe", str(run), *extra, *clips])
+        assert combined.exit_code == 0 and combined.output == alone.output, combined.output
+    before = (run / "evaluations.jsonl").read_text() if (run / "evaluations.jsonl").exists() else ""
+    fused = CliRunner().invoke(app, ["evaluate", str(run), "--lm", str(lm), "--lm-weight", "0.5"])
+    assert fused.exit_code == 0 and "\nWER = " in fused.output, fused.output
+    after = (run / "evaluations.jsonl").read_text() if (run / "evaluations.jsonl").exists() else ""
+    assert after == before  # a fused score is not the run's own: not recorded

@@ -19,11 +19,11 @@ if TYPE_CHECKING:
     from s2s.config import Config
     from s2s.data.tokenizer import Tokenizer
     from s2s.progress import TaskProgress
+    from s2s.tasks.combination import Combination
     from s2s.tasks.language_model.model import LanguageModel
     from s2s.tasks.language_model.sampling import SamplingOptions
     from s2s.tasks.language_model.scoring import Perplexity
     from s2s.tasks.speech.transcriber import Recognizer
-    from s2s.tasks.translation.combined import Combination
     from s2s.tasks.translation.streaming import Steering, WarningLimiter
     from s2s.tasks.translation.translator import Translator
 
@@ -64,7 +64,7 @@ class TextEngine:
         )
         decoder = None
         if options.combination is not None:
-            from s2s.tasks.translation.combined import combined_decoder
+            from s2s.tasks.combination import combined_decoder
 
             decoder = combined_decoder(
                 path, model, tokenizers, options.combination, device, options.amp,
@@ -169,6 +169,10 @@ class SpeechEngine:
             options.amp,
             decode_overrides=options.decode_overrides,
         )
+        if options.combination is not None:
+            recognizer.combine_with(
+                path, options.combination, options.amp, options.decode_overrides
+            )
         return cls(config, recognizer)
 
     def transcribe_stream(self, paths: Iterable[str], out: TextIO, beam: int | None) -> int:

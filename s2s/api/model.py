@@ -28,9 +28,9 @@ from s2s.errors import S2SError
 
 if TYPE_CHECKING:
     from s2s.progress import TaskProgress
+    from s2s.tasks.combination import Combination
     from s2s.tasks.language_model.scoring import Perplexity
     from s2s.tasks.task import Task
-    from s2s.tasks.translation.combined import Combination
     from s2s.tasks.translation.streaming import Steering, WarningLimiter
 
 Decode = Mapping[str, Any] | Sequence[str] | None
@@ -69,7 +69,7 @@ def load(
     to the run's [decode] settings, as ``--set decode.key=value`` does, e.g.
     ``{"length_penalty": 0.6, "batch_tokens": 4000}``.
 
-    Text-to-text runs only: a list of run directories decodes them as an ensemble (their
+    Text and speech runs: a list of run directories decodes them as an ensemble (their
     next-token probabilities averaged; one vocabulary), whose first run gives the config
     and the checkpoint choice; ``lm``, a language model of the target vocabulary, is added
     to the search with weight ``lm_weight`` (shallow fusion)."""
@@ -103,13 +103,13 @@ def combine(
     """The other runs a text run decodes with (None: alone); other tasks take none."""
     if len(paths) == 1 and lm is None:
         return None
-    if "translate" not in task.serves:
+    if not {"translate", "transcribe"} & set(task.serves):
         raise S2SError(
-            f"{paths[0]}: ensembles and --lm are for text-to-text runs, not {task.name} runs"
+            f"{paths[0]}: ensembles and --lm are for text and speech runs, not {task.name} runs"
         )
     if not (lm_weight >= 0 and lm_weight < float("inf")):
         raise S2SError(f"lm_weight {lm_weight}: use a finite weight of at least 0")
-    from s2s.tasks.translation.combined import Combination
+    from s2s.tasks.combination import Combination
 
     return Combination(tuple(paths[1:]), Path(lm) if lm is not None else None, lm_weight)
 

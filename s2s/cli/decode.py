@@ -243,6 +243,12 @@ def transcribe(
     checkpoint: CheckpointOption = None,
     device: Device = "auto",
     decode_overrides: DecodeOverrides = None,
+    ensemble: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Option(help="Another speech run to decode with (repeatable): an ensemble."),
+    ] = None,
+    lm: LmOption = None,
+    lm_weight: LmWeightOption = 0.3,
     threads: ThreadsOption = None,
     quiet: Quiet = False,
 ) -> None:
@@ -255,7 +261,11 @@ def transcribe(
     setup_logging(quiet)
     from s2s.api import load
 
-    model = load(run_dir, device=device, checkpoint=checkpoint, decode=decode_overrides)
+    runs = [run_dir, *(ensemble or [])]
+    model = load(
+        runs, device=device, checkpoint=checkpoint, decode=decode_overrides, lm=lm,
+        lm_weight=lm_weight,
+    )  # fmt: skip
     paths = [str(path) for path in files] if files else sys.stdin
     model.transcribe_stream(paths, sys.stdout, beam)
 

@@ -17,6 +17,9 @@ def evaluate_run(run_dir: Path, request: EvaluationRequest) -> list[Score]:
     computes them."""
     config = read_saved_config(RunDir(run_dir).require().config_file)
     task = find_task(config.task.type)
-    if (request.ensemble or request.lm is not None) and "translate" not in task.serves:
-        raise S2SError(f"{run_dir}: ensembles and --lm are for text runs, not {task.name} runs")
+    combined = request.ensemble or request.lm is not None
+    if combined and not {"translate", "transcribe"} & set(task.serves):
+        raise S2SError(
+            f"{run_dir}: ensembles and --lm are for text and speech runs, not {task.name} runs"
+        )
     return task.evaluate(run_dir, request)

@@ -15,9 +15,9 @@ from s2s.progress import TaskProgress
 from s2s.run.directory import RunDir
 from s2s.run.evaluations import record_evaluation
 from s2s.scores import Score
+from s2s.tasks.combination import Combination, combined_decoder
 from s2s.tasks.loading import load_run
 from s2s.tasks.task import EvaluationRequest
-from s2s.tasks.translation.combined import Combination, combined_decoder
 from s2s.tasks.translation.translator import Translator
 from s2s.train.validation import corpus_loss, greedy_scores, loss_scores
 
