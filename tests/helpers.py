@@ -5,6 +5,15 @@ test imports `conftest` or depends on the working directory."""
 from __future__ import annotations
 
 import gzip
+import http.client
+import json
+import lzma
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -129,3 +138,108 @@ def add_distribution(folder: Path, name: str, cells: dict[str, str], modules: di
     (dist_info / "entry_points.txt").write_text(f"[s2s.cells]\n{lines}")
     for module, source in modules.items():
         (folder / f"{module}.py").write_text(source)
+
+
+WIKITEXT = ROOT / "recipes" / "data" / "wikitext-2"
+
+
+def wikitext_slice(folder: Path, name: str, lines: int) -> Path:
+    """The first ``lines`` lines of a shipped WikiText-2 file, as a small .xz file."""
+    with lzma.open(WIKITEXT / f"{name}.txt.xz", "rt", encoding="utf-8") as handle:
+        text = "".join(next(handle) for _ in range(lines))
+    path = folder / f"{name}.txt.xz"
+    with lzma.open(path, "wt", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+def tiny_overrides(folder: Path, steps: int = 4) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = [
+        f'data.{name}.text="{wikitext_slice(folder, name, lines)}"'
+        for name, lines in (("train", 400), ("valid", 60), ("test", 60))
+    ]
+    return [
+        *data,
+        "tokenizer.vocab_size=400",
+        "model.embed_size=24",
+        "model.hidden_size=24",
+        "train.bptt=8",
+        "train.streams=4",
+        f"train.max_steps={steps}",
+        f"train.valid_every={steps}",
+        "train.warmup_steps=0",
+        "train.threads=1",
+        "train.tensorboard=false",
+    ]
+
+
+# -- a real `s2s serve` on a free loopback port (tests/test_serve.py, tests/test_speech.py) --
+class Server:
+    def __init__(self, process: subprocess.Popen, port: int) -> None:
+        self.process, self.port = process, port
+
+    def request(
+        self, method: str, path: str, body: Any = None, raw: bytes | None = None
+    ) -> tuple[int, Any, Any]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        connection.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        payload = response.read()
+        connection.close()
+        kind = response.getheader("Content-Type", "")
+        parsed = json.loads(payload) if kind.startswith("application/json") else payload.decode()
+        return response.status, response.headers, parsed
+
+    def translate(self, inputs: list[str], **options: Any) -> tuple[int, Any, Any]:
+        return self.request("POST", "/v1/translate", {"inputs": inputs, **options})
+
+    def metric(self, name: str) -> dict[str, float]:
+        """Samples of one metric family, by sample name and labels."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        _, _, text = self.request("GET", "/metrics")
+        return {
+            sample.name + json.dumps(sample.labels, sort_keys=True): sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == name
+            for sample in family.samples
+        }
+
+    def queued(self) -> float:
+        return next(iter(self.metric("s2s_queue_depth").values()))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def serving(run: Path, *options: str) -> Iterator[Server]:
+    """``s2s serve run`` in a subprocess, once /ready answers; stopped (if still up) after."""
+    port = free_port()
+    command = [sys.executable, "-m", "s2s", "serve", str(run), "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--device", "cpu", "--threads", "1", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    server = Server(process, port)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stderr.read().decode()
+            try:
+                if server.request("GET", "/ready")[0] == 200:
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)

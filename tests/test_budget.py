@@ -117,7 +117,8 @@ def test_a_budgeted_run_validates_by_time_and_ends_on_its_best_checkpoint(tmp_pa
     run = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "s2s", "train", str(recipe), "--out", str(run),
-         "--budget", "15s", "--set", "train.max_steps=0", "--set", "train.warmup_steps=5"],
+         "--budget", "15s", "--set", "train.max_steps=0", "--set", "train.warmup_steps=5",
+         "--set", "train.patience=0"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -14,11 +14,11 @@ from s2s.errors import S2SError
 
 # command line -> the library function the command calls first, where threads are read
 FIRST_CALL = {
-    "translate": "s2s.tasks.loading.load_run",
+    "translate": "s2s.api.load",
     "evaluate": "s2s.tasks.evaluation.evaluate_run",
-    "transcribe": "s2s.tasks.speech.transcriber.load_speech_run",
-    "generate": "s2s.tasks.language_model.loading.load_language_model",
-    "score": "s2s.tasks.language_model.scoring.score_text",
+    "transcribe": "s2s.api.load",
+    "generate": "s2s.api.load",
+    "score": "s2s.api.load",
     "average": "s2s.run.averaging.average_last",
 }
 

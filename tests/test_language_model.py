@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import lzma
 import math
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_overrides
 
 from s2s.core.search import filter_top_k, filter_top_p
 from s2s.data.tokenizer import EOS_ID
@@ -34,7 +34,6 @@ from s2s.tasks.registry import find_task
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "lm.toml"
-WIKITEXT = ROOT / "recipes" / "data" / "wikitext-2"
 INF = float("-inf")
 
 
@@ -42,37 +41,6 @@ def s2s(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "s2s", *args], input=stdin, capture_output=True, timeout=300
     )
-
-
-def wikitext_slice(folder: Path, name: str, lines: int) -> Path:
-    """The first ``lines`` lines of a shipped WikiText-2 file, as a small .xz file."""
-    with lzma.open(WIKITEXT / f"{name}.txt.xz", "rt", encoding="utf-8") as handle:
-        text = "".join(next(handle) for _ in range(lines))
-    path = folder / f"{name}.txt.xz"
-    with lzma.open(path, "wt", encoding="utf-8") as handle:
-        handle.write(text)
-    return path
-
-
-def tiny_overrides(folder: Path, steps: int = 4) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    data = [
-        f'data.{name}.text="{wikitext_slice(folder, name, lines)}"'
-        for name, lines in (("train", 400), ("valid", 60), ("test", 60))
-    ]
-    return [
-        *data,
-        "tokenizer.vocab_size=400",
-        "model.embed_size=24",
-        "model.hidden_size=24",
-        "train.bptt=8",
-        "train.streams=4",
-        f"train.max_steps={steps}",
-        f"train.valid_every={steps}",
-        "train.warmup_steps=0",
-        "train.threads=1",
-        "train.tensorboard=false",
-    ]
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ extraction, and a smoke run of each speech recipe on a slice of its real data fo
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import tarfile
@@ -14,8 +15,10 @@ import pytest
 import soundfile
 import soxr
 import torch
+from helpers import serving, tiny_overrides
 from typer.testing import CliRunner
 
+import s2s
 from s2s.cli import app
 from s2s.config import AudioConfig, ModelConfig
 from s2s.data.archive import extract_archive
@@ -294,6 +297,32 @@ def test_transcribe_names_a_missing_file_after_printing_earlier_transcripts(
     assert len(lines) == 2 and f"{missing}: file not found" in lines[1]
 
 
+def test_the_python_api_and_s2s_serve_transcribe_as_the_command_does(
+    fsdd_root: Path, tmp_path: Path
+) -> None:
+    slices = write_slices(FSDD, tmp_path, {"train": 100, "valid": 100}, 6)
+    run = smoke_train("asr-digits.toml", tmp_path, slices)
+    clips = [fsdd_root / "recordings" / f"{d}_jackson_0.flac" for d in (7, 2)]
+    result = CliRunner().invoke(app, ["transcribe", str(run), str(clips[0]), str(clips[1])])
+    assert result.exit_code == 0, result.output
+    model = s2s.load(run, device="cpu")
+    assert model.methods == ("transcribe",)
+    assert model.transcribe([clips[0], "", clips[1]]) == [
+        *result.output.splitlines()[:1],
+        "",
+        result.output.splitlines()[1],
+    ]
+    uploads = [base64.b64encode(clip.read_bytes()).decode() for clip in clips]
+    with serving(run) as server:
+        body = {"inputs": [uploads[0], "", uploads[1]], "format": "flac"}
+        status, _, answer = server.request("POST", "/v1/transcribe", body)
+        assert status == 200 and answer["outputs"] == model.transcribe([clips[0], "", clips[1]])
+        status, _, answer = server.request("POST", "/v1/transcribe", {"inputs": ["%%%"]})
+        assert status == 422 and "base64" in answer["error"]
+        status, _, answer = server.request("POST", "/v1/translate", {"inputs": ["a"]})
+        assert status == 404 and "offers transcribe, not translate" in answer["error"]
+
+
 def test_an4_recipe_trains_on_cepstra_from_its_archive_and_evaluates(
     an4_root: Path, tmp_path: Path
 ) -> None:
@@ -359,3 +388,30 @@ def test_tempo_perturbation_resamples_frames_within_its_rate_range() -> None:
         assert bool((out[1:, 0] >= out[:-1, 0]).all())  # still the same ramp, resampled
     assert min(lengths) < 95 and max(lengths) > 105
     assert tempo_perturb(ramp, 0.0, generator) is ramp
+
+
+def test_speech_runs_decode_as_an_ensemble_and_with_a_language_model(
+    fsdd_root: Path, tmp_path: Path
+) -> None:
+    slices = write_slices(FSDD, tmp_path, {"train": 100, "valid": 100, "test": 100}, 6)
+    run = smoke_train("asr-digits.toml", tmp_path, slices)
+    transcripts = [row["transcript"] for row in manifest_rows(FSDD / "train.tsv")]
+    text = tmp_path / "transcripts.txt"
+    text.write_text("\n".join(transcripts[:300]) + "\n", encoding="utf-8")
+    lm_sets = [*tiny_overrides(tmp_path / "lm-data", steps=6), f"tokenizer.model={run}/spm.model"]
+    lm_sets += [f'data.train.text="{text}"', f'data.valid.text="{text}"']
+    lm = tmp_path / "lm"
+    args = ["train", str(RECIPES / "lm.toml"), "--out", str(lm), "-q"]
+    trained = CliRunner().invoke(app, [*args, *(x for o in lm_sets for x in ("--set", o))])
+    assert trained.exit_code == 0, trained.output
+    clips = [str(fsdd_root / "recordings" / f"{d}_jackson_0.flac") for d in (7, 2, 9)]
+    alone = CliRunner().invoke(app, ["transcribe", str(run), *clips])
+    assert alone.exit_code == 0, alone.output
+    for extra in (["--ensemble", str(run)], ["--lm", str(lm), "--lm-weight", "0"]):
+        combined = CliRunner().invoke(app, ["transcribe", str(run), *extra, *clips])
+        assert combined.exit_code == 0 and combined.output == alone.output, combined.output
+    before = (run / "evaluations.jsonl").read_text() if (run / "evaluations.jsonl").exists() else ""
+    fused = CliRunner().invoke(app, ["evaluate", str(run), "--lm", str(lm), "--lm-weight", "0.5"])
+    assert fused.exit_code == 0 and "\nWER = " in fused.output, fused.output
+    after = (run / "evaluations.jsonl").read_text() if (run / "evaluations.jsonl").exists() else ""
+    assert after == before  # a fused score is not the run's own: not recorded

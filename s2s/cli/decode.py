@@ -29,7 +29,33 @@ from s2s.cli.common import (
 )
 from s2s.errors import S2SError
 
-RunArgument = Annotated[Path, typer.Argument(help="Run directory written by `s2s train`.")]
+RunsArgument = Annotated[
+    list[Path],
+    typer.Argument(help="Run directory written by `s2s train`; several: an ensemble."),
+]
+SampleOption = Annotated[
+    bool, typer.Option("--sample", help="Draw outputs instead of searching (--nbest N: N).")
+]
+TemperatureOption = Annotated[
+    float, typer.Option(min=0.0, help="Sampling: softmax temperature; 0 is greedy.")
+]
+TopKOption = Annotated[int, typer.Option(min=0, help="Sampling: among the K likeliest (0: all).")]
+TopPOption = Annotated[
+    float, typer.Option(help="Sampling: among the likeliest tokens holding P of the mass.")
+]
+SeedOption = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(help="Sampling: the same seed draws the same outputs."),
+]
+PrefixFileOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="One forced target prefix per input line (an empty line: none)."),
+]
+LmOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="A language-model run of the target vocabulary (shallow fusion)."),
+]
+LmWeightOption = Annotated[float, typer.Option(min=0.0, help="Weight of --lm's log-probs.")]
 NbestOption = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(
@@ -61,11 +87,14 @@ def exported_first(runner: str):
         def wrapper(**options):
             from s2s.exported.files import is_exported
 
-            if not is_exported(options["run_dir"]):
+            folders = options.get("run_dirs") or [options["run_dir"]]
+            if not any(is_exported(folder) for folder in folders):
                 return command(**options)
+            if len(folders) > 1:
+                raise S2SError("an exported model decodes alone: no ensemble of run directories")
             from s2s.exported import command as exported
 
-            return getattr(exported, runner)(options)
+            return getattr(exported, runner)(folders[0], options)
 
         return wrapper
 
@@ -77,7 +106,7 @@ def exported_first(runner: str):
 @exported_first("translate_exported")
 @computes
 def translate(
-    run_dir: RunArgument,
+    run_dirs: RunsArgument,
     input: InputOption = None,
     beam: BeamOption = None,
     nbest: NbestOption = None,
@@ -89,60 +118,98 @@ def translate(
     max_input_tokens: MaxInputTokensOption = 1024,
     alignments: AlignmentsOption = None,
     decode_overrides: DecodeOverrides = None,
+    sample: SampleOption = False,
+    temperature: TemperatureOption = 1.0,
+    top_k: TopKOption = 0,
+    top_p: TopPOption = 1.0,
+    seed: SeedOption = None,
+    prefix_file: PrefixFileOption = None,
+    lm: LmOption = None,
+    lm_weight: LmWeightOption = 0.3,
     threads: ThreadsOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
     """Translate stdin (or --input): one output line per input line, in order.
 
-    Output is written and flushed batch by batch as input arrives. RUN_DIR may be a
-    directory written by `s2s export`: it is then run on onnxruntime, without torch."""
+    Output is written and flushed batch by batch as input arrives. Several run
+    directories decode as an ensemble; --lm adds a language model (shallow fusion). A
+    directory written by `s2s export` runs on onnxruntime, without torch."""
     use_threads(threads)
     setup_logging(quiet, verbose)
-    from s2s.progress import TaskProgress, count_lines, progress_enabled
-    from s2s.tasks.loading import load_run
-    from s2s.tasks.translation.alignment import alignment_file
-    from s2s.tasks.translation.streaming import silence_stdout, translate_stream
-    from s2s.tasks.translation.translator import Translator
+    from s2s.api import load
+    from s2s.api.model import steering
 
-    config, tokenizers, model, torch_device = load_run(
-        run_dir, checkpoint, device, checked_amp(amp), decode_overrides=decode_overrides or []
-    )
-    if batch_tokens:
-        config.decode.batch_tokens = batch_tokens
-    translator = Translator(model, tokenizers, config.decode, torch_device)
-    beam_size = beam or config.decode.beam_size
-    nbest = nbest or config.decode.nbest
-    if nbest > beam_size:
-        raise S2SError(f"--nbest {nbest} needs a beam of at least {nbest} (--beam)")
+    overrides = [*(decode_overrides or []), *run_batch_tokens(batch_tokens)]
+    model = load(
+        run_dirs, device=device, checkpoint=checkpoint, amp=checked_amp(amp), decode=overrides,
+        lm=lm, lm_weight=lm_weight,
+    )  # fmt: skip
+    # a bad --nbest or sampling option is an error before any input is read
+    _, size = model.search_sizes(beam, nbest, sample)
+    options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    steer = steering(sample, size, options, read_prefixes(prefix_file))
     if input is not None and not input.is_file():
         raise S2SError(f"{input}: input file not found")
+    stream_translations(model, input, beam, nbest, chunk_lines, max_input_tokens, alignments, steer)
+
+
+def read_prefixes(path: Path | None) -> list[str] | None:
+    """The lines of --prefix-file (one target prefix per input line), or None."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise S2SError(f"{path}: prefix file not found") from None
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise S2SError(f"{path}: invalid UTF-8 at line {line}") from None
+    except OSError as error:
+        raise S2SError(f"{path}: cannot read: {error.strerror}") from None
+
+
+def stream_translations(
+    model, input: Path | None, beam, nbest, chunk_lines, max_input_tokens, alignments, steer
+) -> None:
+    """`s2s translate`'s reading, progress display and writing, with `model`."""
+    from s2s.progress import TaskProgress, count_lines, progress_enabled
+    from s2s.tasks.translation.streaming import silence_stdout
+
     stream = input.open("rb") if input else sys.stdin.buffer
     show = progress_enabled() and (input is not None or not sys.stdin.isatty())
     progress = TaskProgress("translating", count_lines(input), "lines", enabled=show)
     sys.stdout.flush()
     try:
-        with progress, alignment_file(translator, alignments) as aligner:
-            translate_stream(
-                translator,
+        with progress:
+            count = model.translate_stream(
                 stream,
                 sys.stdout.buffer,
-                beam_size,
-                nbest,
-                chunk_lines,
-                max_input_tokens,
+                beam=beam,
+                nbest=nbest,
+                chunk_lines=chunk_lines,
+                max_input_tokens=max_input_tokens,
                 progress=progress,
-                alignments=aligner,
+                alignments=alignments,
+                steering=steer,
             )
     except BrokenPipeError:  # the reader went away: stop quietly
         silence_stdout()
+        return
+    if steer is not None and steer.prefixes is not None and len(steer.prefixes) != count:
+        raise S2SError(f"--prefix-file has {len(steer.prefixes)} lines but the input {count}")
+
+
+def run_batch_tokens(batch_tokens: int | None) -> list[str]:
+    """``--batch-tokens N`` as the decode override it is."""
+    return [f"decode.batch_tokens={batch_tokens}"] if batch_tokens else []
 
 
 @app.command()
 @user_errors
 @computes
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `s2s train`.")],
+    run_dirs: RunsArgument,
     split: Annotated[str, typer.Option(help="Split of the recipe's [data] to score.")] = "test",
     src: Annotated[
         Optional[Path],  # noqa: UP045
@@ -161,6 +228,8 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     amp: AmpOption = None,
     decode_overrides: DecodeOverrides = None,
+    lm: LmOption = None,
+    lm_weight: LmWeightOption = 0.3,
     threads: ThreadsOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -169,7 +238,8 @@ def evaluate(
     (sacrebleu), WER, CER and exact match (jiwer) for a translation run, ROUGE-1/2/L for a
     summarization run, or WER, CER and exact-transcript accuracy for a speech run.
 
-    The scores are also recorded in the run directory, for `s2s info`."""
+    The scores are also recorded in the run directory, for `s2s info`. Several run
+    directories of a text run are evaluated as an ensemble (recorded in the first)."""
     use_threads(threads)
     setup_logging(quiet, verbose)
     from s2s.tasks.evaluation import evaluate_run
@@ -179,7 +249,8 @@ def evaluate(
     overrides = decode_overrides or []
     refs = list(ref) if ref else None
     request = EvaluationRequest(split, src, refs, beam, output, checkpoint, device, amp, overrides)
-    scores = evaluate_run(run_dir, request)
+    request.ensemble, request.lm, request.lm_weight = tuple(run_dirs[1:]), lm, lm_weight
+    scores = evaluate_run(run_dirs[0], request)
     for score in scores:
         print(score.text)
         print(f"  signature: {score.signature}")
@@ -198,6 +269,12 @@ def transcribe(
     checkpoint: CheckpointOption = None,
     device: Device = "auto",
     decode_overrides: DecodeOverrides = None,
+    ensemble: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Option(help="Another speech run to decode with (repeatable): an ensemble."),
+    ] = None,
+    lm: LmOption = None,
+    lm_weight: LmWeightOption = 0.3,
     threads: ThreadsOption = None,
     quiet: Quiet = False,
 ) -> None:
@@ -208,13 +285,15 @@ def transcribe(
     the files before it are printed."""
     use_threads(threads)
     setup_logging(quiet)
-    from s2s.tasks.speech.transcriber import load_speech_run, transcribe_paths
+    from s2s.api import load
 
-    config, recognizer = load_speech_run(
-        run_dir, checkpoint, device, decode_overrides=decode_overrides or []
-    )
+    runs = [run_dir, *(ensemble or [])]
+    model = load(
+        runs, device=device, checkpoint=checkpoint, decode=decode_overrides, lm=lm,
+        lm_weight=lm_weight,
+    )  # fmt: skip
     paths = [str(path) for path in files] if files else sys.stdin
-    transcribe_paths(recognizer, config, paths, beam or config.decode.beam_size, sys.stdout)
+    model.transcribe_stream(paths, sys.stdout, beam)
 
 
 @app.command()
@@ -246,15 +325,13 @@ def generate(
     --max-tokens tokens."""
     use_threads(threads)
     setup_logging(quiet=True)
-    from s2s.tasks.language_model.loading import load_language_model
-    from s2s.tasks.language_model.sampling import SamplingOptions, generate_text
+    from s2s.api import load
+    from s2s.tasks.language_model.sampling import SamplingOptions
 
-    options = SamplingOptions(max_tokens, temperature, top_k, top_p, seed)
-    options.check()
-    config, tokenizer, model, torch_device = load_language_model(run_dir, checkpoint, device)
-    word_level = config.tokenizer.model_type == "word"
-    text, _ = generate_text(model, tokenizer, prompt, word_level, options, torch_device)
-    print(text)
+    SamplingOptions(max_tokens, temperature, top_k, top_p, seed).check()  # before loading
+    model = load(run_dir, device=device, checkpoint=checkpoint)
+    sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    print(model.generate(prompt, max_tokens=max_tokens, **sampling))
 
 
 @app.command()
@@ -273,11 +350,14 @@ def score(
     probability of the line and its end; word-level perplexity), then a 'total' row."""
     use_threads(threads)
     setup_logging(quiet=True)
-    from s2s.tasks.language_model.scoring import score_text
+    from s2s.api import load
+    from s2s.tasks.language_model.data import decode_lines
+    from s2s.tasks.language_model.scoring import score_rows
 
     if input is not None and not input.is_file():
         raise S2SError(f"{input}: input file not found")
     raw = input.read_bytes() if input is not None else sys.stdin.buffer.read()
-    origin = str(input) if input is not None else "stdin"
-    for row in score_text(run_dir, raw, origin, checkpoint, device):
+    lines = decode_lines(iter(raw.splitlines()), str(input) if input is not None else "stdin")
+    model = load(run_dir, device=device, checkpoint=checkpoint)
+    for row in score_rows(model.score(lines)):
         print(row)

@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from s2s.errors import S2SError
 from s2s.exported.translator import ExportedTranslator
 
 # `s2s translate` options that only a run directory serves: refused rather than ignored
-RUN_ONLY_OPTIONS = ("checkpoint", "amp", "alignments", "decode_overrides")
+RUN_ONLY_OPTIONS = (
+    "checkpoint",
+    "amp",
+    "alignments",
+    "decode_overrides",
+    "sample",
+    "prefix_file",
+    "lm",
+)
 
 
-def refuse_run_options(options: Mapping[str, Any]) -> None:
+def refuse_run_options(folder: Path, options: Mapping[str, Any]) -> None:
     """One line naming the options given that an exported model cannot honour."""
     named = [name for name in RUN_ONLY_OPTIONS if options.get(name)]
     if options.get("device") not in ("auto", "cpu"):
@@ -22,18 +31,18 @@ def refuse_run_options(options: Mapping[str, Any]) -> None:
     if named:
         flags = ", ".join("--" + name.replace("_", "-") for name in named)
         flags = flags.replace("--decode-overrides", "--set")
-        raise S2SError(f"{options['run_dir']}: an exported model does not take {flags}")
+        raise S2SError(f"{folder}: an exported model does not take {flags}")
 
 
-def translate_exported(options: Mapping[str, Any]) -> None:
+def translate_exported(folder: Path, options: Mapping[str, Any]) -> None:
     """Translate stdin (or --input) with the exported model, one output line per input line;
     ``options`` are `s2s translate`'s, by parameter name."""
     from s2s.progress import TaskProgress, configure_logging, count_lines, progress_enabled
     from s2s.tasks.translation.streaming import silence_stdout, translate_stream
 
-    refuse_run_options(options)
+    refuse_run_options(folder, options)
     configure_logging(options["quiet"], options["verbose"])
-    translator = ExportedTranslator(options["run_dir"], options["threads"])
+    translator = ExportedTranslator(folder, options["threads"])
     decode = translator.decode
     if options["batch_tokens"]:
         decode.batch_tokens = options["batch_tokens"]
@@ -64,12 +73,12 @@ def translate_exported(options: Mapping[str, Any]) -> None:
         silence_stdout()
 
 
-def generate_exported(options: Mapping[str, Any]) -> None:
+def generate_exported(folder: Path, options: Mapping[str, Any]) -> None:
     """Continue --prompt with an exported language model; prints one line."""
     from s2s.exported.language_model import ExportedLanguageModel
     from s2s.tasks.language_model.text import SamplingOptions
 
-    refuse_run_options(options)
+    refuse_run_options(folder, options)
     sampling = SamplingOptions(
         options["max_tokens"],
         options["temperature"],
@@ -78,5 +87,5 @@ def generate_exported(options: Mapping[str, Any]) -> None:
         options["seed"],
     )
     sampling.check()
-    model = ExportedLanguageModel(options["run_dir"], options["threads"])
+    model = ExportedLanguageModel(folder, options["threads"])
     print(model.generate(options["prompt"], sampling))

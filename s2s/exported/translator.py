@@ -11,6 +11,7 @@ import numpy as np
 
 from s2s.data.length_batches import token_batches
 from s2s.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from s2s.errors import S2SError
 from s2s.exported.beam import NumpyBeamSearch
 from s2s.exported.decoder import ExportedDecoder
 from s2s.exported.files import read_export_config
@@ -90,8 +91,12 @@ class ExportedTranslator:
         beam_size: int,
         nbest: int = 1,
         on_batch: Callable[[int], None] | None = None,
+        options: object | None = None,
     ) -> list[list[Hypothesis]]:
-        """n-best hypotheses per source; a source without tokens (a blank line) gets none."""
+        """n-best hypotheses per source; a source without tokens (a blank line) gets none.
+        ``options`` (a run's forced prefixes or sampling) are not served: None only."""
+        if options is not None:
+            raise S2SError("an exported model decodes without prefixes or sampling")
         wanted = [i for i, seq in enumerate(src_ids) if seq]
         results: list[list[Hypothesis]] = [[] for _ in src_ids]
         found = self.search_ids([src_ids[i] for i in wanted], beam_size, nbest, on_batch)

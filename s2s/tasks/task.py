@@ -45,6 +45,10 @@ class EvaluationRequest:
     device: str = "auto"
     amp: str | None = None
     decode_overrides: Sequence[str] = field(default_factory=tuple)
+    # text runs: other runs to ensemble with, and a language model to fuse (weight)
+    ensemble: Sequence[Path] = field(default_factory=tuple)
+    lm: Path | None = None
+    lm_weight: float = 0.3
 
 
 class Task(ABC):
@@ -66,6 +70,10 @@ class Task(ABC):
     refusal: ClassVar[str] = ""
     # The command `s2s average` suggests for the averaged checkpoint.
     decode_command: ClassVar[str] = "evaluate"
+    # The methods of a loaded run (`s2s.load`, and the routes of `s2s serve`) that use its
+    # runs: translate (text to text), transcribe (audio to text), generate and score (a
+    # language model). The first is the one an error suggests for a method it lacks.
+    serves: ClassVar[tuple[str, ...]] = ("translate",)
 
     # -- the recipe -----------------------------------------------------------------------
     def apply_defaults(self, config: Config) -> None:

@@ -94,4 +94,6 @@ class FusionDecoder:
                 f"the language model's vocabulary ({lm_log_probs.size(-1)}) is not the "
                 f"model's target vocabulary ({log_probs.size(-1)})"
             )
+        if not self.weight:  # 0 * -inf (a token the language model never gives) is nan
+            return log_probs, _join([model_state, lm_state])
         return log_probs + self.weight * lm_log_probs, _join([model_state, lm_state])

@@ -60,17 +60,24 @@ class Sampling:
     top_k: int = 0
     top_p: float = 1.0
     seed: int | None = None
+    samples: int = 1  # per sentence, drawn under seeds seed, seed + 1, ...
 
     @torch.inference_mode()
     def search(
         self, decoder: Decoder, src: Tensor, src_lengths: Tensor, max_lengths: Tensor
     ) -> list[list[Hypothesis]]:
-        """Each sentence's one sample, scored by the model's (untempered) log-probabilities."""
-        generator = torch.Generator(device=src.device)
-        generator.manual_seed(self.seed if self.seed is not None else random_seed())
-        choose = partial(self.choose, generator=generator)
-        found = decode_one_path(decoder, src, src_lengths, max_lengths, choose)
-        return [[hypothesis] for hypothesis in found]
+        """Each sentence's ``samples`` samples, scored by the model's (untempered)
+        log-probabilities, most probable first."""
+        seed = self.seed if self.seed is not None else random_seed()
+        drawn: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
+        for offset in range(self.samples):
+            generator = torch.Generator(device=src.device)
+            generator.manual_seed(seed + offset)
+            choose = partial(self.choose, generator=generator)
+            found = decode_one_path(decoder, src, src_lengths, max_lengths, choose)
+            for row, hypothesis in zip(drawn, found, strict=True):
+                row.append(hypothesis)
+        return [sorted(row, key=lambda h: -h.score) for row in drawn]
 
     def choose(self, log_probs: Tensor, generator: torch.Generator) -> Tensor:
         """One token per row of log-probabilities [N, V]."""

@@ -194,15 +194,3 @@ def score_rows(scores: list[Perplexity]) -> list[str]:
 
     rows = [row(str(number), s) for number, s in enumerate(scores, start=1)]
     return [*rows, row("total", total(scores))]
-
-
-def score_text(
-    run_dir: Path, raw: bytes, origin: str, checkpoint: Path | None, device: str
-) -> list[str]:
-    """Score every line of ``raw`` (UTF-8 text) with the run's model; the output rows."""
-    from s2s.tasks.language_model.data import decode_lines
-
-    lines = decode_lines(iter(raw.splitlines()), origin)
-    config, tokenizer, model, torch_device = load_language_model(run_dir, checkpoint, device)
-    word_level = config.tokenizer.model_type == "word"
-    return score_rows(score_lines(model, tokenizer, lines, word_level, torch_device))

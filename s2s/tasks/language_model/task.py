@@ -27,6 +27,7 @@ class LanguageModelTask(LanguageModelKind, Task):
     name: ClassVar[str] = "language_model"
     metrics: ClassVar[tuple[str, ...]] = ("loss",)
     refusal: ClassVar[str] = "a language model; use s2s generate, s2s score or s2s evaluate with it"
+    serves: ClassVar[tuple[str, ...]] = ("generate", "score")
 
     def apply_defaults(self, config: Config) -> None:
         """A language model reads `text` splits with one vocabulary and a one-way stack, and

@@ -28,6 +28,7 @@ class SpeechTask(Task):
     metrics: ClassVar[tuple[str, ...]] = ("wer", "cer", "loss")
     uses_ctc: ClassVar[bool] = True
     transcribes: ClassVar[bool] = True
+    serves: ClassVar[tuple[str, ...]] = ("transcribe",)
     refusal: ClassVar[str] = "a speech recogniser; use s2s transcribe or s2s evaluate with it"
 
     def check_config(self, config: Config) -> None:

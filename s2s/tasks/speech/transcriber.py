@@ -12,6 +12,7 @@ from typing import TextIO
 import torch
 
 from s2s.config import Config, DecodeConfig
+from s2s.core.decoding import Decoder
 from s2s.core.search import Hypothesis, batch_budget, search_batches
 from s2s.data.batching import token_batches
 from s2s.data.tokenizer import Tokenizer
@@ -21,6 +22,7 @@ from s2s.kernels.precision import decode_autocast, decoding_precision
 from s2s.run.directory import RunDir
 from s2s.run.evaluations import record_evaluation
 from s2s.scores import Score
+from s2s.tasks.combination import Combination, combine, load_fusion_lm, same_model
 from s2s.tasks.loading import load_trained_run
 from s2s.tasks.speech.audio import utterance_features
 from s2s.tasks.speech.ctc_prefix import JointCTCDecoder
@@ -39,6 +41,10 @@ class Recognizer:
     tokenizer: Tokenizer
     decode: DecodeConfig
     device: torch.device
+    # an ensemble's other models, and a language model to fuse with its weight
+    members: Sequence[SpeechSeq2Seq] = ()
+    language_model: Decoder | None = None
+    lm_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.autocast = decode_autocast(self.decode.amp, self.device)
@@ -57,8 +63,7 @@ class Recognizer:
             return results
         lengths = [f.size(0) for f in features]
         budget = batch_budget(self.decode.batch_tokens, beam_size, max(lengths))
-        weight = self.decode.ctc_weight
-        model = JointCTCDecoder(self.model, weight) if weight > 0 else self.model
+        model = self.decoder()
         searched = search_batches(
             model,
             token_batches(lengths, None, budget),
@@ -75,6 +80,31 @@ class Recognizer:
             if on_batch is not None:
                 on_batch(len(batch.indices))
         return results
+
+    def decoder(self) -> Decoder:
+        """What search drives: each model (with its CTC prefix scores under
+        decode.ctc_weight), the ensemble of them, fused with the language model."""
+        weight = self.decode.ctc_weight
+        models = [self.model, *self.members]
+        decoders = [JointCTCDecoder(m, weight) if weight > 0 else m for m in models]
+        return combine(decoders[0], decoders[1:], self.language_model, self.lm_weight)
+
+    def combine_with(self, run: Path, combination: Combination, amp, overrides) -> None:
+        """Decode with ``combination``'s other speech runs and language model, each
+        checked to share this run's vocabulary."""
+        for member in combination.members:
+            _, theirs = load_speech_run(
+                member, None, self.device.type, amp, decode_overrides=overrides
+            )
+            if not same_model(self.tokenizer, theirs.tokenizer):
+                raise S2SError(
+                    f"{member}: its vocabulary is not {run}'s: ensembles need runs trained "
+                    "with one tokenizer (tokenizer.model)"
+                )
+            ensure_eval_mode(theirs.model)
+            self.members = [*self.members, theirs.model]
+        self.language_model = load_fusion_lm(combination, self.tokenizer, run, self.device)
+        self.lm_weight = combination.lm_weight
 
     def greedy(self, features: Sequence[torch.Tensor]) -> list[str]:
         """The greedy transcript of each utterance, in input order (validation)."""
@@ -138,6 +168,8 @@ def evaluate_speech_run(run_dir: Path, request: EvaluationRequest) -> list[Score
     config, recognizer = load_speech_run(
         run_dir, checkpoint, request.device, request.amp, decode_overrides=decode_overrides
     )
+    combination = Combination(tuple(request.ensemble), request.lm, request.lm_weight)
+    recognizer.combine_with(run_dir, combination, request.amp, decode_overrides)
     if split not in config.data:
         known = ", ".join(sorted(config.data))
         raise S2SError(f"{run_dir}: the recipe has no split {split!r} (splits: {known})")
@@ -152,7 +184,8 @@ def evaluate_speech_run(run_dir: Path, request: EvaluationRequest) -> list[Score
     scores = speech_scores(hypotheses, manifest.transcripts)
     used = checkpoint or RunDir(run_dir).default_checkpoint()
     precision = decoding_precision(config.decode.amp, recognizer.device)
-    record_evaluation(run_dir, split, used, beam, scores, decode_overrides, precision)
+    if not combination.active():  # an ensemble's or a fusion's score is not the run's own
+        record_evaluation(run_dir, split, used, beam, scores, decode_overrides, precision)
     return scores
 
 

@@ -15,6 +15,7 @@ from s2s.progress import TaskProgress
 from s2s.run.directory import RunDir
 from s2s.run.evaluations import record_evaluation
 from s2s.scores import Score
+from s2s.tasks.combination import Combination, combined_decoder
 from s2s.tasks.loading import load_run
 from s2s.tasks.task import EvaluationRequest
 from s2s.tasks.translation.translator import Translator
@@ -35,7 +36,11 @@ def evaluate_text_run(
         run_dir, request.checkpoint, request.device, request.amp, decode_overrides=overrides
     )
     text = evaluation_text(run_dir, config, request)
-    translator = Translator(model, tokenizers, config.decode, torch_device)
+    combination = Combination(tuple(request.ensemble), request.lm, request.lm_weight)
+    decoder = combined_decoder(
+        run_dir, model, tokenizers, combination, torch_device, request.amp, overrides
+    )
+    translator = Translator(model, tokenizers, config.decode, torch_device, decoder)
     beam = request.beam or config.decode.beam_size
     label = request.split if request.src is None else str(request.src)
     with TaskProgress(f"translating {label}", total=len(text.src)) as progress:
@@ -47,7 +52,8 @@ def evaluate_text_run(
     scores = task.corpus_scores(hypotheses, text)
     used = request.checkpoint or RunDir(run_dir).default_checkpoint()
     precision = decoding_precision(config.decode.amp, torch_device)
-    record_evaluation(run_dir, label, used, beam, scores, overrides, precision)
+    if not combination.active():  # an ensemble's or a fusion's score is not the run's own
+        record_evaluation(run_dir, label, used, beam, scores, overrides, precision)
     return scores
 
 

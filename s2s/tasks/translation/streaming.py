@@ -15,11 +15,14 @@ import os
 import select
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
+from s2s.errors import S2SError
+
 if TYPE_CHECKING:  # not imported at run time: the exported-model runner (no torch) uses this
+    from s2s.core.search import Hypothesis, SearchStrategy
     from s2s.progress import TaskProgress
     from s2s.tasks.translation.alignment import AlignmentWriter
     from s2s.tasks.translation.translator import Translator
@@ -166,6 +169,72 @@ def clip_tokens(
     return clipped
 
 
+@dataclass(frozen=True)
+class Steering:
+    """What steers search beyond the beam and n-best sizes: a strategy that replaces beam
+    search (sampling), and forced target prefixes, one text per input line (line N takes
+    ``prefixes[N - 1]``; an empty one forces nothing)."""
+
+    strategy: SearchStrategy | None = None
+    prefixes: Sequence[str] | None = None
+
+    def prefix_texts(self, chunk: list[InputLine]) -> list[str] | None:
+        """The prefixes of a chunk's lines; an input line without one is an error."""
+        if self.prefixes is None:
+            return None
+        have = len(self.prefixes)
+        missing = next((line.number for line in chunk if line.number > have), None)
+        if missing is not None:
+            raise S2SError(
+                f"--prefix-file has {have} lines: none for input line {missing} "
+                "(one prefix per input line, empty for none)"
+            )
+        return [self.prefixes[line.number - 1] for line in chunk]
+
+
+def search_chunk(
+    translator: Translator,
+    chunk: list[InputLine],
+    beam_size: int,
+    nbest: int,
+    max_input_tokens: int,
+    warnings: WarningLimiter,
+    on_batch: Callable[[int], None] | None = None,
+    steering: Steering | None = None,
+) -> tuple[list[list[int]], list[list[Hypothesis]]]:
+    """The source ids (cut to ``max_input_tokens``) and n-best hypotheses of one chunk of
+    lines: what `s2s translate` does with each chunk of a file and `s2s.load(...).translate`
+    with each chunk of a list, so the two cannot differ."""
+    texts = [line.text for line in chunk]
+    ids = clip_tokens(chunk, translator.encode(texts), max_input_tokens, warnings)
+    options = None
+    if steering is not None:
+        from s2s.tasks.translation.translator import SearchOptions
+
+        prefix_texts = steering.prefix_texts(chunk)
+        prefixes = None if prefix_texts is None else translator.encode_prefixes(prefix_texts)
+        options = SearchOptions(prefixes, steering.strategy)
+    return ids, translator.hypotheses(ids, beam_size, nbest, on_batch, options)
+
+
+def text_lines(items: Sequence[str | bytes]) -> list[InputLine]:
+    """Input lines from a list of texts, numbered from 1: bytes are read as `s2s translate`
+    reads a file's lines (invalid UTF-8 replaced, with a warning), and a str holding lone
+    surrogates (which cannot be UTF-8) is treated the same way."""
+    lines = []
+    for number, item in enumerate(items, start=1):
+        if isinstance(item, bytes):
+            lines.append(decode_line(item, number, cut=False))
+            continue
+        try:
+            item.encode("utf-8")
+            lines.append(InputLine(number, item))
+        except UnicodeEncodeError:
+            raw = item.encode("utf-8", errors="surrogatepass")
+            lines.append(InputLine(number, raw.decode("utf-8", "replace"), invalid_utf8=True))
+    return lines
+
+
 def format_outputs(outputs: list[list[str]], nbest: int, offset: int) -> bytes:
     """One line per input (or ``nbest`` 'i ||| text' rows); line breaks inside a hypothesis
     would break the line-for-line contract, so they become spaces."""
@@ -188,6 +257,7 @@ def translate_stream(
     warnings: WarningLimiter | None = None,
     progress: TaskProgress | None = None,
     alignments: AlignmentWriter | None = None,
+    steering: Steering | None = None,
 ) -> int:
     """Translate ``source`` line by line into ``sink``, flushing after every chunk; returns
     the number of lines. A reader that goes away raises BrokenPipeError to the caller.
@@ -195,12 +265,11 @@ def translate_stream(
     warnings = warnings or WarningLimiter()
     reader = LineReader(source, max(max_input_tokens * BYTES_PER_TOKEN, 4096))
     done = 0
+    on_batch = progress.update if progress is not None else None
     for chunk in reader.chunks(chunk_lines):
-        ids = clip_tokens(
-            chunk, translator.encode([line.text for line in chunk]), max_input_tokens, warnings
+        ids, hypotheses = search_chunk(
+            translator, chunk, beam_size, nbest, max_input_tokens, warnings, on_batch, steering
         )
-        on_batch = progress.update if progress is not None else None
-        hypotheses = translator.hypotheses(ids, beam_size, nbest, on_batch)
         sink.write(format_outputs(translator.detokenize(hypotheses), nbest, done))
         sink.flush()
         if alignments is not None:

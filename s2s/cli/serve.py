@@ -1,0 +1,87 @@
+"""`s2s serve`: a trained run behind an HTTP JSON API (docs/serving.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from s2s.cli.common import (
+    AmpOption,
+    CheckpointOption,
+    DecodeOverrides,
+    Device,
+    ThreadsOption,
+    app,
+    checked_amp,
+    computes,
+    setup_logging,
+    use_threads,
+    user_errors,
+)
+from s2s.errors import S2SError
+
+
+def positive(help: str) -> typer.models.OptionInfo:
+    return typer.Option(min=1, help=help)
+
+
+@app.command()
+@user_errors
+@computes
+def serve(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `s2s train`.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+    max_batch_tokens: Annotated[
+        int, positive("Most source tokens merged from concurrent requests into one batch.")
+    ] = 4000,
+    max_wait_ms: Annotated[
+        float, typer.Option(min=0.0, help="Longest a request waits for others to join it.")
+    ] = 10.0,
+    max_queue: Annotated[int, positive("Requests waiting; more are answered 503.")] = 256,
+    max_inputs: Annotated[int, positive("Most inputs in one request.")] = 64,
+    max_input_chars: Annotated[int, positive("Most characters in one input.")] = 2000,
+    max_body_bytes: Annotated[int, positive("Largest request body.")] = 1 << 20,
+    request_timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds before a request is answered 504.")
+    ] = 30.0,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Server processes: only 1 (docs/serving.md says why).")
+    ] = 1,
+    checkpoint: CheckpointOption = None,
+    device: Device = "auto",
+    amp: AmpOption = None,
+    decode_overrides: DecodeOverrides = None,
+    threads: ThreadsOption = None,
+) -> None:
+    """Serve a run over HTTP: POST /v1/<method> for each method its task offers
+    (translate, transcribe, generate, score), /health, /ready, /metrics, /docs.
+
+    Concurrent requests are decoded together (dynamic batching). SIGTERM stops accepting
+    connections, finishes the queued requests and exits 0."""
+    use_threads(threads)
+    setup_logging(quiet=False)
+    from s2s.serve.extra import require_serve_extra
+
+    require_serve_extra()
+    from s2s.api import load
+    from s2s.serve.app import ServeSettings
+    from s2s.serve.running import serve as run_server
+
+    if workers != 1:
+        raise S2SError("--workers: only 1 is supported (docs/serving.md)")
+    model = load(
+        run_dir, device=device, checkpoint=checkpoint, amp=checked_amp(amp), decode=decode_overrides
+    )
+    settings = ServeSettings(
+        max_batch_tokens,
+        max_wait_ms,
+        max_queue,
+        max_inputs,
+        max_input_chars,
+        max_body_bytes,
+        request_timeout,
+    )
+    run_server(model, settings, host, port)

@@ -1,0 +1,162 @@
+"""Dynamic batching: requests that arrive together are decoded together.
+
+Handlers `submit` jobs to a bounded queue; one worker thread takes the oldest job and every
+queued job with the same method and options, up to a token budget, and runs them as one
+call of the model (whose search batches them by length, as `s2s translate` batches a
+file). A job waits for company at most ``max_wait_s`` after it arrived; under load the
+worker is busy decoding while the next jobs queue, so they are merged without waiting.
+One worker is enough: torch's operations use every core and release the GIL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Done = Callable[[list[Any] | None, BaseException | None], None]
+RunBatch = Callable[[str, dict[str, Any], list[Any]], list[Any]]
+
+
+class QueueFull(Exception):
+    """The queue holds its most jobs: the caller answers 503 and asks to retry."""
+
+
+class ShuttingDown(Exception):
+    """The batcher is draining its queue before the server exits: no new jobs."""
+
+
+@dataclass
+class Job:
+    """One request's inputs for one method; ``done`` hears its outputs or its error, from
+    the worker thread."""
+
+    method: str
+    options: dict[str, Any]
+    inputs: list[Any]
+    cost: int  # tokens, for the batch budget
+    done: Done
+    arrived: float = field(default_factory=time.monotonic)
+    cancelled: bool = False  # its caller stopped waiting: skip it if not yet started
+
+    @property
+    def key(self) -> Hashable:
+        """Jobs with equal keys may share a model call."""
+        return (self.method, tuple(sorted(self.options.items())))
+
+
+@dataclass
+class BatchStats:
+    """What the worker reports about each model call, for the metrics."""
+
+    requests: int
+    inputs: int
+    tokens: int
+    seconds: float
+
+
+class DynamicBatcher:
+    """A bounded queue of jobs and the one worker thread that decodes them in batches."""
+
+    def __init__(
+        self,
+        run: RunBatch,
+        max_batch_tokens: int,
+        max_wait_s: float,
+        max_queue: int,
+        on_batch: Callable[[BatchStats], None] = lambda stats: None,
+    ) -> None:
+        self.run = run
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self.on_batch = on_batch
+        self.pending: list[Job] = []
+        self.condition = threading.Condition()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._work, name="s2s-decoder", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def depth(self) -> int:
+        """Jobs waiting (not yet taken by the worker)."""
+        with self.condition:
+            return len(self.pending)
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; raises QueueFull when ``max_queue`` jobs wait, ShuttingDown after
+        `stop`."""
+        with self.condition:
+            if self.stopping:
+                raise ShuttingDown
+            if len(self.pending) >= self.max_queue:
+                raise QueueFull
+            self.pending.append(job)
+            self.condition.notify()
+
+    def stop(self) -> None:
+        """Refuse new jobs, decode every queued one, and end the worker."""
+        with self.condition:
+            self.stopping = True
+            self.condition.notify()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            self._decode(batch)
+
+    def _next_batch(self) -> list[Job] | None:
+        """The next jobs to decode together, once the budget is full or the oldest job has
+        waited ``max_wait_s``; None when stopping with nothing queued."""
+        with self.condition:
+            while True:
+                self.pending = [job for job in self.pending if not job.cancelled]
+                if not self.pending:
+                    if self.stopping:
+                        return None
+                    self.condition.wait()
+                    continue
+                first = self.pending[0]
+                batch = self._fill(first)
+                waited = time.monotonic() - first.arrived
+                full = sum(job.cost for job in batch) >= self.max_batch_tokens
+                if full or self.stopping or waited >= self.max_wait_s:
+                    taken = {id(job) for job in batch}
+                    self.pending = [job for job in self.pending if id(job) not in taken]
+                    return batch
+                self.condition.wait(self.max_wait_s - waited)
+
+    def _fill(self, first: Job) -> list[Job]:
+        """``first`` and the queued jobs it can share a call with, oldest first, while they
+        fit the token budget (``first`` always does)."""
+        batch, tokens = [first], first.cost
+        for job in self.pending[1:]:
+            if job.key == first.key and tokens + job.cost <= self.max_batch_tokens:
+                batch.append(job)
+                tokens += job.cost
+        return batch
+
+    def _decode(self, batch: Sequence[Job]) -> None:
+        """One model call for ``batch``; when it fails and held several jobs, each job runs
+        alone, so one bad request cannot fail the others."""
+        started = time.perf_counter()
+        inputs = [item for job in batch for item in job.inputs]
+        try:
+            outputs = self.run(batch[0].method, batch[0].options, inputs)
+        except Exception as error:
+            if len(batch) == 1:
+                batch[0].done(None, error)
+            else:
+                for job in batch:
+                    self._decode([job])
+            return
+        seconds = time.perf_counter() - started
+        tokens = sum(job.cost for job in batch)
+        self.on_batch(BatchStats(len(batch), len(inputs), tokens, seconds))
+        start = 0
+        for job in batch:
+            job.done(outputs[start : start + len(job.inputs)], None)
+            start += len(job.inputs)

@@ -1,0 +1,108 @@
+"""The dynamic batcher of `s2s serve` on its own, with a recording model in place of a
+real one: what it merges, how long a lone job waits, and that a failing input fails only
+its own request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from s2s.serve.batcher import DynamicBatcher, Job, QueueFull, ShuttingDown
+
+
+class Recorder:
+    """Upper-cases its inputs and remembers each call; an input "boom" raises."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[Any]]] = []
+
+    def __call__(self, method: str, options: dict[str, Any], inputs: list[Any]) -> list[Any]:
+        self.calls.append((method, list(inputs)))
+        if "boom" in inputs:
+            raise ValueError("boom")
+        return [text.upper() for text in inputs]
+
+
+class Answer:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.outputs: list[Any] | None = None
+        self.error: BaseException | None = None
+
+    def __call__(self, outputs: list[Any] | None, error: BaseException | None) -> None:
+        self.outputs, self.error = outputs, error
+        self.event.set()
+
+    def wait(self) -> Answer:
+        assert self.event.wait(10)
+        return self
+
+
+def job(inputs: list[str], method: str = "translate", beam: int = 1) -> tuple[Job, Answer]:
+    answer = Answer()
+    return Job(method, {"beam": beam}, inputs, len(inputs), answer), answer
+
+
+def test_queued_jobs_with_the_same_options_share_one_call_in_order() -> None:
+    model = Recorder()
+    batcher = DynamicBatcher(model, max_batch_tokens=100, max_wait_s=0.5, max_queue=10)
+    jobs = [job(["a", "b"]), job(["c"]), job(["d"], beam=5), job(["e", "f"])]
+    for queued, _ in jobs:
+        batcher.submit(queued)
+    batcher.start()
+    answers = [answer.wait().outputs for _, answer in jobs]
+    batcher.stop()
+    assert answers == [["A", "B"], ["C"], ["D"], ["E", "F"]]
+    assert model.calls == [("translate", ["a", "b", "c", "e", "f"]), ("translate", ["d"])]
+
+
+def test_a_batch_stops_at_the_token_budget() -> None:
+    model = Recorder()
+    batcher = DynamicBatcher(model, max_batch_tokens=3, max_wait_s=0.0, max_queue=10)
+    for queued, _ in [job(["a", "b"]), job(["c"]), job(["d"])]:
+        batcher.submit(queued)
+    batcher.start()
+    batcher.stop()
+    assert [inputs for _, inputs in model.calls] == [["a", "b", "c"], ["d"]]
+
+
+def test_a_lone_job_waits_about_the_wait_limit_and_no_longer() -> None:
+    batcher = DynamicBatcher(Recorder(), max_batch_tokens=100, max_wait_s=0.2, max_queue=10)
+    batcher.start()
+    queued, answer = job(["a"])
+    batcher.submit(queued)
+    assert not answer.event.wait(0.05)  # still waiting for company
+    assert answer.wait().outputs == ["A"]  # and answered once the limit passed
+    batcher.stop()
+
+
+def test_a_failing_input_fails_only_its_own_request() -> None:
+    model = Recorder()
+    batcher = DynamicBatcher(model, max_batch_tokens=100, max_wait_s=0.5, max_queue=10)
+    jobs = [job(["a"]), job(["boom"]), job(["c"])]
+    for queued, _ in jobs:
+        batcher.submit(queued)
+    batcher.start()
+    good, bad, other = (answer.wait() for _, answer in jobs)
+    batcher.stop()
+    assert good.outputs == ["A"] and other.outputs == ["C"]
+    assert isinstance(bad.error, ValueError)
+
+
+def test_the_queue_is_bounded_and_stop_drains_it() -> None:
+    batcher = DynamicBatcher(Recorder(), max_batch_tokens=100, max_wait_s=3600.0, max_queue=2)
+    first, second = job(["a"]), job(["b"])
+    batcher.submit(first[0])
+    batcher.submit(second[0])
+    with pytest.raises(QueueFull):
+        batcher.submit(job(["c"])[0])
+    batcher.start()
+    started = time.monotonic()
+    batcher.stop()  # does not wait the hour: stopping decodes what is queued now
+    assert time.monotonic() - started < 600
+    assert first[1].wait().outputs == ["A"] and second[1].wait().outputs == ["B"]
+    with pytest.raises(ShuttingDown):
+        batcher.submit(job(["d"])[0])
