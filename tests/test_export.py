@@ -245,6 +245,11 @@ def test_export_and_exported_directory_errors_are_one_line(exported, tmp_path: P
     assert (
         result.output.strip() == f"s2s: error: {out}: an exported model does not take --checkpoint"
     )
+    result = CliRunner().invoke(app, ["translate", str(out), str(run)], input="a\n")
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "s2s: error: an exported model decodes alone: no ensemble of run directories"
+    )
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "s2s-export.json").write_text('{"format": "s2s-onnx", "version": 1, "task": 3}')
