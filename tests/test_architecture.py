@@ -31,6 +31,8 @@ LAYERS: dict[str, int] = {
     "inspect": 6,
     "api": 6,  # s2s.load: a run of any task loaded through its task, for users' programs
     "serve": 6,  # s2s serve's app over s2s.api: a library the CLI starts, as inspect is
+    "export": 6,  # reads a trained run through its task (s2s.tasks.loading), as inspect does
+    "exported": 6,  # runs an exported model; drives translation's streaming (s2s.tasks)
     "cli": 7,
     "__main__": 7,
 }

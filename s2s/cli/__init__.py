@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 # importing each command module registers its commands on the app
-from s2s.cli import common, decode, forecast, plugins, runs, serve, train  # noqa: F401
+from s2s.cli import common, decode, export, forecast, plugins, runs, serve, train  # noqa: F401
 from s2s.cli.common import app
 from s2s.errors import S2SError
 

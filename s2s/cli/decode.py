@@ -3,6 +3,7 @@ score."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -77,8 +78,32 @@ AlignmentsOption = Annotated[
 ]
 
 
+def exported_first(runner: str):
+    """The command on a directory written by `s2s export` runs ``runner`` of
+    s2s.exported.command instead (onnxruntime), before anything imports torch."""
+
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(**options):
+            from s2s.exported.files import is_exported
+
+            folders = options.get("run_dirs") or [options["run_dir"]]
+            if not any(is_exported(folder) for folder in folders):
+                return command(**options)
+            if len(folders) > 1:
+                raise S2SError("an exported model decodes alone: no ensemble of run directories")
+            from s2s.exported import command as exported
+
+            return getattr(exported, runner)(folders[0], options)
+
+        return wrapper
+
+    return decorate
+
+
 @app.command()
 @user_errors
+@exported_first("translate_exported")
 @computes
 def translate(
     run_dirs: RunsArgument,
@@ -108,7 +133,8 @@ def translate(
     """Translate stdin (or --input): one output line per input line, in order.
 
     Output is written and flushed batch by batch as input arrives. Several run
-    directories decode as an ensemble; --lm adds a language model (shallow fusion)."""
+    directories decode as an ensemble; --lm adds a language model (shallow fusion). A
+    directory written by `s2s export` runs on onnxruntime, without torch."""
     use_threads(threads)
     setup_logging(quiet, verbose)
     from s2s.api import load
@@ -272,6 +298,7 @@ def transcribe(
 
 @app.command()
 @user_errors
+@exported_first("generate_exported")
 @computes
 def generate(
     run_dir: Annotated[Path, typer.Argument(help="Language-model run directory.")],

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+# token_batches lives apart from torch (the exported-model runner batches with it too)
+from s2s.data.length_batches import token_batches as token_batches
 from s2s.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -74,36 +75,3 @@ def collate(
         batch.tgt_in = pad([[BOS_ID, *tgt[i]] for i in indices])
         batch.tgt_out = pad([[*tgt[i], EOS_ID] for i in indices])
     return batch
-
-
-def token_batches(
-    src_lengths: Sequence[int],
-    tgt_lengths: Sequence[int] | None,
-    max_tokens: int,
-    rng: random.Random | None = None,
-) -> list[list[int]]:
-    """Group example indices into batches whose padded source and target tensors each hold at
-    most ``max_tokens`` tokens (one over-long example is a batch of its own).
-
-    Examples are sorted by length so padding stays small; with ``rng`` ties are broken at
-    random and the batch order is shuffled, giving different batches every epoch.
-    """
-    count = len(src_lengths)
-    tgt_lengths = tgt_lengths if tgt_lengths is not None else [0] * count
-    noise = [rng.random() for _ in range(count)] if rng else [0.0] * count
-    order = sorted(range(count), key=lambda i: (tgt_lengths[i], src_lengths[i], noise[i]))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for index in order:
-        length = max(src_lengths[index], tgt_lengths[index])
-        if current and (len(current) + 1) * max(longest, length) > max_tokens:
-            batches.append(current)
-            current, longest = [], 0
-        current.append(index)
-        longest = max(longest, length)
-    if current:
-        batches.append(current)
-    if rng:
-        rng.shuffle(batches)
-    return batches

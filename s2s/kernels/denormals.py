@@ -39,8 +39,10 @@ def flush_denormals(environ: Mapping[str, str] = os.environ) -> bool:
     modes keep denormals). Call it before any parallel torch operation."""
     if not wanted(environ):
         return False
-    import torch
-
+    try:
+        import torch
+    except ImportError:  # an exported model runs without torch (s2s.exported)
+        return False
     return bool(torch.set_flush_denormal(True))
 
 

@@ -24,7 +24,6 @@ from s2s.config import Config
 from s2s.data.corpus import open_compressed
 from s2s.data.tokenizer import (
     EOS_ID,
-    UNK_ID,
     Tokenizer,
     load_tokenizers,
     tokenizer_files,
@@ -32,6 +31,9 @@ from s2s.data.tokenizer import (
 )
 from s2s.errors import S2SError
 from s2s.run.directory import RunDir
+
+# encode_lines lives apart from torch (an exported model encodes prompts with it too)
+from s2s.tasks.language_model.text import encode_lines as encode_lines
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +79,6 @@ def split_text(config: Config, split: str) -> Path:
 def count_words(lines: list[str]) -> int:
     """Words as the literature counts them: whitespace-separated, plus one EOS per line."""
     return sum(len(line.split()) + 1 for line in lines)
-
-
-def encode_lines(tokenizer: Tokenizer, lines: list[str], word_level: bool) -> list[list[int]]:
-    """Token ids of each line, without EOS.
-
-    A word vocabulary encodes word by word: sentencepiece would merge a run of unknown words
-    (PTB's ``<unk> <unk>``) into one unknown token, and the stream must keep one token per
-    word for its perplexity to be the word-level one the literature reports.
-    """
-    if not word_level:
-        return tokenizer.encode_batch(lines)
-    words = [line.split() for line in lines]
-    flat = tokenizer.encode_batch([w for line in words for w in line])
-    out, start = [], 0
-    for line in words:
-        out.append([t for ids in flat[start : start + len(line)] for t in ids or [UNK_ID]])
-        start += len(line)
-    return out
 
 
 @dataclass

@@ -5,35 +5,16 @@ search strategy `s2s.core.search.Sampling`, over the model's `LanguageModelDecod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from s2s.core.search import Sampling
 from s2s.data.tokenizer import EOS_ID, Tokenizer
-from s2s.errors import S2SError
-from s2s.tasks.language_model.data import encode_lines
 from s2s.tasks.language_model.decoder import LanguageModelDecoder
 from s2s.tasks.language_model.model import LanguageModel
 
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    max_tokens: int = 50
-    temperature: float = 1.0
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1: off
-    seed: int | None = None
-
-    def check(self) -> None:
-        if self.max_tokens < 1:
-            raise S2SError(f"--max-tokens must be at least 1, not {self.max_tokens}")
-        if self.temperature < 0:
-            raise S2SError(f"--temperature must be 0 (greedy) or more, not {self.temperature}")
-        if self.top_k < 0:
-            raise S2SError(f"--top-k must be 0 (off) or more, not {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise S2SError(f"--top-p must be in (0, 1], not {self.top_p}")
+# SamplingOptions lives apart from torch (an exported model samples with it too)
+from s2s.tasks.language_model.text import SamplingOptions as SamplingOptions
+from s2s.tasks.language_model.text import continuation_text, prompt_context
 
 
 @torch.inference_mode()
@@ -69,13 +50,5 @@ def generate_text(
 ) -> tuple[str, int]:
     """The prompt followed by a sampled continuation (one line), and how many tokens were
     sampled (the final EOS, if sampled, included)."""
-    if "\n" in prompt:
-        raise S2SError("--prompt must be one line (a newline is an end of sentence)")
-    ids = encode_lines(tokenizer, [prompt], word_level)[0]
-    generated = generate_ids(model, [EOS_ID, *ids], options, device)
-    text = tokenizer.decode(generated)
-    pieces = tokenizer.pieces([i for i in generated if i != EOS_ID][:1])
-    glue = " " if pieces and pieces[0].startswith("\u2581") else ""
-    if not prompt.strip():
-        return text, len(generated)
-    return prompt.rstrip() + glue + text if text else prompt.rstrip(), len(generated)
+    generated = generate_ids(model, prompt_context(tokenizer, prompt, word_level), options, device)
+    return continuation_text(tokenizer, prompt, generated), len(generated)

@@ -19,14 +19,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from s2s.core.search import Hypothesis
 from s2s.errors import S2SError
-from s2s.tasks.translation.translator import Translator
 
-if TYPE_CHECKING:
-    from s2s.core.search import SearchStrategy
+if TYPE_CHECKING:  # not imported at run time: the exported-model runner (no torch) uses this
+    from s2s.core.search import Hypothesis, SearchStrategy
     from s2s.progress import TaskProgress
     from s2s.tasks.translation.alignment import AlignmentWriter
+    from s2s.tasks.translation.translator import Translator
 
 BYTES_PER_TOKEN = 32  # generous: a subword is rarely more than a few characters
 READ_SIZE = 1 << 16
@@ -206,12 +205,12 @@ def search_chunk(
     """The source ids (cut to ``max_input_tokens``) and n-best hypotheses of one chunk of
     lines: what `s2s translate` does with each chunk of a file and `s2s.load(...).translate`
     with each chunk of a list, so the two cannot differ."""
-    from s2s.tasks.translation.translator import SearchOptions
-
     texts = [line.text for line in chunk]
     ids = clip_tokens(chunk, translator.encode(texts), max_input_tokens, warnings)
     options = None
     if steering is not None:
+        from s2s.tasks.translation.translator import SearchOptions
+
         prefix_texts = steering.prefix_texts(chunk)
         prefixes = None if prefix_texts is None else translator.encode_prefixes(prefix_texts)
         options = SearchOptions(prefixes, steering.strategy)
