@@ -120,3 +120,22 @@ def test_a_prefix_file_of_another_length_is_a_one_line_error(runs, tmp_path: Pat
         "s2s: error: --prefix-file has 1 lines: none for input line 2 "
         "(one prefix per input line, empty for none)"
     )
+
+
+def test_a_prefix_file_longer_than_the_input_is_an_error_after_the_outputs(
+    runs, tmp_path: Path
+) -> None:
+    prefixes = write_lines(tmp_path / "long.de", ["Ein Mann", "", "Zwei", "", "Eine"])
+    result = run_s2s(
+        "translate", str(runs["first"]), "--prefix-file", str(prefixes), "-q",
+        stdin="\n".join(LINES) + "\n",
+    )  # fmt: skip
+    assert result.returncode == 1 and len(result.stdout.splitlines()) == len(LINES)
+    assert result.stderr.strip() == "s2s: error: --prefix-file has 5 lines but the input 4"
+
+
+@pytest.mark.parametrize("top_p", ["0", "1.5"])
+def test_a_top_p_outside_zero_to_one_is_refused_before_decoding(runs, top_p: str) -> None:
+    result = run_s2s("translate", str(runs["first"]), "--sample", "--top-p", top_p, stdin="x\n")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == f"s2s: error: top_p {float(top_p)}: use a value in (0, 1]"
