@@ -23,7 +23,9 @@ from torch import Tensor, nn
 from s2s.cells import RecurrentCell, State
 from s2s.config import ModelConfig
 from s2s.core.cell_registry import cell_factory
+from s2s.core.search import max_output_lengths
 from s2s.core.seq2seq import Seq2Seq
+from s2s.data.batching import collate
 from s2s.run.directory import RunDir
 from s2s.tasks.recipe import load_config
 from s2s.tasks.translation.trainer import TranslationTrainer
@@ -102,6 +104,28 @@ def make_model(cell: str = "lstm", **options) -> Seq2Seq:
     torch.manual_seed(0)
     config = ModelConfig(embed_size=16, hidden_size=24, dropout=0.0, **options)
     return Seq2Seq(config, cell_factory(cell, {}), VOCAB, VOCAB, 0, share_vocab=True).eval()
+
+
+def sharp_model(seed: int = 0) -> Seq2Seq:
+    """A random model with peaked distributions, so float noise cannot reorder candidates;
+    another ``seed`` moves every weight, for a second model of the same shape."""
+    model = make_model(tie_embeddings=False)
+    with torch.no_grad():
+        if seed:
+            generator = torch.Generator().manual_seed(seed)
+            for parameter in model.parameters():
+                parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
+        model.output.weight.mul_(30.0)
+    return model
+
+
+def source_batch(count: int, seed: int):
+    """``count`` random sources of 1-14 tokens, their batch and output length limits."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 15, (count,), generator=generator).tolist()
+    sentences = [torch.randint(4, VOCAB, (n,), generator=generator).tolist() for n in lengths]
+    batch = collate(list(range(count)), sentences)
+    return sentences, batch, max_output_lengths(batch.src_lengths, 1.5, 3)
 
 
 def make_trainer(folder: Path, *overrides: str) -> TranslationTrainer:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import VOCAB, make_model
+from helpers import VOCAB, sharp_model, source_batch
 
 from s2s.core.decoding import SearchState
-from s2s.core.search import BeamSearch, GreedySearch, Sampling, max_output_lengths
+from s2s.core.search import BeamSearch, GreedySearch, Sampling
 from s2s.core.search.combined import EnsembleDecoder, FusionDecoder
 from s2s.core.search.constraints import ConstrainedDecoder, Constraints, forbid_repeats
 from s2s.data.batching import collate
@@ -77,23 +77,6 @@ def test_members_of_different_vocabularies_are_refused() -> None:
 
     with pytest.raises(ValueError, match=r"different vocabularies: sizes \[8, 9\]"):
         greedy(EnsembleDecoder([PositionScript({A: 1.0}), Wider({A: 1.0})]))
-
-
-def sharp_model(seed: int):
-    """A random model with peaked distributions, so float noise cannot reorder candidates."""
-    torch.manual_seed(seed)
-    model = make_model(tie_embeddings=False)
-    with torch.no_grad():
-        model.output.weight.mul_(30.0)
-    return model
-
-
-def source_batch(count: int, seed: int):
-    generator = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, 15, (count,), generator=generator).tolist()
-    sentences = [torch.randint(4, VOCAB, (n,), generator=generator).tolist() for n in lengths]
-    batch = collate(list(range(count)), sentences)
-    return sentences, batch, max_output_lengths(batch.src_lengths, 1.5, 3)
 
 
 def test_an_ensemble_of_one_model_twice_is_that_model() -> None:

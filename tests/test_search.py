@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from helpers import VOCAB, make_model
+from helpers import VOCAB, make_model, sharp_model
 
 import s2s.core.search.beam as beam_module
 from s2s.core.decoding import SearchState
@@ -106,14 +106,6 @@ def test_output_is_cut_at_each_sentences_own_limit() -> None:
     assert [len(h.tokens) for h in greedy] == [9, 3]
     beams = beam_search(model, batch.src, batch.src_lengths, limits, beam_size=3)
     assert [len(h[0].tokens) for h in beams] == [9, 3]
-
-
-def sharp_model():
-    """A random model with peaked distributions, so float noise cannot reorder candidates."""
-    model = make_model(tie_embeddings=False)
-    with torch.no_grad():
-        model.output.weight.mul_(30.0)
-    return model
 
 
 def test_beam_size_one_equals_greedy() -> None:

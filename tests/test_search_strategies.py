@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import VOCAB, make_model
+from helpers import make_model, source_batch
 
-from s2s.core.search import BeamSearch, GreedySearch, Sampling, max_output_lengths
+from s2s.core.search import BeamSearch, GreedySearch, Sampling
 from s2s.data.batching import collate
 from s2s.data.tokenizer import EOS_ID, PAD_ID
 from s2s.tasks.language_model.decoder import LanguageModelDecoder
@@ -17,14 +17,6 @@ from s2s.tasks.language_model.model import build_language_model
 from s2s.tasks.recipe import load_config
 
 LM_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "lm.toml"
-
-
-def source_batch(count: int, seed: int):
-    generator = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, 15, (count,), generator=generator).tolist()
-    sentences = [torch.randint(4, VOCAB, (n,), generator=generator).tolist() for n in lengths]
-    batch = collate(list(range(count)), sentences)
-    return sentences, batch, max_output_lengths(batch.src_lengths, 1.5, 3)
 
 
 def tokens(found):
