@@ -16,6 +16,7 @@ from s2s.exported.beam import NumpyBeamSearch
 from s2s.exported.decoder import ExportedDecoder
 from s2s.exported.files import read_export_config
 from s2s.exported.search import Hypothesis, greedy_search, max_output_lengths
+from s2s.tasks.translation.lines import detokenize, encode_lines, search_non_empty
 
 
 def batch_budget(batch_tokens: int, beam_size: int, longest: int) -> int:
@@ -78,12 +79,7 @@ class ExportedTranslator:
 
     def encode(self, lines: Sequence[str]) -> list[list[int]]:
         """Source token ids per line; a blank line gives no tokens."""
-        wanted = [i for i, line in enumerate(lines) if line.strip()]
-        ids: list[list[int]] = [[] for _ in lines]
-        encoded = self.src_tokenizer.encode_batch([lines[i] for i in wanted])
-        for index, seq in zip(wanted, encoded, strict=True):
-            ids[index] = seq
-        return ids
+        return encode_lines(self.src_tokenizer, lines)
 
     def hypotheses(
         self,
@@ -97,17 +93,13 @@ class ExportedTranslator:
         ``options`` (a run's forced prefixes or sampling) are not served: None only."""
         if options is not None:
             raise S2SError("an exported model decodes without prefixes or sampling")
-        wanted = [i for i, seq in enumerate(src_ids) if seq]
-        results: list[list[Hypothesis]] = [[] for _ in src_ids]
-        found = self.search_ids([src_ids[i] for i in wanted], beam_size, nbest, on_batch)
-        for index, hyps in zip(wanted, found, strict=True):
-            results[index] = hyps
-        return results
+        return search_non_empty(
+            src_ids, lambda sources, _: self.search_ids(sources, beam_size, nbest, on_batch)
+        )
 
     def detokenize(self, hypotheses: Sequence[Sequence[Hypothesis]]) -> list[list[str]]:
         """Text of each source's hypotheses; a source without any gives one empty output."""
-        decode = self.tgt_tokenizer.decode
-        return [[decode(h.tokens) for h in hyps] or [""] for hyps in hypotheses]
+        return detokenize(self.tgt_tokenizer, hypotheses)
 
     def translate(self, lines: Sequence[str], beam_size: int, nbest: int = 1) -> list[list[str]]:
         """Detokenised n-best lists, one per line; an empty line gives one empty output."""

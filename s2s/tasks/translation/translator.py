@@ -16,6 +16,7 @@ from s2s.data.batching import collate, token_batches
 from s2s.data.tokenizer import TokenizerPair
 from s2s.kernels.packed_linear import ensure_eval_mode
 from s2s.kernels.precision import decode_autocast
+from s2s.tasks.translation.lines import detokenize, encode_lines, search_non_empty
 
 
 @dataclass
@@ -85,12 +86,7 @@ class Translator:
 
     def encode(self, lines: Sequence[str]) -> list[list[int]]:
         """Source token ids per line; a blank line gives no tokens."""
-        wanted = [i for i, line in enumerate(lines) if line.strip()]
-        ids: list[list[int]] = [[] for _ in lines]
-        encoded = self.tokenizers.src.encode_batch([lines[i] for i in wanted])
-        for index, seq in zip(wanted, encoded, strict=True):
-            ids[index] = seq
-        return ids
+        return encode_lines(self.tokenizers.src, lines)
 
     def hypotheses(
         self,
@@ -101,20 +97,18 @@ class Translator:
         options: SearchOptions | None = None,
     ) -> list[list[Hypothesis]]:
         """n-best hypotheses per source; a source without tokens (a blank line) gets none."""
-        wanted = [i for i, seq in enumerate(src_ids) if seq]
-        results: list[list[Hypothesis]] = [[] for _ in src_ids]
-        if options is not None and options.prefixes is not None:
-            prefixes = [options.prefixes[i] for i in wanted]
-            options = SearchOptions(prefixes, options.strategy)
-        found = self.search_ids([src_ids[i] for i in wanted], beam_size, nbest, on_batch, options)
-        for index, hyps in zip(wanted, found, strict=True):
-            results[index] = hyps
-        return results
+
+        def search(sources: list[Sequence[int]], where: list[int]) -> list[list[Hypothesis]]:
+            chosen = options
+            if options is not None and options.prefixes is not None:
+                chosen = SearchOptions([options.prefixes[i] for i in where], options.strategy)
+            return self.search_ids(sources, beam_size, nbest, on_batch, chosen)
+
+        return search_non_empty(src_ids, search)
 
     def detokenize(self, hypotheses: Sequence[Sequence[Hypothesis]]) -> list[list[str]]:
         """Text of each source's hypotheses; a source without any gives one empty output."""
-        decode = self.tokenizers.tgt.decode
-        return [[decode(h.tokens) for h in hyps] or [""] for hyps in hypotheses]
+        return detokenize(self.tokenizers.tgt, hypotheses)
 
     def translate_ids(
         self,
