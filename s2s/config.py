@@ -258,8 +258,11 @@ DecodeAmp = Literal["auto", "bf16", "fp16", "off", "int8"]
 
 # step checkpoints a budgeted run keeps, so its end can average the last few
 BUDGET_KEEP_LAST = 5
-# a budgeted run ends by its budget: the epoch limit only stops it when the recipe sets one
+# a budgeted run ends by its deadline, not by the recipe's epoch count
 BUDGET_MAX_EPOCHS = 100_000
+# schedules laid out over steps, which a budget replaces by its own over elapsed time;
+# "constant" and "plateau" assume no number of steps and are kept
+STEP_SCHEDULES = ("inverse_sqrt", "cosine")
 
 
 class TrainConfig(Section):
@@ -346,13 +349,15 @@ class TrainConfig(Section):
 
     @model_validator(mode="after")
     def _budget_defaults(self) -> TrainConfig:
-        """A budget brings its schedule and keeps checkpoints to average, unless set."""
+        """A budget brings its time-driven schedule in place of a step-driven one (a recipe's
+        ``inverse_sqrt`` was tuned for its epoch count, not for the deadline), ends the run
+        at the deadline whatever ``max_epochs`` says, and keeps checkpoints to average."""
         if self.budget_minutes > 0:
-            if "schedule" not in self.model_fields_set:
+            if self.schedule in STEP_SCHEDULES:
                 self.schedule = "budget"
             if "keep_last" not in self.model_fields_set:
                 self.keep_last = BUDGET_KEEP_LAST
-            if "max_epochs" not in self.model_fields_set:  # the budget ends the run
+            if self.max_epochs != BUDGET_MAX_EPOCHS:  # (assigning validates again)
                 self.max_epochs = BUDGET_MAX_EPOCHS
         elif self.schedule == "budget":
             raise ValueError("schedule = 'budget' needs budget_minutes > 0 (or --budget)")

@@ -58,10 +58,17 @@ def test_a_budget_brings_its_schedule_and_keeps_checkpoints_to_average(tmp_path:
     train = budget_config(tmp_path, "train.budget_minutes=30").train
     assert (train.schedule, train.keep_last) == ("budget", BUDGET_KEEP_LAST)
     assert train.max_epochs == BUDGET_MAX_EPOCHS  # the budget, not an epoch count, ends it
+    # a recipe's step-driven schedule and epoch count give way to the deadline (mt.toml sets
+    # inverse_sqrt and 30 epochs); a schedule that assumes no step count is kept
+    for schedule in ("inverse_sqrt", "cosine"):
+        recipe = budget_config(
+            tmp_path, "train.budget_minutes=30", f"train.schedule={schedule}", "train.max_epochs=3"
+        ).train
+        assert (recipe.schedule, recipe.max_epochs) == ("budget", BUDGET_MAX_EPOCHS)
     chosen = budget_config(
-        tmp_path, "train.budget_minutes=30", "train.schedule=cosine", "train.keep_last=2"
+        tmp_path, "train.budget_minutes=30", "train.schedule=plateau", "train.keep_last=2"
     ).train
-    assert (chosen.schedule, chosen.keep_last) == ("cosine", 2)
+    assert (chosen.schedule, chosen.keep_last) == ("plateau", 2)
     with pytest.raises(ConfigError, match="schedule = 'budget' needs budget_minutes > 0"):
         budget_config(tmp_path, "train.schedule=budget")
 
