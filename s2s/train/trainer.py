@@ -172,6 +172,10 @@ class Trainer:
     ``task`` is the recipe's task object (`Task.make_trainer` passes itself); left out, the
     subclass's `_default_task` finds it (a trainer built directly, in a test or a tool)."""
 
+    # whether the validation loss is a per-token cross-entropy, whose exponential (valid_ppl)
+    # means something
+    loss_is_cross_entropy = True
+
     def __init__(
         self, config: Config, run: RunDir, quiet: bool = False, task: Task | None = None
     ) -> None:
@@ -437,7 +441,7 @@ class Trainer:
             "step": self.progress.step,
             "epoch": self.progress.epoch + 1,
             "train_loss": round(train_loss, 4),
-            **loss_scores(loss),
+            **loss_scores(loss, perplexity=self.loss_is_cross_entropy),
             "lr": self.optimizer.param_groups[0]["lr"],
             "tokens_per_second": round(tokens_per_second, 1),
             "elapsed_minutes": round(self.progress.elapsed / 60, 2),

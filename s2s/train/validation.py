@@ -51,10 +51,15 @@ def corpus_loss(
     return total / max(tokens, 1), tokens
 
 
-def loss_scores(loss: float) -> dict[str, float]:
+def loss_scores(loss: float, perplexity: bool = True) -> dict[str, float]:
     """``valid_loss`` and ``valid_ppl`` of a mean per-token loss, rounded as the metrics log
-    rounds them (so a checkpoint scored again compares equal to its record)."""
-    return {"valid_loss": round(loss, 4), "valid_ppl": round(math.exp(min(loss, 50.0)), 3)}
+    rounds them (so a checkpoint scored again compares equal to its record). Without
+    ``perplexity`` the loss alone: the exponential of a loss over real numbers (a
+    forecaster's negative log density) is no perplexity."""
+    scores = {"valid_loss": round(loss, 4)}
+    if perplexity:
+        scores["valid_ppl"] = round(math.exp(min(loss, 50.0)), 3)
+    return scores
 
 
 class GreedyDecoder(Protocol):

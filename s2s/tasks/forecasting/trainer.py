@@ -22,6 +22,8 @@ from s2s.train.trainer import Trainer
 class ForecastingTrainer(Trainer):
     """`Trainer` with the forecasting task hooks."""
 
+    loss_is_cross_entropy = False  # a negative log density (or MSE) of real numbers
+
     def _default_task(self) -> Task:
         return find_task(self.config.task.type)
 

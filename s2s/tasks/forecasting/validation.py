@@ -73,4 +73,4 @@ def score_forecaster_checkpoint(run: RunDir, checkpoint: Path, device: str) -> d
     series = read_series(Path(config.data["train"].path), config.forecast)
     autocast = autocast_factory(resolve_amp(config.train.amp, torch_device), torch_device)
     result = validation_scores(model, series, config, torch_device, autocast)
-    return {**loss_scores(result.loss), "valid_mase": round(result.mase, 4)}
+    return {**loss_scores(result.loss, perplexity=False), "valid_mase": round(result.mase, 4)}
