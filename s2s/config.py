@@ -595,7 +595,11 @@ def _resolved(recipe: Path, value: Path, key: str) -> Path:
     except (OSError, ValueError) as error:  # a NUL byte, a name too long
         raise ConfigError(f"{recipe}: {key}: {error}") from None
     if not found:
-        hint = " (edit that key to point at your copy)" if key.endswith(".text") else ""
+        hint = ""
+        if key.endswith(".text"):
+            hint = " (edit that key to point at your copy)"
+        elif key == "tokenizer.model":
+            hint = " (train the run it belongs to first, or point it at an spm.model)"
         raise ConfigError(f"{recipe}: {key}: file not found: {path}{hint}")
     return path
 
