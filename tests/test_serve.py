@@ -6,6 +6,7 @@ Retry-After, and SIGTERM finishes the queued requests before the process exits 0
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -120,8 +121,34 @@ def test_a_full_queue_answers_503_with_retry_after(trained_run: Path) -> None:
         assert waiting.result()[0] == 200
 
 
+def process_ended(pid: int) -> bool:
+    """Whether process ``pid`` is gone or a zombie waiting for its parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_decoder_process_that_dies_is_replaced(trained_run: Path, model: s2s.Model) -> None:
+    """Batches are decoded in a child process (away from the HTTP side's GIL); killing it
+    (as the out-of-memory killer would) costs no later request its answer."""
+    with serving(trained_run) as server:
+        first = server.request("GET", "/ready")[2]["decoder_pid"]
+        assert first != server.process.pid and not process_ended(first)
+        expected = model.translate(LINES[:2], **SEARCH)
+        assert server.translate(LINES[:2], **SEARCH)[2]["outputs"] == expected
+        os.kill(first, signal.SIGKILL)
+        while not process_ended(first):
+            time.sleep(0.05)
+        status, _, body = server.translate(LINES[:2], **SEARCH)
+        assert (status, body["outputs"]) == (200, expected)
+        second = server.request("GET", "/ready")[2]["decoder_pid"]
+        assert second not in (first, None) and not process_ended(second)
+
+
 def test_sigterm_finishes_the_queued_requests_and_exits_0(trained_run: Path) -> None:
     with serving(trained_run, "--max-wait-ms", "2000") as server:
+        decoder = server.request("GET", "/ready")[2]["decoder_pid"]
         with ThreadPoolExecutor(3) as pool:
             pending = [pool.submit(server.translate, [line], **SEARCH) for line in LINES[:3]]
             while server.queued() < 3:
@@ -130,6 +157,7 @@ def test_sigterm_finishes_the_queued_requests_and_exits_0(trained_run: Path) -> 
             answers = [future.result() for future in pending]
         assert [status for status, _, _ in answers] == [200] * 3
         assert server.process.wait(timeout=60) == 0
+        assert not Path(f"/proc/{decoder}").exists()  # the decoder process ended with it
         log = [
             json.loads(line)
             for line in server.process.stderr.read().decode().splitlines()

@@ -68,12 +68,17 @@ def serve(
     require_serve_extra()
     from s2s.api import load
     from s2s.serve.app import ServeSettings
+    from s2s.serve.decoder_process import DecoderProcess
     from s2s.serve.running import serve as run_server
 
     if workers != 1:
         raise S2SError("--workers: only 1 is supported (docs/serving.md)")
-    model = load(
-        run_dir, device=device, checkpoint=checkpoint, amp=checked_amp(amp), decode=decode_overrides
+    # this process only counts tokens and checks options: its copy of the run stays on the
+    # CPU in full precision, and the decoder process gets the device, precision and threads
+    model = load(run_dir, device="cpu", threads=1, checkpoint=checkpoint, decode=decode_overrides)
+    decoding = dict(device=device, amp=checked_amp(amp), threads=threads)
+    decoder = DecoderProcess(
+        run_dir, {"checkpoint": checkpoint, "decode": decode_overrides, **decoding}
     )
     settings = ServeSettings(
         max_batch_tokens,
@@ -84,4 +89,8 @@ def serve(
         max_body_bytes,
         request_timeout,
     )
-    run_server(model, settings, host, port)
+    decoder.start()
+    try:
+        run_server(model, settings, host, port, decoder)
+    finally:
+        decoder.stop()

@@ -10,7 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -20,6 +20,7 @@ from s2s.errors import S2SError
 from s2s.serve.access_log import access_logger
 from s2s.serve.accounting import Accounting
 from s2s.serve.batcher import DynamicBatcher, Job, QueueFull, ShuttingDown
+from s2s.serve.decoder_process import DecoderDied
 from s2s.serve.metrics import ServeMetrics
 from s2s.serve.requests import ROUTES, Body, Route, decode_uploads
 
@@ -91,11 +92,27 @@ def check_limits(body: Body, route: Route, settings: ServeSettings) -> None:
             )
 
 
-class Decoding:
-    """The model behind its batcher: what the route handlers ask."""
+class Decoder(Protocol):
+    """Where batches are decoded when not in the batcher's own thread: a `DecoderProcess`."""
 
-    def __init__(self, model: Any, settings: ServeSettings, metrics: ServeMetrics) -> None:
+    pid: int | None
+
+    def run(self, method: str, options: dict[str, Any], inputs: list[Any]) -> list[Any]: ...
+
+
+class Decoding:
+    """The model behind its batcher: what the route handlers ask. ``decoder`` decodes the
+    batches (a child process); without one the batcher's thread calls ``model`` itself."""
+
+    def __init__(
+        self,
+        model: Any,
+        settings: ServeSettings,
+        metrics: ServeMetrics,
+        decoder: Decoder | None = None,
+    ) -> None:
         self.model, self.settings, self.metrics = model, settings, metrics
+        self.decoder = decoder
         self.batcher = DynamicBatcher(
             self._run,
             settings.max_batch_tokens,
@@ -106,6 +123,8 @@ class Decoding:
         self.ready = False
 
     def _run(self, method: str, options: dict[str, Any], inputs: list[Any]) -> list[Any]:
+        if self.decoder is not None:
+            return self.decoder.run(method, options, inputs)
         return ROUTES[method].run(self.model, inputs, options)
 
     def check_options(self, method: str, body: Body) -> None:
@@ -163,6 +182,8 @@ def route_handler(decoding: Decoding, method: str):
             return error_response(error.status, error.message, error.headers)
         except S2SError as error:
             return error_response(422, str(error))
+        except DecoderDied as error:
+            return error_response(500, str(error))
         request.state.inputs = len(body.inputs)
         return JSONResponse({"outputs": [route.show(output) for output in outputs]})
 
@@ -213,7 +234,9 @@ def add_routes(app: FastAPI, decoding: Decoding) -> None:
     def ready() -> Response:
         """The model is loaded and the decoder takes requests."""
         if decoding.ready:
-            return JSONResponse({"status": "ready", "methods": list(decoding.model.methods)})
+            pid = decoding.decoder.pid if decoding.decoder is not None else None
+            methods = list(decoding.model.methods)
+            return JSONResponse({"status": "ready", "methods": methods, "decoder_pid": pid})
         return error_response(503, "not ready")
 
     @app.get("/metrics")
@@ -223,11 +246,14 @@ def add_routes(app: FastAPI, decoding: Decoding) -> None:
         return Response(decoding.metrics.text(), media_type="text/plain; version=0.0.4")
 
 
-def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
-    """The app serving ``model`` (from `s2s.load`); its decoder starts with the app and, on
-    shutdown, decodes every queued request before it stops."""
+def create_app(
+    model: Any, settings: ServeSettings | None = None, decoder: Decoder | None = None
+) -> FastAPI:
+    """The app serving ``model`` (from `s2s.load`); its batcher starts with the app and, on
+    shutdown, decodes every queued request before it stops. ``decoder`` (started, and
+    stopped after the app) decodes the batches; without it the batcher's thread does."""
     settings = settings or ServeSettings()
-    decoding = Decoding(model, settings, ServeMetrics())
+    decoding = Decoding(model, settings, ServeMetrics(), decoder)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -5,7 +5,8 @@ queued job with the same method and options, up to a token budget, and runs them
 call of the model (whose search batches them by length, as `s2s translate` batches a
 file). A job waits for company at most ``max_wait_s`` after it arrived; under load the
 worker is busy decoding while the next jobs queue, so they are merged without waiting.
-One worker is enough: torch's operations use every core and release the GIL."""
+One worker is enough: torch's operations use every core. `s2s serve` has the worker send
+each batch to a decoder process (decoder_process.py), away from the event loop's GIL."""
 
 from __future__ import annotations
 

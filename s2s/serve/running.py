@@ -1,4 +1,4 @@
-"""Running the app under uvicorn: one process, one decoder thread, and a graceful end.
+"""Running the app under uvicorn: one HTTP process, one batcher thread, and a graceful end.
 
 On SIGTERM (or Ctrl-C) uvicorn stops accepting connections and waits for the requests in
 flight, whose jobs the decoder finishes; then the app's shutdown drains the queue and the
@@ -11,14 +11,16 @@ import signal
 from typing import Any
 
 from s2s.errors import S2SError
-from s2s.serve.app import ServeSettings, create_app
+from s2s.serve.app import Decoder, ServeSettings, create_app
 
 
-def serve(model: Any, settings: ServeSettings, host: str, port: int) -> None:
+def serve(
+    model: Any, settings: ServeSettings, host: str, port: int, decoder: Decoder | None = None
+) -> None:
     """Serve ``model`` on ``host:port`` until SIGTERM or SIGINT, then drain and return."""
     import uvicorn
 
-    app = create_app(model, settings)
+    app = create_app(model, settings, decoder)
     config = uvicorn.Config(
         app, host=host, port=port, access_log=False, log_level="warning", lifespan="on"
     )

@@ -1,0 +1,165 @@
+"""The model's decoding in a process of its own, fed batches over a pipe.
+
+Why a process and not a thread: the search runs many small torch operations with Python
+in between, and needs the GIL back after each one. In the server's process the event loop
+takes the GIL for every request it parses and answers, so the search keeps waiting on it:
+a thread that holds the GIL 15 % of the time slowed a beam search of 31 sentences by a fifth
+(docs/serving.md). In a child process the search has an interpreter to itself; the HTTP
+process keeps its own copy of the run only to count tokens and check options.
+
+The child ignores SIGINT and SIGTERM (a Ctrl-C or a service manager signals the whole
+group): the server drains its queue through it first, then stops it. A child that dies
+(killed, out of memory) fails the batch it held and is replaced before the next one."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import pickle
+import signal
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from s2s.errors import S2SError
+
+log = logging.getLogger("s2s")
+
+STOP_SECONDS = 30  # how long a stopping child may take to finish before it is killed
+
+
+class DecoderDied(Exception):
+    """The decoder process ended while it held a batch (the server answers 500)."""
+
+
+def _portable(error: BaseException) -> BaseException:
+    """``error`` if it survives pickling, else a RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
+
+
+def _decoder_main(connection: Connection, run_dir: str, load_options: dict[str, Any]) -> None:
+    """The child: load the run, say ready, then answer batches until told to stop or the
+    server's end of the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from s2s.api import load
+    from s2s.serve.requests import ROUTES
+
+    try:
+        model = load(run_dir, **load_options)
+    except BaseException as error:
+        connection.send(("error", _portable(error)))
+        return
+    connection.send(("ready", None))
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        method, options, inputs = message
+        try:
+            reply = ("ok", ROUTES[method].run(model, inputs, options))
+        except Exception as error:
+            reply = ("error", _portable(error))
+        try:
+            connection.send(reply)
+        except (BrokenPipeError, OSError):
+            return
+
+
+class DecoderProcess:
+    """One child process decoding for the server; `run` is called by the batcher's one
+    worker thread, `start` and `stop` by the app's lifespan."""
+
+    def __init__(self, run_dir: Path, load_options: dict[str, Any]) -> None:
+        self.run_dir, self.load_options = str(run_dir), load_options
+        self.context = multiprocessing.get_context("spawn")  # no fork of a torch process
+        self.process: Any = None
+        self.connection: Connection | None = None
+        self.lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def start(self) -> None:
+        """Start the child and wait until it has loaded the run; its load error is raised
+        here, so the server does not start."""
+        ours, theirs = self.context.Pipe()
+        process = self.context.Process(
+            target=_decoder_main,
+            args=(theirs, self.run_dir, self.load_options),
+            name="s2s-decoder",
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        try:
+            status, value = ours.recv()
+        except EOFError:
+            process.join()
+            raise S2SError(
+                f"{self.run_dir}: the decoder process ended while loading the run "
+                f"(exit code {process.exitcode})"
+            ) from None
+        if status == "error":
+            process.join()
+            raise value
+        self.process, self.connection = process, ours
+
+    def run(self, method: str, options: dict[str, Any], inputs: list[Any]) -> list[Any]:
+        """The child's outputs for one batch; raises what it raised, or DecoderDied."""
+        with self.lock:
+            if self.process is None or not self.process.is_alive():
+                self._replace()
+            assert self.connection is not None
+            try:
+                self.connection.send((method, options, inputs))
+                status, value = self.connection.recv()
+            except (EOFError, OSError) as error:
+                code = self._reap()
+                raise DecoderDied(
+                    f"the decoder process died (exit code {code}) decoding this request"
+                ) from error
+        if status == "error":
+            raise value
+        return value
+
+    def _replace(self) -> None:
+        code = self._reap()
+        log.warning("s2s serve: the decoder process had ended (exit code %s): restarting", code)
+        self.start()
+
+    def _reap(self) -> int | None:
+        """Forget a dead child, returning its exit code."""
+        process, self.process = self.process, None
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+        if process is None:
+            return None
+        process.join(timeout=STOP_SECONDS)
+        return process.exitcode
+
+    def stop(self) -> None:
+        """Let the child finish and exit (killed if it does not within STOP_SECONDS)."""
+        with self.lock:
+            process, connection = self.process, self.connection
+            if process is None or connection is None:
+                return
+            with contextlib.suppress(BrokenPipeError, OSError):
+                connection.send(None)
+            process.join(timeout=STOP_SECONDS)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            connection.close()
+            self.process = self.connection = None
