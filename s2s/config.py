@@ -351,7 +351,8 @@ class TrainConfig(Section):
     def _budget_defaults(self) -> TrainConfig:
         """A budget brings its time-driven schedule in place of a step-driven one (a recipe's
         ``inverse_sqrt`` was tuned for its epoch count, not for the deadline), ends the run
-        at the deadline whatever ``max_epochs`` says, and keeps checkpoints to average."""
+        at the deadline whatever ``max_epochs`` and ``max_minutes`` say (the budget is the
+        time limit), and keeps checkpoints to average."""
         if self.budget_minutes > 0:
             if self.schedule in STEP_SCHEDULES:
                 self.schedule = "budget"
@@ -359,6 +360,8 @@ class TrainConfig(Section):
                 self.keep_last = BUDGET_KEEP_LAST
             if self.max_epochs != BUDGET_MAX_EPOCHS:  # (assigning validates again)
                 self.max_epochs = BUDGET_MAX_EPOCHS
+            if self.max_minutes:
+                self.max_minutes = 0.0
         elif self.schedule == "budget":
             raise ValueError("schedule = 'budget' needs budget_minutes > 0 (or --budget)")
         return self

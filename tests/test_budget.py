@@ -62,9 +62,14 @@ def test_a_budget_brings_its_schedule_and_keeps_checkpoints_to_average(tmp_path:
     # inverse_sqrt and 30 epochs); a schedule that assumes no step count is kept
     for schedule in ("inverse_sqrt", "cosine"):
         recipe = budget_config(
-            tmp_path, "train.budget_minutes=30", f"train.schedule={schedule}", "train.max_epochs=3"
+            tmp_path,
+            "train.budget_minutes=30",
+            f"train.schedule={schedule}",
+            "train.max_epochs=3",
+            "train.max_minutes=25",  # lm.toml's cap: the budget is the time limit now
         ).train
         assert (recipe.schedule, recipe.max_epochs) == ("budget", BUDGET_MAX_EPOCHS)
+        assert recipe.max_minutes == 0.0
     chosen = budget_config(
         tmp_path, "train.budget_minutes=30", "train.schedule=plateau", "train.keep_last=2"
     ).train
