@@ -135,6 +135,7 @@ def test_a_budgeted_run_validates_by_time_and_ends_on_its_best_checkpoint(tmp_pa
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "training stopped: reached train.budget_minutes = 0.25" in result.stderr
+    assert "training for 0.25 minutes: learning rate 0.005 after 5 warm-up steps" in result.stderr
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     validations = [r for r in records if "valid_loss" in r]
     assert len(validations) >= 2

@@ -19,8 +19,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from s2s.errors import S2SError
+
+if TYPE_CHECKING:
+    from s2s.config import TrainConfig
 
 # the first validation comes after this share of the budget; later ones never closer
 FIRST_VALIDATION_SHARE = 0.05
@@ -82,3 +86,20 @@ class BudgetPlan:
         the ``final_validations`` of the end (each costing about ``validation_cost``)."""
         reserve = (final_validations + 1) * validation_cost
         return max(self.seconds - reserve, MIN_TRAINING_SHARE * self.seconds)
+
+
+def budget_summary(train: TrainConfig) -> str:
+    """One line telling what the budget decides, since it overrides recipe keys (schedule,
+    epochs, time cap) a user may not expect to be overridden."""
+    if train.schedule == "budget":
+        rate = (
+            f"learning rate {train.lr:g} after {train.warmup_steps} warm-up steps, cosine by "
+            f"elapsed time to {train.min_lr:g} at the deadline"
+        )
+    else:
+        rate = f"learning rate by the recipe's schedule = {train.schedule!r}"
+    return (
+        f"training for {train.budget_minutes:g} minutes: {rate}; validation at most "
+        f"{train.valid_share:.0%} of the time; no epoch limit; at the end, the best of the "
+        f"averages of the last 2-{train.keep_last} checkpoints"
+    )

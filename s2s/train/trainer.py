@@ -46,7 +46,7 @@ from s2s.run.resume import (
 )
 from s2s.run.weights import load_weights
 from s2s.scores import lower_is_better
-from s2s.train.budget import BudgetPlan
+from s2s.train.budget import BudgetPlan, budget_summary
 from s2s.train.compiling import compile_step_cells
 from s2s.train.distributed import Single, join
 from s2s.train.faults import (
@@ -220,6 +220,8 @@ class Trainer:
         self.budget = (
             BudgetPlan(cfg.budget_minutes, cfg.valid_share) if cfg.budget_minutes else None
         )
+        if self.budget is not None and self.dist.is_main:
+            log.info("%s", budget_summary(cfg))
         self.progress = Progress()
         self.window = LossWindow()  # the finite steps since the last validation
         self.last_grad_norm: torch.Tensor | None = None  # on the device, read when logged
