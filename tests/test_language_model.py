@@ -226,6 +226,15 @@ def test_generate_is_reproducible_with_a_seed(lm_run: Path) -> None:
         SamplingOptions(top_p=1.5).check()
 
 
+def test_generate_beam_searches_the_likeliest_continuation(lm_run: Path) -> None:
+    """--beam k searches instead of sampling: no seed needed, and a beam of one is greedy."""
+    args = ("generate", str(lm_run), "--prompt", "The game", "--max-tokens", "12")
+    beam, again = (s2s(*args, "--beam", "4") for _ in "ab")
+    assert beam.returncode == 0, beam.stderr.decode()
+    assert beam.stdout == again.stdout and beam.stdout.decode().startswith("The game")
+    assert s2s(*args, "--beam", "1").stdout == s2s(*args, "--temperature", "0").stdout
+
+
 def test_score_prints_one_row_per_line_and_a_total(lm_run: Path) -> None:
     lines = ["The game was released in Japan .", "", "It is a river ."]
     result = s2s("score", str(lm_run), stdin=("\n".join(lines) + "\n").encode())

@@ -134,6 +134,8 @@ def test_language_model_generates_and_scores_as_the_commands_do(lm_run: Path) ->
         "generate", str(lm_run), "--prompt", "the company", "--max-tokens", "8", "--seed", "3"
     )
     assert found.stdout.decode() == one + "\n"
+    searched = lm.generate("the company", max_tokens=8, beam=3)
+    assert searched == lm.generate("the company", max_tokens=8, beam=3, seed=9)  # no sampling
     lines = ["the game was played", "", "he said"]
     scores = lm.score(lines)
     assert [s.tokens for s in scores][1] == 1  # an empty line still ends

@@ -270,14 +270,18 @@ class Model:
         top_k: int = 0,
         top_p: float = 1.0,
         seed: int | None = None,
+        beam: int = 0,
     ) -> str | list[str]:
         """Each prompt followed by a sampled continuation (language-model runs): one line,
         ending at the model's end of sentence or after ``max_tokens`` tokens. A str gives a
-        str, a list a list. ``temperature`` 0 is greedy; ``seed`` makes it repeatable."""
+        str, a list a list. ``temperature`` 0 is greedy; ``seed`` makes it repeatable;
+        ``beam`` k > 0 beam-searches the likeliest continuation instead of sampling (with
+        the run's ``decode.length_penalty``)."""
         from s2s.tasks.language_model.sampling import SamplingOptions
 
         engine = self._engine_for("generate")
-        options = SamplingOptions(max_tokens, temperature, top_k, top_p, seed)
+        alpha = self.config.decode.length_penalty
+        options = SamplingOptions(max_tokens, temperature, top_k, top_p, seed, beam, alpha)
         if isinstance(prompts, str):
             return engine.generate([prompts], options)[0]
         return engine.generate(prompts, options)

@@ -315,23 +315,27 @@ def generate(
         Optional[int],  # noqa: UP045
         typer.Option(help="Random seed: the same seed gives the same text."),
     ] = None,
+    beam: Annotated[
+        int, typer.Option(min=0, help="Beam-search the likeliest continuation; 0: sample.")
+    ] = 0,
     checkpoint: CheckpointOption = None,
     device: Device = "auto",
     threads: ThreadsOption = None,
 ) -> None:
-    """Sample a continuation of --prompt from a language model; prints one line.
+    """Sample a continuation of --prompt from a language model (or beam-search the
+    likeliest one with --beam); prints one line.
 
-    Sampling stops at the end of a sentence (the model's end of line) or after
+    Generation stops at the end of a sentence (the model's end of line) or after
     --max-tokens tokens."""
     use_threads(threads)
     setup_logging(quiet=True)
     from s2s.api import load
     from s2s.tasks.language_model.sampling import SamplingOptions
 
-    SamplingOptions(max_tokens, temperature, top_k, top_p, seed).check()  # before loading
+    SamplingOptions(max_tokens, temperature, top_k, top_p, seed, beam).check()  # before loading
     model = load(run_dir, device=device, checkpoint=checkpoint)
     sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
-    print(model.generate(prompt, max_tokens=max_tokens, **sampling))
+    print(model.generate(prompt, max_tokens=max_tokens, beam=beam, **sampling))
 
 
 @app.command()

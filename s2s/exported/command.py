@@ -79,6 +79,8 @@ def generate_exported(folder: Path, options: Mapping[str, Any]) -> None:
     from s2s.tasks.language_model.text import SamplingOptions
 
     refuse_run_options(folder, options)
+    if options.get("beam"):
+        raise S2SError(f"{folder}: an exported language model samples; --beam needs the run")
     sampling = SamplingOptions(
         options["max_tokens"],
         options["temperature"],

@@ -54,6 +54,7 @@ class GenerateBody(Body):
     top_k: int = Field(0, ge=0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = None
+    beam: int = Field(0, ge=0, le=MAX_BEAM, description="over 0: beam search, not sampling")
 
 
 class ScoreBody(Body):

@@ -1,13 +1,14 @@
 """Sampling text from a language model: the options of `s2s generate`, and the prompt and
 its continuation as text. The sampling itself (temperature, top-k, top-p, seed) is the
-search strategy `s2s.core.search.Sampling`, over the model's `LanguageModelDecoder`.
+search strategy `s2s.core.search.Sampling`, and ``beam`` the strategy `BeamSearch`, over the
+model's `LanguageModelDecoder`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from s2s.core.search import Sampling
+from s2s.core.search import BeamSearch, Sampling
 from s2s.data.tokenizer import EOS_ID, Tokenizer
 from s2s.tasks.language_model.decoder import LanguageModelDecoder
 from s2s.tasks.language_model.model import LanguageModel
@@ -30,7 +31,11 @@ def generate_ids(
     options.check()
     model.eval()
     prompt = torch.tensor([context], device=device)
-    strategy = Sampling(options.temperature, options.top_k, options.top_p, options.seed)
+    strategy: BeamSearch | Sampling
+    if options.beam:  # the likeliest continuation, as a translation is searched
+        strategy = BeamSearch(options.beam, alpha=options.length_penalty)
+    else:
+        strategy = Sampling(options.temperature, options.top_k, options.top_p, options.seed)
     # At its limit a hypothesis may only end: with a limit of max_tokens, a continuation
     # that holds max_tokens tokens sampled none of them as EOS, and keeps none.
     limit = torch.tensor([options.max_tokens], device=device)

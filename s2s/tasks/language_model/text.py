@@ -17,8 +17,12 @@ class SamplingOptions:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
     seed: int | None = None
+    beam: int = 0  # 0: sample; k: beam search of width k for the likeliest continuation
+    length_penalty: float = 1.0  # beam search: alpha of ((5 + length) / 6) ** alpha
 
     def check(self) -> None:
+        if self.beam < 0:
+            raise S2SError(f"--beam must be 0 (sample) or more, not {self.beam}")
         if self.max_tokens < 1:
             raise S2SError(f"--max-tokens must be at least 1, not {self.max_tokens}")
         if self.temperature < 0:
