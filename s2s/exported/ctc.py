@@ -138,7 +138,8 @@ class JointCTCDecoder:
         inner, log_probs, ctc_lengths = self.decoder.encode(features, lengths)
         frames = ctc_frames(log_probs, ctc_lengths)
         count = frames.shape[0]
-        r_blank = np.cumsum(frames[:, :, CTC_BLANK], axis=1)  # slot 0: log 1 before frame 1
+        # slot 0: log 1 before frame 1; accumulated in float64, as torch.cumsum does on a CPU
+        r_blank = np.cumsum(frames[:, :, CTC_BLANK], axis=1, dtype=np.float64).astype(np.float32)
         r_nonblank = np.full_like(r_blank, -np.inf)
         candidates = np.full((count, 1), BOS_ID, dtype=np.int64)
         scores = np.zeros((count, 1), dtype=np.float32)

@@ -92,11 +92,11 @@ class ExportedRecognizer:
         beam = NumpyBeamSearch(beam_size, decode.length_penalty, 1, decode.stopping)
         return beam.search(decoder, features, lengths, limits)
 
-    def transcribe(self, features: Sequence[np.ndarray], beam_size: int) -> list[str]:
-        """One transcript per utterance's features, in input order."""
+    def hypotheses(self, features: Sequence[np.ndarray], beam_size: int) -> list[Hypothesis]:
+        """The best hypothesis for each utterance's features, in input order."""
         results: list[Hypothesis] = [Hypothesis([], 0.0) for _ in features]
         if not features:
-            return []
+            return results
         lengths = [f.shape[0] for f in features]
         budget = batch_budget(self.decode.batch_tokens, beam_size, max(lengths))
         for indices in token_batches(lengths, None, budget):
@@ -104,4 +104,8 @@ class ExportedRecognizer:
             found = self.search(batch, batch_lengths, beam_size)
             for index, hyps in zip(indices, found, strict=True):
                 results[index] = hyps[0] if hyps else Hypothesis([], 0.0)
-        return [self.tokenizer.decode(h.tokens) for h in results]
+        return results
+
+    def transcribe(self, features: Sequence[np.ndarray], beam_size: int) -> list[str]:
+        """One transcript per utterance's features, in input order."""
+        return [self.tokenizer.decode(h.tokens) for h in self.hypotheses(features, beam_size)]
