@@ -195,3 +195,14 @@ def test_speech_export_errors_are_one_line(digits: tuple[Path, Path], tmp_path: 
     (text / "s2s-export.json").write_text(json.dumps(config))
     with pytest.raises(S2SError, match=r"an exported translation model, not a speech model"):
         ExportedRecognizer(text)
+
+
+def test_a_speech_encoder_that_loops_in_python_is_refused_in_one_line(tmp_path: Path) -> None:
+    # crnn's whole-sequence pass loops over time in Python: a trace fixes the frame count
+    run = train_speech("asr-digits.toml", FSDD, tmp_path / "data", "model.cell=crnn")
+    result = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "s2s: error: cell 'crnn': its whole-sequence pass does not trace to one ONNX graph "
+        "for every number of frames, so a speech encoder of it cannot be exported"
+    )
