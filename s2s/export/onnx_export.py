@@ -6,7 +6,8 @@ based exporter specialises the source length of a fused `nn.LSTM` to the traced 
 path the model took for the example inputs, so every graph is checked against the model on
 a probe batch of another size and length: a cell whose step does not trace (Python control
 flow on values, numpy) is refused naming the cell, and an encoder whose cells loop over time
-in Python (so the trace fixes the length) is exported once per length bucket instead.
+in Python (so the trace fixes the length) is exported once per length bucket instead. A
+speech run's encoder reads features (s2s.export.speech); its step graph is the text one.
 """
 
 from __future__ import annotations
@@ -75,10 +76,9 @@ def export_run(
     run_dir: Path, out: Path, checkpoint: Path | None = None, quantize: str | None = None
 ) -> ExportedRun:
     """Export a run's graphs, tokenisers and config to ``out`` (created; files already there
-        are replaced): the encoder and decoder-step graphs of a translation or summarisation
-        run, the step graph of a language model. With ``quantize`` "int8" the graphs' weights
-        are quantised (s2s.export.quantize). A speech run writes the encoder and step graphs,
-    with its audio settings in the config."""
+    are replaced): the encoder and decoder-step graphs of a translation, summarisation or
+    speech run (its audio settings in the config), the step graph of a language model. With
+    ``quantize`` "int8" the graphs' weights are quantised (s2s.export.quantize)."""
     task = find_task(read_saved_config(RunDir(run_dir).require().config_file).task.type)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).unlink(missing_ok=True)  # until the new graphs are all written
