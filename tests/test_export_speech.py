@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import soundfile
 from helpers import run_without_torch, without_torch
 from typer.testing import CliRunner
 
@@ -32,6 +33,7 @@ AN4 = RECIPES / "data" / "an4"
 # numpy's and torch's float32 FFTs round differently: on 100 FSDD recordings the log-mel
 # energies differed by at most 3.5e-4 and the normalised features by 2.9e-4
 FEATURE_TOLERANCE = 1e-3
+CRNN = ("model.cell=crnn", "train.max_length=200")
 TINY = [
     "model.embed_size=16",
     "model.hidden_size=32",
@@ -197,12 +199,21 @@ def test_speech_export_errors_are_one_line(digits: tuple[Path, Path], tmp_path: 
         ExportedRecognizer(text)
 
 
-def test_a_speech_encoder_that_loops_in_python_is_refused_in_one_line(tmp_path: Path) -> None:
-    # crnn's whole-sequence pass loops over time in Python: a trace fixes the frame count
-    run = train_speech("asr-digits.toml", FSDD, tmp_path / "data", "model.cell=crnn")
-    result = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 1
-    assert result.output.strip() == (
-        "s2s: error: cell 'crnn': its whole-sequence pass does not trace to one ONNX graph "
-        "for every number of frames, so a speech encoder of it cannot be exported"
-    )
+def test_a_speech_encoder_that_loops_in_python_exports_per_length(
+    fsdd_root: Path, tmp_path: Path
+) -> None:
+    # crnn's whole-sequence pass loops over time in Python, so a trace fixes the frame
+    # count: one encoder graph per bucket of frames (128, then train.max_length = 200)
+    run = train_speech("asr-digits.toml", FSDD, tmp_path / "data", *CRNN)
+    out = export(run, tmp_path / "crnn.onnx")
+    assert json.loads((out / "s2s-export.json").read_text())["encoder_buckets"] == [128, 200]
+    assert {"encoder.128.onnx", "encoder.200.onnx"} <= {p.name for p in out.iterdir()}
+    config, _ = load_speech_run(run, device="cpu")
+    files = [p for p in clips(fsdd_root, 60) if utterance_features(p, config.audio).size(0) <= 200]
+    assert len(files) > 30
+    assert_same_transcripts(run, out, files, 0.5)
+    longer = tmp_path / "eight.wav"  # eight recordings in a row: over 200 frames
+    samples = np.concatenate([read_audio(path, 8000) for path in files[:8]])
+    soundfile.write(longer, samples, 8000)
+    with pytest.raises(S2SError, match=r"eight.wav: \d+ frames, more than the 200 that this"):
+        ExportedRecognizer(out).features(longer)

@@ -150,7 +150,8 @@ def export_speech(run_dir: Path, out: Path, checkpoint: Path | None) -> ExportCo
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's and the exporter's deprecation notes
         with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
-            export_speech_encoder(model, width, out, cells["encoder"])
+            limit = config.train.max_length
+            buckets = export_speech_encoder(model, width, out, cells["encoder"], limit)
             frames = functools.partial(example_features, width)
             state_count = export_step(model, out, cells["decoder"], frames)
     name = recognizer.tokenizer.model_file.name
@@ -161,7 +162,7 @@ def export_speech(run_dir: Path, out: Path, checkpoint: Path | None) -> ExportCo
         tgt_tokenizer=name,
         decode=config.decode,
         state_count=state_count,
-        encoder_buckets=[],
+        encoder_buckets=buckets,
         max_source_length=0,
         precision="fp32",
         cells=cells,

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 
 from s2s.config import AudioConfig
 from s2s.data.length_batches import token_batches
@@ -45,14 +46,29 @@ class SpeechDecoder(ExportedDecoder):
     ) -> tuple[NumpyState, np.ndarray, np.ndarray]:
         """The state before the first token, and the CTC log-probabilities [B, T', V] and
         their lengths [B] (empty when the model has no CTC head)."""
-        values = self.encoders[0].run(None, {"features": features, "feature_lengths": lengths})
+        session, features = self._encoder_for(features)
+        values = session.run(None, {"features": features, "feature_lengths": lengths})
         named = dict(zip(self.output_names, values, strict=True))
+        if self.buckets:  # padded to the bucket: back to the batch's own encoder frames
+            frames = int(named["src_mask"].sum(axis=1).max())
+            for name in ("memory", "keys", "src_mask", "ctc_log_probs"):
+                if name in named:
+                    named[name] = named[name][:, :frames]
         states = [named[f"state.{i}"] for i in range(self.config.state_count)]
         src_ids = np.full(named["src_mask"].shape, PAD_ID, dtype=np.int64)  # no copying
         sentences = [named["memory"], named["keys"], named["src_mask"], src_ids]
         empty = np.zeros(0, dtype=np.float32)
         ctc = named.get("ctc_log_probs", empty), named.get("ctc_lengths", empty)
         return NumpyState([named["feed"], *states], sentences), *ctc
+
+    def _encoder_for(self, features: np.ndarray) -> tuple[onnxruntime.InferenceSession, np.ndarray]:
+        """The encoder graph for this batch, and the features padded to its frame count
+        (per-length graphs; `ExportedRecognizer.features` refuses longer utterances)."""
+        if not self.buckets:
+            return self.encoders[0], features
+        index = next(i for i, n in enumerate(self.buckets) if n >= features.shape[1])
+        padding = self.buckets[index] - features.shape[1]
+        return self.encoders[index], np.pad(features, ((0, 0), (0, padding), (0, 0)))
 
     def start(self, src: np.ndarray, src_lengths: np.ndarray) -> NumpyState:
         """Encode features [B, T, F] with lengths [B] (frames)."""
@@ -73,7 +89,15 @@ class ExportedRecognizer:
 
     def features(self, path: Path) -> np.ndarray:
         """One file's features, as the run computes them (to float32 rounding)."""
-        return feature_array(path, self.audio)
+        features = feature_array(path, self.audio)
+        buckets = self.config.encoder_buckets
+        if buckets and features.shape[0] > buckets[-1]:
+            raise S2SError(
+                f"{path}: {features.shape[0]} frames, more than the {buckets[-1]} that this "
+                f"exported encoder ({self.config.cells['encoder']}, exported per length up "
+                "to train.max_length) takes"
+            )
+        return features
 
     def step_decoder(self) -> StepDecoder:
         """The graphs, joint with CTC under decode.ctc_weight."""
