@@ -220,3 +220,16 @@ def test_a_speech_encoder_that_loops_in_python_exports_per_length(
     soundfile.write(longer, samples, 8000)
     with pytest.raises(S2SError, match=r"eight.wav: \d+ frames, more than the 200 that this"):
         ExportedRecognizer(out).features(longer)
+
+
+def test_a_forecasting_run_is_refused_in_one_line(tmp_path: Path) -> None:
+    # the task is read from the run's config before anything is loaded
+    run = tmp_path / "series"
+    run.mkdir()
+    shutil.copy(RECIPES / "forecast-sine.toml", run / "config.toml")
+    result = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"s2s: error: {run}: a forecasting run; s2s export writes translation, "
+        "summarisation, language-model and speech runs so far"
+    )
