@@ -8,6 +8,7 @@ import gzip
 import http.client
 import json
 import lzma
+import os
 import socket
 import subprocess
 import sys
@@ -267,3 +268,44 @@ def serving(run: Path, *options: str) -> Iterator[Server]:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=30)
+
+
+# `s2s` in a process where importing torch raises, as on a machine without it.
+WITHOUT_TORCH = """
+import sys
+
+class BlockTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ImportError(f"torch is blocked here ({name})")
+        return None
+
+sys.meta_path.insert(0, BlockTorch())
+from s2s.cli import common, main
+
+common.OWN_PROCESS = True  # as the s2s script: denormal flushing is tried too
+sys.argv = ["s2s", *sys.argv[1:]]
+try:
+    main()
+finally:
+    assert not [m for m in sys.modules if m.split(".")[0] == "torch"]
+"""
+
+
+def run_without_torch(*args: str, stdin: Path | None = None) -> subprocess.CompletedProcess:
+    """`s2s ARGS` in a subprocess where importing torch raises (stdout, stderr as bytes)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")])}
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_TORCH, *args],
+        stdin=stdin.open("rb") if stdin else subprocess.DEVNULL,
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def without_torch(*args: str, stdin: Path | None = None) -> list[str]:
+    """`s2s ARGS` in a subprocess where importing torch raises; its output lines."""
+    done = run_without_torch(*args, stdin=stdin)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode().splitlines()

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import json
 import lzma
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import onnx
 import pytest
-from helpers import ROOT, add_distribution, multi30k_lines, tiny_recipe, write_lines
+from helpers import (
+    ROOT,
+    add_distribution,
+    multi30k_lines,
+    tiny_recipe,
+    without_torch,
+    write_lines,
+)
 from typer.testing import CliRunner
 
 from s2s.cli import app
@@ -37,27 +41,6 @@ LINES = multi30k_lines("test_2016_flickr.en.gz", 60)
 # model trained longer says nothing at all), so equal outputs are a real check.
 TRAIN = ["model.init=pytorch"]
 
-# `s2s translate` in a process where importing torch raises, as on a machine without it.
-WITHOUT_TORCH = """
-import sys
-
-class BlockTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "torch":
-            raise ImportError(f"torch is blocked here ({name})")
-        return None
-
-sys.meta_path.insert(0, BlockTorch())
-from s2s.cli import common, main
-
-common.OWN_PROCESS = True  # as the s2s script: denormal flushing is tried too
-sys.argv = ["s2s", *sys.argv[1:]]
-try:
-    main()
-finally:
-    assert not [m for m in sys.modules if m.split(".")[0] == "torch"]
-"""
-
 
 def train_run(folder: Path, *overrides: str, steps: int = 2) -> Path:
     config = load_config(tiny_recipe(folder, pairs=200, steps=steps), [*TRAIN, *overrides])
@@ -69,20 +52,6 @@ def train_run(folder: Path, *overrides: str, steps: int = 2) -> Path:
 def torch_translations(run: Path, lines: list[str], beam: int, nbest: int = 1):
     config, tokenizers, model, device = load_run(run, device="cpu")
     return Translator(model, tokenizers, config.decode, device).translate(lines, beam, nbest)
-
-
-def without_torch(*args: str, stdin: Path | None = None) -> list[str]:
-    """`s2s ARGS` in a subprocess where importing torch raises; its output lines."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")])}
-    done = subprocess.run(
-        [sys.executable, "-c", WITHOUT_TORCH, *args],
-        stdin=stdin.open("rb") if stdin else subprocess.DEVNULL,
-        capture_output=True,
-        env=env,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr.decode()
-    return done.stdout.decode().splitlines()
 
 
 def translate_without_torch(folder: Path, source: Path, *options: str) -> list[str]:
@@ -261,11 +230,6 @@ def test_export_and_exported_directory_errors_are_one_line(exported, tmp_path: P
         ExportedTranslator(tmp_path / "no-step")
     with pytest.raises(S2SError, match=r"an exported translation model, not a language model"):
         ExportedLanguageModel(out)
-    speech = shutil.copytree(run, tmp_path / "speech")  # a run whose task export does not serve
-    config = (speech / "config.toml").read_text()
-    (speech / "config.toml").write_text(config.replace('type = "translation"', 'type = "speech"'))
-    with pytest.raises(S2SError, match=r"speech: a speech run; s2s export writes translation"):
-        export_run(speech, tmp_path / "speech.onnx")
     constrained = shutil.copytree(run, tmp_path / "constrained")
     config = (constrained / "config.toml").read_text()
     (constrained / "config.toml").write_text(config.replace("min_length = 0", "min_length = 3"))

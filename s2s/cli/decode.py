@@ -258,6 +258,7 @@ def evaluate(
 
 @app.command()
 @user_errors
+@exported_first("transcribe_exported")
 @computes
 def transcribe(
     run_dir: Annotated[Path, typer.Argument(help="Run directory of a speech recipe.")],
@@ -282,7 +283,8 @@ def transcribe(
 
     Without FILES, reads one path per line from stdin (a blank line gives an empty line).
     A missing or unreadable file stops with an error naming it, after the transcripts of
-    the files before it are printed."""
+    the files before it are printed. A directory written by `s2s export` runs on
+    onnxruntime, without torch."""
     use_threads(threads)
     setup_logging(quiet)
     from s2s.api import load

@@ -1,4 +1,5 @@
-"""`s2s export`: a trained run as ONNX graphs that `s2s translate` runs without PyTorch."""
+"""`s2s export`: a trained run as ONNX graphs that `s2s translate` (or `generate`,
+`transcribe`) runs without PyTorch."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def export(
     quiet: Quiet = False,
 ) -> None:
     """Export the encoder and the one-step decoder as ONNX graphs, with the tokeniser(s)
-    and a JSON config, for `s2s translate OUT` on onnxruntime (docs/export.md)."""
+    and a JSON config, for `s2s translate OUT` (or `s2s generate OUT`, `s2s transcribe
+    OUT`) on onnxruntime (docs/export.md)."""
     if format not in FORMATS:
         raise S2SError(f"--format {format!r}: use one of {', '.join(FORMATS)}")
     if quantize is not None and quantize not in QUANTIZATIONS:

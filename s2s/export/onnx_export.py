@@ -6,13 +6,16 @@ based exporter specialises the source length of a fused `nn.LSTM` to the traced 
 path the model took for the example inputs, so every graph is checked against the model on
 a probe batch of another size and length: a cell whose step does not trace (Python control
 flow on values, numpy) is refused naming the cell, and an encoder whose cells loop over time
-in Python (so the trace fixes the length) is exported once per length bucket instead.
+in Python (so the trace fixes the length) is exported once per length bucket instead. A
+speech run's encoder reads features (s2s.export.speech); its step graph is the text one.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import torch
 from torch import Tensor
 
 from s2s.atomic import atomic_write_bytes
-from s2s.config import read_saved_config
+from s2s.config import DecodeConfig, read_saved_config
 from s2s.core.decoding import select_rows
 from s2s.core.seq2seq import Seq2Seq
 from s2s.data.tokenizer import EOS_ID, PAD_ID, TokenizerPair, tokenizer_files
@@ -36,6 +39,7 @@ from s2s.export.graphs import (
 )
 from s2s.export.language_model import export_language_model
 from s2s.export.quantize import quantize_graph
+from s2s.export.speech import example_features, export_speech_encoder
 from s2s.export.symbolics import register_symbolics
 from s2s.export.tracing import graph_matches, trace_onnx
 from s2s.exported.files import (
@@ -50,11 +54,13 @@ from s2s.run.directory import RunDir
 from s2s.tasks.language_model.kind import LanguageModelKind
 from s2s.tasks.loading import load_run
 from s2s.tasks.registry import find_task
+from s2s.tasks.speech.audio import input_width
 
 TRACE_LENGTHS = (5, 3)  # the example batch the graphs are traced on
 PROBE_LENGTHS = (9, 6, 2)  # another batch size and length, to check the traces
 TRACE_BEAMS, PROBE_BEAMS = 2, 3  # hypotheses per sentence in the step's example and probe
 ENCODER_BUCKETS = (16, 32, 64, 128, 256)  # source lengths of per-length encoder graphs
+ExampleBatch = Callable[[tuple[int, ...]], tuple[Tensor, Tensor]]  # lengths -> (src, lengths)
 
 
 @dataclass
@@ -70,19 +76,21 @@ def export_run(
     run_dir: Path, out: Path, checkpoint: Path | None = None, quantize: str | None = None
 ) -> ExportedRun:
     """Export a run's graphs, tokenisers and config to ``out`` (created; files already there
-    are replaced): the encoder and decoder-step graphs of a translation or summarisation
-    run, the step graph of a language model. With ``quantize`` "int8" the graphs' weights
-    are quantised (s2s.export.quantize)."""
+    are replaced): the encoder and decoder-step graphs of a translation, summarisation or
+    speech run (its audio settings in the config), the step graph of a language model. With
+    ``quantize`` "int8" the graphs' weights are quantised (s2s.export.quantize)."""
     task = find_task(read_saved_config(RunDir(run_dir).require().config_file).task.type)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).unlink(missing_ok=True)  # until the new graphs are all written
     register_symbolics()
     if isinstance(task, LanguageModelKind):
         export_config = export_language_model(run_dir, out, checkpoint)
+    elif task.transcribes:
+        export_config = export_speech(run_dir, out, checkpoint)
     elif task.refusal:
         raise S2SError(
-            f"{run_dir}: a {task.name} run; s2s export writes translation, summarisation "
-            "and language-model runs so far"
+            f"{run_dir}: a {task.name} run; s2s export writes translation, summarisation, "
+            "language-model and speech runs so far"
         )
     else:
         export_config = export_seq2seq(run_dir, out, checkpoint)
@@ -101,10 +109,7 @@ def export_run(
 def export_seq2seq(run_dir: Path, out: Path, checkpoint: Path | None) -> ExportConfig:
     """The encoder and decoder-step graphs of a text-to-text run, and its tokenisers."""
     config, tokenizers, model, _ = load_run(run_dir, checkpoint, "cpu", "off")
-    constrained = [k for k in ("min_length", "no_repeat_ngram_size") if getattr(config.decode, k)]
-    if constrained:  # output constraints the numpy search does not apply yet
-        keys = ", ".join(f"decode.{key}" for key in constrained)
-        raise S2SError(f"{run_dir}: exported models do not apply {keys} yet; set it to 0")
+    refuse_constraints(run_dir, config.decode)
     cells = {side: config.model.side_cell(side)[0] for side in ("encoder", "decoder")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's and the exporter's deprecation notes
@@ -122,6 +127,47 @@ def export_seq2seq(run_dir: Path, out: Path, checkpoint: Path | None) -> ExportC
         max_source_length=config.model.max_source_length,
         precision="fp32",
         cells=cells,
+    )
+
+
+def refuse_constraints(run_dir: Path, decode: DecodeConfig) -> None:
+    """Output constraints the numpy search does not apply yet are refused in one line."""
+    constrained = [k for k in ("min_length", "no_repeat_ngram_size") if getattr(decode, k)]
+    if constrained:
+        keys = ", ".join(f"decode.{key}" for key in constrained)
+        raise S2SError(f"{run_dir}: exported models do not apply {keys} yet; set it to 0")
+
+
+def export_speech(run_dir: Path, out: Path, checkpoint: Path | None) -> ExportConfig:
+    """The encoder graph (features in; CTC log-probabilities out too when the run has a CTC
+    head) and the decoder-step graph of a speech run, its tokeniser and audio settings."""
+    from s2s.tasks.speech.transcriber import load_speech_run
+
+    config, recognizer = load_speech_run(run_dir, checkpoint, "cpu", "off")
+    refuse_constraints(run_dir, config.decode)
+    model, width = recognizer.model, input_width(config.audio)
+    cells = {side: config.model.side_cell(side)[0] for side in ("encoder", "decoder")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's and the exporter's deprecation notes
+        with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
+            limit = config.train.max_length
+            buckets = export_speech_encoder(model, width, out, cells["encoder"], limit)
+            frames = functools.partial(example_features, width)
+            state_count = export_step(model, out, cells["decoder"], frames)
+    name = recognizer.tokenizer.model_file.name
+    atomic_write_bytes(out / name, recognizer.tokenizer.model_file.read_bytes())
+    return ExportConfig(
+        task=config.task.type,
+        src_tokenizer=name,
+        tgt_tokenizer=name,
+        decode=config.decode,
+        state_count=state_count,
+        encoder_buckets=buckets,
+        max_source_length=0,
+        precision="fp32",
+        cells=cells,
+        audio=config.audio,
+        ctc=model.ctc_head is not None,
     )
 
 
@@ -185,10 +231,15 @@ def check_bucket(graph: EncoderGraph, path: Path, length: int, cell: str) -> Non
         )
 
 
-def export_step(model: Seq2Seq, out: Path, cell: str) -> int:
-    """The decoder-step graph, checked on the probe; returns the number of state tensors."""
+def export_step(
+    model: Seq2Seq, out: Path, cell: str, make_batch: ExampleBatch | None = None
+) -> int:
+    """The decoder-step graph, checked on the probe; returns the number of state tensors.
+    ``make_batch`` gives the encoder's example input for some lengths (token ids unless
+    given: a speech model's encoder reads features)."""
+    make_batch = make_batch or functools.partial(example_batch, model)
     graph = StepGraph(model, []).eval()
-    example = step_inputs(model, graph, TRACE_LENGTHS, TRACE_BEAMS)
+    example = step_inputs(model, graph, make_batch(TRACE_LENGTHS), TRACE_BEAMS)
     count = len(example) - 6
     names = ["prev_tokens", *STEP_SENTENCE_INPUTS, "feed", *state_names(count)]
     outputs = ["log_probs", "feed.out", *state_names(count, ".out")]
@@ -197,7 +248,7 @@ def export_step(model: Seq2Seq, out: Path, cell: str) -> int:
     axes |= {name: {0: "rows"} for name in outputs}
     path = out / STEP_FILE
     trace_onnx(graph, example, path, outputs, axes, cell, names)
-    probe = step_inputs(model, graph, PROBE_LENGTHS, PROBE_BEAMS)
+    probe = step_inputs(model, graph, make_batch(PROBE_LENGTHS), PROBE_BEAMS)
     if not graph_matches(path, graph(*probe), dict(zip(names, probe, strict=True))):
         path.unlink()
         raise S2SError(
@@ -208,19 +259,18 @@ def export_step(model: Seq2Seq, out: Path, cell: str) -> int:
 
 
 def step_inputs(
-    model: Seq2Seq, graph: StepGraph, lengths: tuple[int, ...], beams: int
+    model: Seq2Seq, graph: StepGraph, batch: tuple[Tensor, Tensor], beams: int
 ) -> tuple[Tensor, ...]:
-    """The step graph's inputs after encoding an example batch: ``beams`` hypotheses per
-    sentence; sets the graph's state layout."""
-    src, src_lengths = example_batch(model, lengths)
-    encoded = model.encode(src, src_lengths)
+    """The step graph's inputs after encoding an example ``batch`` (source, lengths):
+    ``beams`` hypotheses per sentence; sets the graph's state layout."""
+    encoded = model.encode(*batch)
     states, feed = model.initial_state(encoded)
     graph.layout = list(states)
-    rows = torch.arange(len(lengths)).repeat_interleave(beams)
+    rows = torch.arange(batch[1].size(0)).repeat_interleave(beams)
     flat = select_rows(flatten_states(states), rows)
     feed = feed.index_select(0, rows)
     generator = torch.Generator().manual_seed(beams)
     prev = torch.randint(
         EOS_ID + 1, model.tgt_embed.num_embeddings, rows.shape, generator=generator
     )
-    return (prev, encoded.memory, encoded.keys, encoded.src_mask, src, feed, *flat)
+    return (prev, encoded.memory, encoded.keys, encoded.src_mask, encoded.src_ids, feed, *flat)

@@ -1,5 +1,6 @@
-"""`s2s translate DIR` on a directory that `s2s export` wrote: the same streaming, batching,
-n-best output and errors as for a run, on onnxruntime (imports no torch)."""
+"""`s2s translate DIR`, `s2s generate DIR` and `s2s transcribe DIR` on a directory that
+`s2s export` wrote: the same streaming, batching, n-best output and errors as for a run, on
+onnxruntime (imports no torch)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ RUN_ONLY_OPTIONS = (
     "sample",
     "prefix_file",
     "lm",
+    "ensemble",
 )
 
 
@@ -91,3 +93,24 @@ def generate_exported(folder: Path, options: Mapping[str, Any]) -> None:
     sampling.check()
     model = ExportedLanguageModel(folder, options["threads"])
     print(model.generate(options["prompt"], sampling))
+
+
+def transcribe_exported(folder: Path, options: Mapping[str, Any]) -> None:
+    """Transcribe FILES (or paths on stdin) with the exported recogniser, one line per
+    file in order, as `s2s transcribe` does on a run."""
+    from s2s.exported.recognizer import ExportedRecognizer
+    from s2s.progress import configure_logging
+    from s2s.tasks.speech.streaming import stream_transcripts
+
+    refuse_run_options(folder, options)
+    configure_logging(options["quiet"], False)
+    recognizer = ExportedRecognizer(folder, options["threads"])
+    beam_size = options["beam"] or recognizer.decode.beam_size
+    files = options["files"]
+    paths = [str(path) for path in files] if files else sys.stdin
+    stream_transcripts(
+        recognizer.features,
+        lambda features: recognizer.transcribe(features, beam_size),
+        paths,
+        sys.stdout,
+    )

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from s2s.config import DecodeConfig
+from s2s.config import AudioConfig, DecodeConfig
 from s2s.errors import S2SError
 
 CONFIG_FILE = "s2s-export.json"
@@ -48,6 +48,8 @@ class ExportConfig:
     graphs: str = ENCODER_DECODER  # or DECODER_ONLY (a language model): a step graph only
     state_shapes: list[list[int]] = field(default_factory=list)  # language model: zero start
     word_level: bool = False  # language model: a word vocabulary (prompts split on spaces)
+    audio: AudioConfig | None = None  # speech: the features the encoder reads
+    ctc: bool = False  # speech: the encoder also outputs CTC log-probabilities
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +66,8 @@ class ExportConfig:
             "graphs": self.graphs,
             "state_shapes": self.state_shapes,
             "word_level": self.word_level,
+            "audio": self.audio.model_dump(mode="json") if self.audio else None,
+            "ctc": self.ctc,
         }
 
 
@@ -92,6 +96,8 @@ def read_export_config(folder: Path) -> ExportConfig:
             graphs=str(data.get("graphs", ENCODER_DECODER)),
             state_shapes=[[int(n) for n in shape] for shape in data.get("state_shapes", [])],
             word_level=bool(data.get("word_level", False)),
+            audio=AudioConfig(**data["audio"]) if data.get("audio") else None,
+            ctc=bool(data.get("ctc", False)),
         )
     except (KeyError, TypeError, ValueError, ValidationError) as error:
         reason = str(error).splitlines()[0]

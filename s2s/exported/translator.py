@@ -38,6 +38,8 @@ class ExportedTranslator:
 
     def __init__(self, folder: Path, threads: int | None = None) -> None:
         self.config = read_export_config(folder)
+        if self.config.audio is not None:
+            raise S2SError(f"{folder}: an exported speech model; use s2s transcribe with it")
         self.decode = self.config.decode
         self.src_tokenizer = Tokenizer(folder / self.config.src_tokenizer)
         self.tgt_tokenizer = Tokenizer(folder / self.config.tgt_tokenizer)

@@ -28,11 +28,10 @@ from s2s.tasks.speech.audio import utterance_features
 from s2s.tasks.speech.ctc_prefix import JointCTCDecoder
 from s2s.tasks.speech.data import speech_collate, split_features
 from s2s.tasks.speech.model import SpeechSeq2Seq
+from s2s.tasks.speech.streaming import stream_transcripts
 from s2s.tasks.task import EvaluationRequest, Task
 from s2s.tasks.translation.metrics import speech_scores
 from s2s.train.validation import greedy_scores
-
-TRANSCRIBE_CHUNK = 32  # files read, decoded and printed together
 
 
 @dataclass
@@ -204,32 +203,12 @@ def transcribe_paths(
     beam_size: int,
     out: TextIO,
 ) -> int:
-    """Write one transcript line per path, in order (a blank path gives an empty line).
-
-    Files are read and decoded in chunks; a file that is missing or unreadable stops the
-    run with an error naming it, after the transcripts of every file before it are written.
-    Returns the number of lines written."""
-    written = 0
-    pending: list[torch.Tensor | None] = []  # None: a blank line
-
-    def flush() -> None:
-        nonlocal written
-        texts = iter(recognizer.transcribe([f for f in pending if f is not None], beam_size))
-        for feature in pending:
-            out.write((next(texts) if feature is not None else "") + "\n")
-        out.flush()
-        written += len(pending)
-        pending.clear()
-
-    for text in paths:
-        name = text.strip()
-        try:
-            feature = utterance_features(Path(name), config.audio) if name else None
-        except S2SError:
-            flush()
-            raise
-        pending.append(feature)
-        if len(pending) >= TRANSCRIBE_CHUNK:
-            flush()
-    flush()
-    return written
+    """Write one transcript line per path, in order (a blank path gives an empty line);
+    a missing or unreadable file stops with an error naming it, after the transcripts of
+    the files before it (s2s.tasks.speech.streaming). Returns the number of lines written."""
+    return stream_transcripts(
+        lambda path: utterance_features(path, config.audio),
+        lambda features: recognizer.transcribe(features, beam_size),
+        paths,
+        out,
+    )
