@@ -16,6 +16,7 @@ from helpers import (
     ROOT,
     add_distribution,
     multi30k_lines,
+    run_without_torch,
     tiny_recipe,
     without_torch,
     write_lines,
@@ -150,6 +151,10 @@ def test_a_language_model_exports_and_generates_its_greedy_tokens(
     ]
     sampled = SamplingOptions(max_tokens=12, top_k=20, top_p=0.9, seed=3)
     assert model.generate("The game", sampled) == model.generate("The game", sampled)
+    refused = run_without_torch("generate", str(tmp_path / "lm.onnx"), "--beam", "3")
+    assert refused.returncode == 1
+    message = refused.stderr.decode().strip()
+    assert message.endswith("an exported language model samples; --beam needs the run")
 
 
 UNTRACEABLE = '''
