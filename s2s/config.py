@@ -351,8 +351,10 @@ class TrainConfig(Section):
     def _budget_defaults(self) -> TrainConfig:
         """A budget brings its time-driven schedule in place of a step-driven one (a recipe's
         ``inverse_sqrt`` was tuned for its epoch count, not for the deadline), ends the run
-        at the deadline whatever ``max_epochs`` and ``max_minutes`` say (the budget is the
-        time limit), and keeps checkpoints to average."""
+        at the deadline whatever ``max_epochs``, ``max_minutes`` and ``patience`` say (the
+        budget is the time limit; a recipe's patience counts validations spaced by steps,
+        and stopped an AN4 run whose cosine had not yet decayed), and keeps checkpoints to
+        average."""
         if self.budget_minutes > 0:
             if self.schedule in STEP_SCHEDULES:
                 self.schedule = "budget"
@@ -362,6 +364,8 @@ class TrainConfig(Section):
                 self.max_epochs = BUDGET_MAX_EPOCHS
             if self.max_minutes:
                 self.max_minutes = 0.0
+            if self.patience:  # counted in validations, which a budget spaces by time
+                self.patience = 0
         elif self.schedule == "budget":
             raise ValueError("schedule = 'budget' needs budget_minutes > 0 (or --budget)")
         return self

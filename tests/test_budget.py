@@ -69,7 +69,7 @@ def test_a_budget_brings_its_schedule_and_keeps_checkpoints_to_average(tmp_path:
             "train.max_minutes=25",  # lm.toml's cap: the budget is the time limit now
         ).train
         assert (recipe.schedule, recipe.max_epochs) == ("budget", BUDGET_MAX_EPOCHS)
-        assert recipe.max_minutes == 0.0
+        assert recipe.max_minutes == 0.0 and recipe.patience == 0
     chosen = budget_config(
         tmp_path, "train.budget_minutes=30", "train.schedule=plateau", "train.keep_last=2"
     ).train

@@ -100,6 +100,6 @@ def budget_summary(train: TrainConfig) -> str:
         rate = f"learning rate by the recipe's schedule = {train.schedule!r}"
     return (
         f"training for {train.budget_minutes:g} minutes: {rate}; validation at most "
-        f"{train.valid_share:.0%} of the time; no epoch limit; at the end, the best of the "
-        f"averages of the last 2-{train.keep_last} checkpoints"
+        f"{train.valid_share:.0%} of the time; no epoch limit or early stopping; at the end, "
+        f"the best of the averages of the last 2-{train.keep_last} checkpoints"
     )
