@@ -118,6 +118,18 @@ def test_the_best_scoring_average_is_kept_and_the_others_deleted(tmp_path: Path)
     assert [n for n in names if n.startswith("averaged")] == ["averaged-last-3.pt"]
 
 
+def test_a_kept_average_is_the_runs_default_checkpoint_when_read_back(tmp_path: Path) -> None:
+    """The end of a budgeted run writes the average first in best.json; loading the run
+    (evaluate, translate) must read it back, not refuse its name."""
+    run = step_checkpoints_with(tmp_path, [20.0, 40.0, 30.0, 20.0])
+    found = best_average(run, ScriptedScores(), "cpu", 5, "bleu", best=29.0)
+    assert found is not None
+    entry = {"file": found[0].name, "step": 4, "metric": found[1]}
+    run.write_best([entry, {"file": "step-2.pt", "step": 2, "metric": 29.0}])
+    assert run.read_best()[0] == entry
+    assert run.default_checkpoint() == found[0]
+
+
 def test_no_average_is_kept_when_none_beats_the_best_checkpoint(tmp_path: Path) -> None:
     run = step_checkpoints_with(tmp_path, [10.0, 12.0, 11.0])
     assert best_average(run, ScriptedScores(), "cpu", 5, "bleu", best=40.0) is None

@@ -22,6 +22,7 @@ from s2s.atomic import atomic_write_bytes, remove_stale_temporaries
 from s2s.errors import S2SError
 
 __all__ = [
+    "AVERAGED_FILE",
     "STEP_FILE",
     "CheckpointNotFound",
     "atomic_write_bytes",
@@ -34,6 +35,8 @@ FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"
 # the validated weights training saves as checkpoints/step-N.pt (kept, pruned, averaged)
 STEP_FILE = re.compile(r"step-(\d+)\.pt")
+# a budgeted run's end may make the average of its last N step checkpoints its default
+AVERAGED_FILE = re.compile(r"averaged-last-(\d+)\.pt")
 
 
 class CheckpointNotFound(S2SError):

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2s.errors import S2SError
-from s2s.run.checkpoint import STEP_FILE, CheckpointNotFound, atomic_write_bytes, load_checkpoint
+from s2s.run.checkpoint import (
+    AVERAGED_FILE,
+    STEP_FILE,
+    CheckpointNotFound,
+    atomic_write_bytes,
+    load_checkpoint,
+)
 
 # How often a reader follows best.json to a newer best after training pruned the one it named
 DEFAULT_CHECKPOINT_TRIES = 5
@@ -130,15 +136,21 @@ class RunDir:
 
 def best_entries_problem(entries: object) -> str | None:
     """What is wrong with best.json's parsed content, or None: it must be a list of
-    {'file': 'step-N.pt', 'step': int, 'metric': number} (a file name, never a path)."""
+    {'file': 'step-N.pt', 'step': int, 'metric': number} (a file name, never a path; a
+    budgeted run's chosen average is 'averaged-last-N.pt')."""
     if not isinstance(entries, list):
         return f"expected a list of checkpoints, found {type(entries).__name__}"
     for number, entry in enumerate(entries, 1):
         if not isinstance(entry, dict):
             return f"entry {number} is not an object: {entry!r}"
         name = entry.get("file")
-        if not isinstance(name, str) or not STEP_FILE.fullmatch(name):
-            return f"entry {number}: 'file' must name a step-N.pt file (got {name!r})"
+        if not isinstance(name, str) or not (
+            STEP_FILE.fullmatch(name) or AVERAGED_FILE.fullmatch(name)
+        ):
+            return (
+                f"entry {number}: 'file' must name a step-N.pt or averaged-last-N.pt file "
+                f"(got {name!r})"
+            )
         if not isinstance(entry.get("step"), int):
             return f"entry {number}: 'step' must be an integer (got {entry.get('step')!r})"
         metric = entry.get("metric")
