@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +21,9 @@ from s2s.cli.common import (
     user_errors,
 )
 from s2s.errors import S2SError
+
+if TYPE_CHECKING:
+    from s2s.serve.app import ServeSettings
 
 
 def positive(help: str) -> typer.models.OptionInfo:
@@ -66,20 +69,10 @@ def serve(
     from s2s.serve.extra import require_serve_extra
 
     require_serve_extra()
-    from s2s.api import load
     from s2s.serve.app import ServeSettings
-    from s2s.serve.decoder_process import DecoderProcess
-    from s2s.serve.running import serve as run_server
 
     if workers != 1:
         raise S2SError("--workers: only 1 is supported (docs/serving.md)")
-    # this process only counts tokens and checks options: its copy of the run stays on the
-    # CPU in full precision, and the decoder process gets the device, precision and threads
-    model = load(run_dir, device="cpu", threads=1, checkpoint=checkpoint, decode=decode_overrides)
-    decoding = dict(device=device, amp=checked_amp(amp), threads=threads)
-    decoder = DecoderProcess(
-        run_dir, {"checkpoint": checkpoint, "decode": decode_overrides, **decoding}
-    )
     settings = ServeSettings(
         max_batch_tokens,
         max_wait_ms,
@@ -89,8 +82,31 @@ def serve(
         max_body_bytes,
         request_timeout,
     )
+    decoding = {"device": device, "amp": checked_amp(amp), "threads": threads}
+    serve_run(run_dir, checkpoint, decode_overrides, decoding, settings, (host, port))
+
+
+def serve_run(
+    run_dir: Path,
+    checkpoint: Path | None,
+    decode_overrides: list[str] | None,
+    decoding: dict,
+    settings: ServeSettings,
+    address: tuple[str, int],
+) -> None:
+    """Load the run twice: here, on the CPU in full precision, only to count tokens and
+    check options; and in the decoder process, with ``decoding``'s device, precision and
+    threads, to decode. Serve until SIGTERM, then stop the decoder process."""
+    from s2s.api import load
+    from s2s.serve.decoder_process import DecoderProcess
+    from s2s.serve.running import serve as run_server
+
+    model = load(run_dir, device="cpu", threads=1, checkpoint=checkpoint, decode=decode_overrides)
+    decoder = DecoderProcess(
+        run_dir, {"checkpoint": checkpoint, "decode": decode_overrides, **decoding}
+    )
     decoder.start()
     try:
-        run_server(model, settings, host, port, decoder)
+        run_server(model, settings, *address, decoder)
     finally:
         decoder.stop()
