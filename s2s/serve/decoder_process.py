@@ -9,7 +9,8 @@ process keeps its own copy of the run only to count tokens and check options.
 
 The child ignores SIGINT and SIGTERM (a Ctrl-C or a service manager signals the whole
 group): the server drains its queue through it first, then stops it. A child that dies
-(killed, out of memory) fails the batch it held and is replaced before the next one."""
+(killed, out of memory) fails the batch it held, and a watcher thread starts its
+replacement at once, so the next request does not wait for a model to load."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import multiprocessing
 import pickle
 import signal
 import threading
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ class DecoderProcess:
         self.process: Any = None
         self.connection: Connection | None = None
         self.lock = threading.Lock()
+        self.stopping = False
 
     @property
     def pid(self) -> int | None:
@@ -114,6 +116,18 @@ class DecoderProcess:
             process.join()
             raise value
         self.process, self.connection = process, ours
+        threading.Thread(target=self._watch, args=(process,), daemon=True).start()
+
+    def _watch(self, process: Any) -> None:
+        """Replace ``process`` as soon as it dies, unless the server is stopping it."""
+        wait([process.sentinel])
+        with self.lock:
+            if self.stopping or self.process not in (process, None):
+                return
+            try:
+                self._replace()
+            except Exception as error:  # the next batch tries again, and reports it
+                log.error("s2s serve: could not restart the decoder process: %s", error)
 
     def run(self, method: str, options: dict[str, Any], inputs: list[Any]) -> list[Any]:
         """The child's outputs for one batch; raises what it raised, or DecoderDied."""
@@ -152,6 +166,7 @@ class DecoderProcess:
     def stop(self) -> None:
         """Let the child finish and exit (killed if it does not within STOP_SECONDS)."""
         with self.lock:
+            self.stopping = True
             process, connection = self.process, self.connection
             if process is None or connection is None:
                 return
