@@ -197,3 +197,18 @@ def test_more_than_one_worker_is_refused_in_one_line(trained_run: Path) -> None:
     result = CliRunner().invoke(app, ["serve", str(trained_run), "--workers", "2"])
     assert result.exit_code == 1
     assert result.output == "s2s: error: --workers: only 1 is supported (docs/serving.md)\n"
+
+
+def test_an_app_without_a_decoder_process_decodes_in_its_batcher_thread(
+    model: s2s.Model,
+) -> None:
+    """`create_app(model)`, as a Python program may embed it, decodes on its own model."""
+    from fastapi.testclient import TestClient
+
+    from s2s.serve.app import create_app
+
+    with TestClient(create_app(model)) as client:
+        assert client.get("/ready").json()["decoder_pid"] is None
+        answer = client.post("/v1/translate", json={"inputs": LINES[:3], **SEARCH})
+    assert answer.status_code == 200
+    assert answer.json()["outputs"] == model.translate(LINES[:3], **SEARCH)

@@ -93,11 +93,24 @@ def check_limits(body: Body, route: Route, settings: ServeSettings) -> None:
 
 
 class Decoder(Protocol):
-    """Where batches are decoded when not in the batcher's own thread: a `DecoderProcess`."""
+    """Where the batcher's batches are decoded: a `DecoderProcess`, or `InThread`."""
 
-    pid: int | None
+    pid: int | None  # the decoding process, when it is not the server's own
 
     def run(self, method: str, options: dict[str, Any], inputs: list[Any]) -> list[Any]: ...
+
+
+class InThread:
+    """Decoding in the batcher's own thread, on the server's copy of the model (the app
+    built without a decoder process, as a Python program may embed it)."""
+
+    pid = None
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def run(self, method: str, options: dict[str, Any], inputs: list[Any]) -> list[Any]:
+        return ROUTES[method].run(self.model, inputs, options)
 
 
 class Decoding:
@@ -112,20 +125,15 @@ class Decoding:
         decoder: Decoder | None = None,
     ) -> None:
         self.model, self.settings, self.metrics = model, settings, metrics
-        self.decoder = decoder
+        self.decoder = decoder if decoder is not None else InThread(model)
         self.batcher = DynamicBatcher(
-            self._run,
+            self.decoder.run,
             settings.max_batch_tokens,
             settings.max_wait_ms / 1000,
             settings.max_queue,
             metrics.batch,
         )
         self.ready = False
-
-    def _run(self, method: str, options: dict[str, Any], inputs: list[Any]) -> list[Any]:
-        if self.decoder is not None:
-            return self.decoder.run(method, options, inputs)
-        return ROUTES[method].run(self.model, inputs, options)
 
     def check_options(self, method: str, body: Body) -> None:
         """Options the model would refuse are a 422 now, not an error in a merged batch."""
@@ -234,8 +242,8 @@ def add_routes(app: FastAPI, decoding: Decoding) -> None:
     def ready() -> Response:
         """The model is loaded and the decoder takes requests."""
         if decoding.ready:
-            pid = decoding.decoder.pid if decoding.decoder is not None else None
             methods = list(decoding.model.methods)
+            pid = decoding.decoder.pid
             return JSONResponse({"status": "ready", "methods": methods, "decoder_pid": pid})
         return error_response(503, "not ready")
 
