@@ -39,7 +39,11 @@ class Tokenizer:
         return self.processor.encode(text)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self.processor.encode(texts)
+        """Ids of each text, one text at a time: sentencepiece's list call starts threads
+        on every call (even with num_threads=1), and a thread waits to be scheduled when
+        the cores are busy: 1-3 ms per call in `s2s serve` next to its decoder, against
+        5-40 us for the loop, which was no slower on 1 000 lines either."""
+        return [self.processor.encode(text) for text in texts]
 
     def pieces(self, ids: list[int]) -> list[str]:
         return [self.processor.id_to_piece(i) for i in ids]
