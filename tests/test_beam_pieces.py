@@ -12,6 +12,7 @@ from s2s.core.search.beam import (
     collect_nbest,
     compact,
     hypotheses,
+    join_beams,
     leading,
     normalised_scores,
     restrict_candidates,
@@ -81,6 +82,7 @@ def beams_of_two_sentences() -> Beams:
         history=history,
         limit=torch.tensor([5, 5, 6, 6]),
         sentences=torch.tensor([4, 7]),
+        steps=torch.tensor([2, 2, 2, 2]),
     )
 
 
@@ -103,6 +105,20 @@ def test_compact_keeps_the_rows_and_state_of_the_sentences_still_running() -> No
 
 
 def test_beams_start_with_one_live_beam_per_sentence() -> None:
-    beams = Beams.start(torch.tensor([3, 4]), k=2)
+    beams = Beams.start(torch.tensor([3, 4]), k=2, numbers=torch.tensor([0, 1]))
     assert beams.scores.tolist() == [0.0, INF, 0.0, INF]
     assert beams.limit.tolist() == [3, 3, 4, 4] and beams.history.tolist() == [[BOS_ID]] * 4
+
+
+def test_joining_rows_pad_their_shorter_history_on_the_left_and_keep_their_own_tokens() -> None:
+    running = beams_of_two_sentences()  # two steps taken
+    joining = Beams.start(torch.tensor([4]), k=2, numbers=torch.tensor([9]))
+    joined = join_beams(running, joining)
+    assert joined.history.tolist()[4:] == [[PAD_ID, PAD_ID, BOS_ID]] * 2
+    assert joined.sentences.tolist() == [4, 7, 9] and joined.steps.tolist()[4:] == [0, 0]
+    joined.history = torch.cat([joined.history, torch.tensor([[EOS_ID]] * 6)], dim=1)
+    joined.steps = joined.steps + 1
+    done: dict = {}
+    ranked = torch.tensor([[-1.0, -2.0], [-3.0, -4.0], [-0.5, INF]])
+    collect_nbest(done, torch.tensor([True, False, True]), joined, ranked, nbest=1)
+    assert done == {4: ([[5, EOS_ID, EOS_ID]], [-1.0]), 9: ([[EOS_ID]], [-0.5])}

@@ -15,6 +15,7 @@ from s2s.core.decoding import SearchState
 from s2s.core.search import (
     BeamSearch,
     GreedySearch,
+    RunningBeams,
     length_penalty,
     max_output_lengths,
     top_k_rows,
@@ -134,6 +135,30 @@ def test_every_sentence_gets_the_same_beam_output_alone_or_in_a_batch_of_64() ->
         )[0]
         assert [h.tokens for h in together[index]] == [h.tokens for h in single]
         for a, b in zip(together[index], single, strict=True):
+            assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+def test_sentences_joining_a_running_search_get_what_they_get_alone() -> None:
+    model = sharp_model()
+    generator = torch.Generator().manual_seed(11)
+    lengths = torch.randint(1, 25, (24,), generator=generator).tolist()
+    sentences = [torch.randint(4, VOCAB, (n,), generator=generator).tolist() for n in lengths]
+    search = BeamSearch(4, alpha=1.0, nbest=2)
+    running, found = RunningBeams(search, model), {}
+    for step, start in enumerate(range(0, 24, 3)):  # 3 join, one step runs, 3 more join...
+        batch = collate(list(range(start, start + 3)), sentences)
+        limits = max_output_lengths(batch.src_lengths, 1.5, 3)
+        running.join(batch.src, batch.src_lengths, limits, [f"s{i}" for i in batch.indices])
+        found.update(running.step() if step % 2 else [])
+    while running.sentences:
+        found.update(running.step())
+    assert sorted(found) == sorted(f"s{i}" for i in range(24))
+    for index, sentence in enumerate(sentences):
+        alone = collate([0], [sentence])
+        limits = max_output_lengths(alone.src_lengths, 1.5, 3)
+        single = search.search(model, alone.src, alone.src_lengths, limits)[0]
+        assert [h.tokens for h in found[f"s{index}"]] == [h.tokens for h in single]
+        for a, b in zip(found[f"s{index}"], single, strict=True):
             assert a.score == pytest.approx(b.score, abs=1e-4)
 
 

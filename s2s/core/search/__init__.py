@@ -4,11 +4,12 @@ batched beam search and sampling, and the loop that searches a data set batch by
 from s2s.core.search.batches import (
     SearchStrategy,
     batch_budget,
+    output_limits,
     search_batch,
     search_batches,
     strategy_for,
 )
-from s2s.core.search.beam import BeamSearch, length_penalty, top_k_rows
+from s2s.core.search.beam import BeamSearch, RunningBeams, length_penalty, top_k_rows
 from s2s.core.search.hypothesis import Hypothesis, max_output_lengths
 from s2s.core.search.sampling import Sampling, filter_top_k, filter_top_p
 from s2s.core.search.single_path import GreedySearch
@@ -17,6 +18,7 @@ __all__ = [
     "BeamSearch",
     "GreedySearch",
     "Hypothesis",
+    "RunningBeams",
     "Sampling",
     "SearchStrategy",
     "batch_budget",
@@ -24,6 +26,7 @@ __all__ = [
     "filter_top_p",
     "length_penalty",
     "max_output_lengths",
+    "output_limits",
     "search_batch",
     "search_batches",
     "strategy_for",

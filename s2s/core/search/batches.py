@@ -53,6 +53,19 @@ def constrained(
     return ConstrainedDecoder(decoder, constraints) if constraints.active() else decoder
 
 
+def output_limits(
+    src_lengths: Tensor, decode: DecodeConfig, prefixes: Sequence[Sequence[int]] | None = None
+) -> Tensor:
+    """Each source's output length limit: ``decode``'s ratio and offset to its length, and
+    never below decode.min_length or its forced prefix."""
+    limits = max_output_lengths(src_lengths, decode.max_length_ratio, decode.max_length_offset)
+    limits = limits.clamp(min=decode.min_length)
+    if prefixes is not None:
+        longest = torch.tensor([len(p) for p in prefixes], dtype=limits.dtype)
+        limits = torch.maximum(limits, longest.to(limits.device))
+    return limits
+
+
 def search_batch(
     decoder: Decoder,
     src: Tensor,
@@ -64,13 +77,8 @@ def search_batch(
     strategy: SearchStrategy | None = None,
 ) -> list[list[Hypothesis]]:
     """The n-best of each row of a batch (``strategy``, else `strategy_for`), each
-    starting with its forced prefix if given; output lengths are limited by ``decode``'s
-    ratio and offset to the source length, and never below decode.min_length or a prefix."""
-    limits = max_output_lengths(src_lengths, decode.max_length_ratio, decode.max_length_offset)
-    limits = limits.clamp(min=decode.min_length)
-    if prefixes is not None:
-        longest = torch.tensor([len(p) for p in prefixes], dtype=limits.dtype)
-        limits = torch.maximum(limits, longest.to(limits.device))
+    starting with its forced prefix if given, within `output_limits`."""
+    limits = output_limits(src_lengths, decode, prefixes)
     chosen = strategy or strategy_for(decode, beam_size, nbest)
     decoder = constrained(decoder, decode, src.size(0), prefixes)
     return chosen.search(decoder, src, src_lengths, limits)

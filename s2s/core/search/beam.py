@@ -9,21 +9,31 @@
 - `settled` / `leading` (the stopping rules) and `collect_nbest` (finishing): which
   sentences are done, and their n-best lists;
 - `compact`: dropping done sentences from the batch, so later steps compute only what is
-  still running.
+  still running;
+- `join_beams` (with `s2s.core.decoding.join_states`): sentences joining a running search.
 
 Every sentence and beam advances in one decoder call per step, and the decoder's state
-follows its hypotheses by a gather (`s2s.core.decoding`).
+follows its hypotheses by a gather (`s2s.core.decoding`). `RunningBeams` is the loop: a
+batch's search is every sentence joining at once and stepping until none runs; `s2s serve`
+lets sentences join between steps (continuous batching).
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from s2s.config import Stopping
-from s2s.core.decoding import Decoder, SearchState, keep_sentences, select_hypotheses
+from s2s.core.decoding import (
+    Decoder,
+    SearchState,
+    join_states,
+    keep_sentences,
+    select_hypotheses,
+)
 from s2s.core.search.hypothesis import Hypothesis, strip_tokens
 from s2s.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -176,17 +186,19 @@ STOPPING_RULES = {"exact": settled, "early": leading}  # decode.stopping -> when
 
 @dataclass
 class Beams:
-    """The running hypotheses: k consecutive rows per running sentence."""
+    """The running hypotheses: k consecutive rows per running sentence. A row's own tokens
+    are the last ``steps`` of its history: rows that joined later are padded on the left."""
 
     scores: Tensor  # N: sum of log-probabilities
     lengths: Tensor  # N: tokens, EOS included
     finished: Tensor  # N: ended with EOS
-    history: Tensor  # N x steps so far + 1, BOS first
+    history: Tensor  # N x (widest row's steps + 1), BOS before each row's tokens
     limit: Tensor  # N: output length limit
-    sentences: Tensor  # S = N / k: each running sentence's index in the batch
+    sentences: Tensor  # S = N / k: each running sentence's number in the search
+    steps: Tensor  # N: steps taken since the row's sentence joined
 
     @classmethod
-    def start(cls, max_lengths: Tensor, k: int) -> Beams:
+    def start(cls, max_lengths: Tensor, k: int, numbers: Tensor) -> Beams:
         """k beams per sentence, only the first alive: the others start at -inf."""
         batch, device = max_lengths.size(0), max_lengths.device
         scores = torch.zeros(batch, k, device=device)
@@ -197,7 +209,8 @@ class Beams:
             torch.zeros(batch * k, dtype=torch.bool, device=device),
             torch.full((batch * k, 1), BOS_ID, dtype=torch.long, device=device),
             max_lengths.repeat_interleave(k),
-            torch.arange(batch, device=device),
+            numbers.to(device),
+            torch.zeros(batch * k, dtype=torch.long, device=device),
         )
 
     def extend(self, rows: Tensor, tokens: Tensor, scores: Tensor, lengths: Tensor) -> Beams:
@@ -210,6 +223,7 @@ class Beams:
             torch.cat([self.history[rows], tokens.unsqueeze(1)], dim=1),
             self.limit,
             self.sentences,
+            self.steps + 1,
         )
 
 
@@ -223,19 +237,42 @@ def compact(beams: Beams, state: SearchState, keep: Tensor, k: int) -> tuple[Bea
         beams.history.index_select(0, rows),
         beams.limit.index_select(0, rows),
         beams.sentences[keep],
+        beams.steps.index_select(0, rows),
     )
     return kept, keep_sentences(state, keep, rows)
+
+
+def join_beams(running: Beams, joining: Beams) -> Beams:
+    """The rows of ``running`` then those of ``joining``; histories are cut to the columns
+    a running row still reads and the narrower side is padded on the left with PAD."""
+    history = running.history[:, -(int(running.steps.max()) + 1) :]
+    width = max(history.size(1), joining.history.size(1))
+
+    def widened(rows: Tensor) -> Tensor:
+        return torch.nn.functional.pad(rows, (width - rows.size(1), 0), value=PAD_ID)
+
+    return Beams(
+        torch.cat([running.scores, joining.scores]),
+        torch.cat([running.lengths, joining.lengths]),
+        torch.cat([running.finished, joining.finished]),
+        torch.cat([widened(history), widened(joining.history)]),
+        torch.cat([running.limit, joining.limit]),
+        torch.cat([running.sentences, joining.sentences]),
+        torch.cat([running.steps, joining.steps]),
+    )
 
 
 def collect_nbest(
     done: dict[int, NBest], complete: Tensor, beams: Beams, ranked: Tensor, nbest: int
 ) -> None:
     """Store the n-best token rows and scores of the running sentences marked ``complete``
-    [S] under their batch indices (beams are best first)."""
+    [S] under their numbers (beams are best first)."""
     k = ranked.size(1)
     keep = min(nbest, k)
-    for position in complete.nonzero().squeeze(1).tolist():
-        rows = beams.history[position * k : position * k + keep, 1:].tolist()
+    positions = complete.nonzero().squeeze(1)
+    steps = beams.steps[positions * k].tolist()
+    for position, taken in zip(positions.tolist(), steps, strict=True):
+        rows = beams.history[position * k : position * k + keep, -taken:].tolist()
         done[int(beams.sentences[position])] = (rows, ranked[position, :keep].tolist())
 
 
@@ -280,33 +317,17 @@ class BeamSearch:
         self, decoder: Decoder, src: Tensor, src_lengths: Tensor, max_lengths: Tensor
     ) -> list[list[Hypothesis]]:
         """Each sentence's n-best list, best first."""
-        k, batch, device = self.beam_size, src.size(0), src.device
-        state = decoder.start(src, src_lengths)
-        expand = torch.arange(batch, device=device).repeat_interleave(k)
-        state = select_hypotheses(state, expand)
-        beams = Beams.start(max_lengths.to(device), k)
-        done: dict[int, NBest] = {}
-        any_finished = False  # read with the step's other flag: one host sync per step
-        for t in range(int(beams.limit.max()) + 1):
-            skip = decoder.scores_chosen_rows and any_finished
-            beams, state, ranked = self.advance(decoder, state, beams, t, skip)
-            complete = self.done_sentences(beams, ranked)
-            # any_finished may count rows compaction drops below: then every row is scored
-            flags = torch.stack([complete.any(), beams.finished.any()]).tolist()
-            any_complete, any_finished = flags
-            if any_complete:
-                collect_nbest(done, complete, beams, ranked, self.nbest)
-                keep = (~complete).nonzero().squeeze(1)
-                if keep.numel() == 0:
-                    break
-                beams, state = compact(beams, state, keep, k)
-        # Every row is finished by the last step (at its limit a row may only end).
-        return [hypotheses(*done[sentence]) for sentence in range(batch)]
+        running = RunningBeams(self, decoder)
+        running.join(src, src_lengths, max_lengths, range(src.size(0)))
+        done: dict[Hashable, list[Hypothesis]] = {}
+        while running.sentences:
+            done.update(running.step())
+        return [done[sentence] for sentence in range(src.size(0))]
 
     def advance(
-        self, decoder: Decoder, state: SearchState, beams: Beams, t: int, skip: bool
+        self, decoder: Decoder, state: SearchState, beams: Beams, skip: bool
     ) -> tuple[Beams, SearchState, Tensor]:
-        """Step ``t``: every beam's candidates, scored and ranked; the k best of each
+        """One step: every beam's candidates, scored and ranked; the k best of each
         sentence become its beams. Returns them, the state following them, and their
         normalised scores [S, k] best first."""
         k = self.beam_size
@@ -314,7 +335,7 @@ class BeamSearch:
             decoder, state, beams.history[:, -1], beams.finished, k, skip
         )
         width = found.log_probs.size(1)
-        top_lp, top_tok = restrict_candidates(found, beams.finished, t >= beams.limit)
+        top_lp, top_tok = restrict_candidates(found, beams.finished, beams.steps >= beams.limit)
         candidates = candidate_scores(beams.scores, top_lp, beams.sentences.numel())
         new_lengths = beams.lengths + (~beams.finished).long()
         normalised = normalised_scores(candidates, new_lengths, self.alpha, width)
@@ -333,3 +354,72 @@ class BeamSearch:
         reachable = (beams.scores / length_penalty(beams.limit + 1, self.alpha)).view(running, k)
         is_done = STOPPING_RULES[self.stopping]
         return is_done(beams.finished.view(running, k), ranked, reachable, min(self.nbest, k))
+
+
+class RunningBeams:
+    """A beam search that sentences join between steps and leave as soon as their n-best
+    lists are final: what continuous batching in `s2s serve` needs, since a client whose
+    sentence is done can send the next one while the others are still searched. A batch's
+    search (`BeamSearch.search`) is every sentence joining at once.
+
+    A sentence's search is the same whenever it joins: its limit counts its own steps, and
+    nothing in a step mixes rows of different sentences (as a batch's search already is
+    the same as each sentence's alone, up to floating-point order)."""
+
+    def __init__(self, search: BeamSearch, decoder: Decoder) -> None:
+        self.search, self.decoder = search, decoder
+        self.beams: Beams | None = None
+        self.state: SearchState | None = None
+        self.keys: dict[int, Hashable] = {}  # each running sentence's number -> its key
+        self.numbered = 0
+        self.any_finished = False  # read with the step's other flag: one host sync per step
+
+    @property
+    def sentences(self) -> int:
+        """How many sentences are running."""
+        return len(self.keys)
+
+    @torch.inference_mode()
+    def join(
+        self, src: Tensor, src_lengths: Tensor, max_lengths: Tensor, keys: Iterable[Hashable]
+    ) -> None:
+        """Start the search of a batch of sources, each under its key (one per row), at the
+        next step."""
+        k, batch = self.search.beam_size, src.size(0)
+        state = self.decoder.start(src, src_lengths)
+        state = select_hypotheses(
+            state, torch.arange(batch, device=src.device).repeat_interleave(k)
+        )
+        numbers = torch.arange(self.numbered, self.numbered + batch)
+        beams = Beams.start(max_lengths.to(src.device), k, numbers)
+        self.keys.update(zip(numbers.tolist(), keys, strict=True))
+        self.numbered += batch
+        if self.beams is None or self.state is None:
+            self.beams, self.state = beams, state
+        else:
+            self.beams = join_beams(self.beams, beams)
+            self.state = join_states(self.state, state)
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[Hashable, list[Hypothesis]]]:
+        """One step of every running sentence; the keys and n-best lists of those it ends."""
+        if self.beams is None or self.state is None:
+            return []
+        search, k = self.search, self.search.beam_size
+        skip = self.decoder.scores_chosen_rows and self.any_finished
+        beams, state, ranked = search.advance(self.decoder, self.state, self.beams, skip)
+        complete = search.done_sentences(beams, ranked)
+        # any_finished may count rows compaction drops below: then every row is scored
+        any_complete, self.any_finished = torch.stack(
+            [complete.any(), beams.finished.any()]
+        ).tolist()
+        done: dict[int, NBest] = {}
+        if any_complete:
+            collect_nbest(done, complete, beams, ranked, search.nbest)
+            keep = (~complete).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                beams = state = None
+            else:
+                beams, state = compact(beams, state, keep, k)
+        self.beams, self.state = beams, state
+        return [(self.keys.pop(number), hypotheses(*found)) for number, found in done.items()]
