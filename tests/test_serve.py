@@ -111,11 +111,13 @@ def test_only_the_tasks_methods_are_routes_and_documented(server: Server) -> Non
 
 def test_a_full_queue_answers_503_with_retry_after(trained_run: Path) -> None:
     options = ("--max-queue", "1", "--max-wait-ms", "3000")
+    # greedy requests are batched, so the first waits its 3 s in the queue (a beam-search
+    # one would join the search at once: tests/test_serve_batching.py holds those back)
     with serving(trained_run, *options) as server, ThreadPoolExecutor(1) as pool:
-        waiting = pool.submit(server.translate, [LINES[0]])
+        waiting = pool.submit(server.translate, [LINES[0]], beam=1)
         while server.queued() < 1:
             time.sleep(0.05)
-        status, headers, body = server.translate([LINES[1]])
+        status, headers, body = server.translate([LINES[1]], beam=1)
         assert status == 503 and headers["Retry-After"] == "1"
         assert "busy" in body["error"]
         assert waiting.result()[0] == 200
@@ -150,8 +152,8 @@ def test_a_decoder_process_that_dies_is_replaced(trained_run: Path, model: s2s.M
 def test_sigterm_finishes_the_queued_requests_and_exits_0(trained_run: Path) -> None:
     with serving(trained_run, "--max-wait-ms", "2000") as server:
         decoder = server.request("GET", "/ready")[2]["decoder_pid"]
-        with ThreadPoolExecutor(3) as pool:
-            pending = [pool.submit(server.translate, [line], **SEARCH) for line in LINES[:3]]
+        with ThreadPoolExecutor(3) as pool:  # greedy, so they wait in the queue (see above)
+            pending = [pool.submit(server.translate, [line], beam=1) for line in LINES[:3]]
             while server.queued() < 3:
                 time.sleep(0.05)
             server.process.send_signal(signal.SIGTERM)
@@ -183,8 +185,8 @@ def test_without_the_serve_extra_the_command_says_what_to_install(trained_run: P
 
 def test_a_request_not_decoded_in_time_gets_504(trained_run: Path) -> None:
     options = ("--max-wait-ms", "5000", "--request-timeout", "0.5")
-    with serving(trained_run, *options) as server:
-        status, _, body = server.translate([LINES[0]])
+    with serving(trained_run, *options) as server:  # greedy: held in the queue 5 s
+        status, _, body = server.translate([LINES[0]], beam=1)
         assert status == 504 and body["error"] == "not decoded in 0.5 s"
         assert server.request("GET", "/health")[0] == 200
 

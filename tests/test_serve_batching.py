@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -106,3 +107,73 @@ def test_the_queue_is_bounded_and_stop_drains_it() -> None:
     assert first[1].wait().outputs == ["A"] and second[1].wait().outputs == ["B"]
     with pytest.raises(ShuttingDown):
         batcher.submit(job(["d"])[0])
+
+
+class Search:
+    """Stands in for the running search: remembers the jobs that joined it and answers
+    one when told, saying how many requests shared the search."""
+
+    def __init__(self) -> None:
+        self.joined: list[tuple[list[Any], Any]] = []
+        self.sent = threading.Condition()
+
+    def __call__(self, method: str, options: dict[str, Any], inputs: list[Any], reply) -> None:
+        with self.sent:
+            self.joined.append((inputs, reply))
+            self.sent.notify_all()
+
+    def wait_for(self, count: int) -> None:
+        with self.sent:
+            assert self.sent.wait_for(lambda: len(self.joined) >= count, timeout=10)
+
+    def answer(self, number: int) -> None:
+        inputs, reply = self.joined[number]
+        reply([text.upper() for text in inputs], None, SimpleNamespace(requests=2, inputs=3))
+
+
+def joining(inputs: list[str]) -> tuple[Job, Answer]:
+    queued, answer = job(inputs, beam=5)
+    queued.joins = True
+    return queued, answer
+
+
+def test_joining_jobs_go_to_the_search_at_once_while_it_has_room_and_queue_after() -> None:
+    search, batches = Search(), Recorder()
+    batcher = DynamicBatcher(
+        batches, max_batch_tokens=3, max_wait_s=3600.0, max_queue=1, join=search
+    )
+    batcher.start()
+    first, second, third = joining(["a", "b"]), joining(["c"]), joining(["d"])
+    batcher.submit(first[0])
+    search.wait_for(1)  # not held back the hour a batch would wait for company
+    batcher.submit(second[0])
+    search.wait_for(2)
+    batcher.submit(third[0])  # 2 + 1 tokens fill the search: this one waits in the queue
+    time.sleep(0.2)
+    assert len(search.joined) == 2 and batcher.depth() == 1
+    with pytest.raises(QueueFull):
+        batcher.submit(joining(["e"])[0])
+    search.answer(0)
+    assert first[1].wait().outputs == ["A", "B"]
+    search.wait_for(3)  # the answer made room
+    assert search.joined[2][0] == ["d"] and batches.calls == []
+
+
+def test_stop_waits_for_the_jobs_in_the_search() -> None:
+    search = Search()
+    batcher = DynamicBatcher(
+        Recorder(), max_batch_tokens=10, max_wait_s=0.0, max_queue=10, join=search
+    )
+    batcher.start()
+    queued, answer = joining(["a"])
+    batcher.submit(queued)
+    search.wait_for(1)
+    stopping = threading.Thread(target=batcher.stop)
+    stopping.start()
+    stopping.join(0.3)
+    assert stopping.is_alive()  # still waiting for the joined job's answer
+    with pytest.raises(ShuttingDown):
+        batcher.submit(joining(["b"])[0])
+    search.answer(0)
+    stopping.join(10)
+    assert not stopping.is_alive() and answer.wait().outputs == ["A"]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from s2s.tasks.language_model.sampling import SamplingOptions
     from s2s.tasks.language_model.scoring import Perplexity
     from s2s.tasks.speech.transcriber import Recognizer
+    from s2s.tasks.translation.continuous import ContinuousTranslation
     from s2s.tasks.translation.streaming import Steering, WarningLimiter
     from s2s.tasks.translation.translator import Translator
 
@@ -117,6 +118,21 @@ class TextEngine:
             outputs += self.translator.detokenize(hypotheses)
         warnings.summarise()
         return outputs
+
+    def continuous(
+        self, beam: int | None, nbest: int | None, max_input_tokens: int = MAX_INPUT_TOKENS
+    ) -> ContinuousTranslation:
+        """A search that requests join between steps (`s2s serve`'s continuous batching)."""
+        from s2s.tasks.translation.continuous import ContinuousTranslation
+
+        beam_size, nbest = self.search_sizes(beam, nbest)
+        return ContinuousTranslation(self.translator, beam_size, nbest, max_input_tokens)
+
+    def joins_running_search(self, beam: int | None) -> bool:
+        """Whether `continuous` takes this beam size and the run's decode constraints."""
+        from s2s.tasks.translation.continuous import joins_running_search
+
+        return joins_running_search(self.translator, beam or self.config.decode.beam_size)
 
     def translate_stream(
         self,

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from s2s.tasks.combination import Combination
     from s2s.tasks.language_model.scoring import Perplexity
     from s2s.tasks.task import Task
+    from s2s.tasks.translation.continuous import ContinuousTranslation
     from s2s.tasks.translation.streaming import Steering, WarningLimiter
 
 Decode = Mapping[str, Any] | Sequence[str] | None
@@ -217,6 +218,31 @@ class Model:
             raise S2SError(f"{len(prefixes)} prefixes for {len(inputs)} inputs")
         outputs = engine.translate(inputs, beam, nbest, max_input_tokens, warnings, steer)
         return outputs if size > 1 else [hyps[0] for hyps in outputs]
+
+    def continuous_translation(
+        self, *, beam: int | None = None, nbest: int | None = None, max_input_tokens: int = 1024
+    ) -> ContinuousTranslation:
+        """A beam search that requests join between its steps and leave as soon as their
+        sources are done (continuous batching, as `s2s serve` decodes): ``add(key, inputs)``
+        starts a request, each ``step()`` returns the requests it completed, as (key, one
+        n-best list of texts per input). Each input gets what `translate` gives it.
+
+        >>> search = model.continuous_translation(beam=3)
+        >>> search.add("first", ["A dog runs.", ""])
+        >>> completed = []
+        >>> while not completed:
+        ...     completed = search.step()
+        >>> key, outputs = completed[0]
+        >>> key, [best for best, *_ in outputs] == model.translate(["A dog runs.", ""], beam=3)
+        ('first', True)
+        """
+        engine = self._engine_for("translate")
+        return engine.continuous(beam, nbest, max_input_tokens)
+
+    def joins_running_search(self, beam: int | None = None) -> bool:
+        """Whether `continuous_translation` takes this beam (None: decode.beam_size): beam
+        search over 1 beam, without decode.no_repeat_ngram_size or decode.min_length."""
+        return self._engine_for("translate").joins_running_search(beam)
 
     def input_tokens(self, method: str, inputs: Sequence[Any]) -> list[int]:
         """What each input of ``method`` costs in tokens (for batch budgets, `s2s serve`)."""

@@ -50,6 +50,13 @@ def serve(
     request_timeout: Annotated[
         float, typer.Option(min=0.001, help="Seconds before a request is answered 504.")
     ] = 30.0,
+    continuous: Annotated[
+        bool,
+        typer.Option(
+            help="Beam-search translate requests join the running search between steps "
+            "(continuous batching); off: they are batched like the other methods."
+        ),
+    ] = True,
     workers: Annotated[
         int, typer.Option(min=1, help="Server processes: only 1 (docs/serving.md says why).")
     ] = 1,
@@ -62,7 +69,8 @@ def serve(
     """Serve a run over HTTP: POST /v1/<method> for each method its task offers
     (translate, transcribe, generate, score), /health, /ready, /metrics, /docs.
 
-    Concurrent requests are decoded together (dynamic batching). SIGTERM stops accepting
+    Concurrent requests are decoded together: beam-search translations join the running
+    search between steps, others are merged into batches. SIGTERM stops accepting
     connections, finishes the queued requests and exits 0."""
     use_threads(threads)
     setup_logging(quiet=False)
@@ -81,6 +89,7 @@ def serve(
         max_input_chars,
         max_body_bytes,
         request_timeout,
+        continuous=continuous,
     )
     decoding = {"device": device, "amp": checked_amp(amp), "threads": threads}
     serve_run(run_dir, checkpoint, decode_overrides, decoding, settings, (host, port))

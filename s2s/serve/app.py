@@ -19,8 +19,9 @@ from pydantic import ValidationError
 from s2s.errors import S2SError
 from s2s.serve.access_log import access_logger
 from s2s.serve.accounting import Accounting
-from s2s.serve.batcher import DynamicBatcher, Job, QueueFull, ShuttingDown
-from s2s.serve.decoder_process import DecoderDied
+from s2s.serve.batcher import DynamicBatcher, Job, Joined, QueueFull, ShuttingDown
+from s2s.serve.channel import DecoderDied, Reply
+from s2s.serve.in_thread import InThread
 from s2s.serve.metrics import ServeMetrics
 from s2s.serve.requests import ROUTES, Body, Route, decode_uploads
 
@@ -37,6 +38,7 @@ class ServeSettings:
     max_body_bytes: int = 1 << 20
     request_timeout_s: float = 30.0
     retry_after_s: int = 1
+    continuous: bool = True  # beam-search translate requests join a running search
 
 
 class RequestError(Exception):
@@ -93,29 +95,21 @@ def check_limits(body: Body, route: Route, settings: ServeSettings) -> None:
 
 
 class Decoder(Protocol):
-    """Where the batcher's batches are decoded: a `DecoderProcess`, or `InThread`."""
+    """Where jobs are decoded: a `DecoderProcess`, or `InThread`."""
 
     pid: int | None  # the decoding process, when it is not the server's own
 
     def run(self, method: str, options: dict[str, Any], inputs: list[Any]) -> list[Any]: ...
 
-
-class InThread:
-    """Decoding in the batcher's own thread, on the server's copy of the model (the app
-    built without a decoder process, as a Python program may embed it)."""
-
-    pid = None
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def run(self, method: str, options: dict[str, Any], inputs: list[Any]) -> list[Any]:
-        return ROUTES[method].run(self.model, inputs, options)
+    def send(
+        self, kind: str, method: str, options: dict[str, Any], inputs: list[Any], reply: Reply
+    ) -> None: ...
 
 
 class Decoding:
     """The model behind its batcher: what the route handlers ask. ``decoder`` decodes the
-    batches (a child process); without one the batcher's thread calls ``model`` itself."""
+    jobs (a child process); without one, a thread of this process does (`InThread`), which
+    the app stops when it ends."""
 
     def __init__(
         self,
@@ -125,6 +119,7 @@ class Decoding:
         decoder: Decoder | None = None,
     ) -> None:
         self.model, self.settings, self.metrics = model, settings, metrics
+        self.owns_decoder = decoder is None
         self.decoder = decoder if decoder is not None else InThread(model)
         self.batcher = DynamicBatcher(
             self.decoder.run,
@@ -132,8 +127,18 @@ class Decoding:
             settings.max_wait_ms / 1000,
             settings.max_queue,
             metrics.batch,
+            self._join if settings.continuous else None,
         )
         self.ready = False
+
+    def _join(self, method: str, options: dict[str, Any], inputs: list[Any], reply: Joined) -> None:
+        self.decoder.send("join", method, options, inputs, reply)
+
+    def joins(self, method: str, body: Body) -> bool:
+        """Whether the request joins the running search: a translation with beam search."""
+        if not self.settings.continuous or method != "translate":
+            return False
+        return self.model.joins_running_search(body.options()["beam"])
 
     def check_options(self, method: str, body: Body) -> None:
         """Options the model would refuse are a 422 now, not an error in a merged batch."""
@@ -157,7 +162,7 @@ class Decoding:
         if method == "transcribe":
             inputs = decode_uploads(body.inputs)
         costs = self.model.input_tokens(method, inputs)
-        job = Job(method, body.options(), inputs, sum(costs), done)
+        job = Job(method, body.options(), inputs, sum(costs), done, joins=self.joins(method, body))
         self._submit(job)
         try:
             return await asyncio.wait_for(future, self.settings.request_timeout_s)
@@ -270,6 +275,8 @@ def create_app(
         yield
         decoding.ready = False
         await asyncio.to_thread(decoding.batcher.stop)
+        if decoding.owns_decoder:
+            await asyncio.to_thread(decoding.decoder.stop)
 
     app = FastAPI(title="s2s", description=f"{model!r}", lifespan=lifespan)
     app.state.decoding = decoding

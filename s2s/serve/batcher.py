@@ -6,7 +6,12 @@ call of the model (whose search batches them by length, as `s2s translate` batch
 file). A job waits for company at most ``max_wait_s`` after it arrived; under load the
 worker is busy decoding while the next jobs queue, so they are merged without waiting.
 One worker is enough: torch's operations use every core. `s2s serve` has the worker send
-each batch to a decoder process (decoder_process.py), away from the event loop's GIL."""
+each batch to a decoder process (decoder_process.py), away from the event loop's GIL.
+
+A job marked ``joins`` (a translate request with beam search) is not merged here: the
+worker sends it at once to ``join`` a search that is already running (continuous batching,
+decoding_loop.py), as long as the sources in that search stay within the token budget;
+over it, the job waits for running ones to end."""
 
 from __future__ import annotations
 
@@ -18,6 +23,10 @@ from typing import Any
 
 Done = Callable[[list[Any] | None, BaseException | None], None]
 RunBatch = Callable[[str, dict[str, Any], list[Any]], list[Any]]
+# (method, options, inputs, reply): start a job in the running search; reply hears how it
+# ended, with what it shared the search with (requests, inputs), or None
+Joined = Callable[[list[Any] | None, BaseException | None, Any], None]
+JoinSearch = Callable[[str, dict[str, Any], list[Any], Joined], None]
 
 
 class QueueFull(Exception):
@@ -40,6 +49,7 @@ class Job:
     done: Done
     arrived: float = field(default_factory=time.monotonic)
     cancelled: bool = False  # its caller stopped waiting: skip it if not yet started
+    joins: bool = False  # decoded by joining a running search, not in a batch
 
     @property
     def key(self) -> Hashable:
@@ -67,13 +77,15 @@ class DynamicBatcher:
         max_wait_s: float,
         max_queue: int,
         on_batch: Callable[[BatchStats], None] = lambda stats: None,
+        join: JoinSearch | None = None,
     ) -> None:
-        self.run = run
+        self.run, self.join = run, join
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self.on_batch = on_batch
         self.pending: list[Job] = []
+        self.searched_tokens = 0  # of the jobs sent to join the search, not yet answered
         self.condition = threading.Condition()
         self.stopping = False
         self.thread = threading.Thread(target=self._work, name="s2s-decoder", daemon=True)
@@ -106,29 +118,72 @@ class DynamicBatcher:
             self.thread.join()
 
     def _work(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            self._decode(batch)
+        while (taken := self._next_jobs()) is not None:
+            joining, jobs = taken
+            if joining:
+                for job in jobs:
+                    self._send_to_search(job)
+            else:
+                self._decode(jobs)
 
-    def _next_batch(self) -> list[Job] | None:
-        """The next jobs to decode together, once the budget is full or the oldest job has
-        waited ``max_wait_s``; None when stopping with nothing queued."""
+    def _next_jobs(self) -> tuple[bool, list[Job]] | None:
+        """Jobs to send to the running search (True), or the next batch (False); None when
+        stopping with nothing queued or in the search."""
         with self.condition:
             while True:
                 self.pending = [job for job in self.pending if not job.cancelled]
                 if not self.pending:
-                    if self.stopping:
+                    if self.stopping and self.searched_tokens == 0:
                         return None
                     self.condition.wait()
                     continue
                 first = self.pending[0]
+                if first.joins and self.join is not None:
+                    if joining := self._fill_search():
+                        return True, joining
+                    self.condition.wait()  # the search is full: until a job leaves it
+                    continue
                 batch = self._fill(first)
                 waited = time.monotonic() - first.arrived
                 full = sum(job.cost for job in batch) >= self.max_batch_tokens
                 if full or self.stopping or waited >= self.max_wait_s:
-                    taken = {id(job) for job in batch}
-                    self.pending = [job for job in self.pending if id(job) not in taken]
-                    return batch
+                    self._take(batch)
+                    return False, batch
                 self.condition.wait(self.max_wait_s - waited)
+
+    def _take(self, jobs: list[Job]) -> None:
+        taken = {id(job) for job in jobs}
+        self.pending = [job for job in self.pending if id(job) not in taken]
+
+    def _fill_search(self) -> list[Job]:
+        """The queued joining jobs, oldest first, while the search's sources stay within the
+        token budget (a job always fits an empty search); taken from the queue."""
+        jobs = []
+        for job in self.pending:
+            if not job.joins:
+                continue
+            if self.searched_tokens and self.searched_tokens + job.cost > self.max_batch_tokens:
+                break
+            jobs.append(job)
+            self.searched_tokens += job.cost
+        self._take(jobs)
+        return jobs
+
+    def _send_to_search(self, job: Job) -> None:
+        """Send ``job`` to join the running search; its answer frees its tokens."""
+        sent = time.perf_counter()
+
+        def joined(outputs: list[Any] | None, error: BaseException | None, shared: Any) -> None:
+            with self.condition:
+                self.searched_tokens -= job.cost
+                self.condition.notify()
+            if shared is not None:
+                seconds = time.perf_counter() - sent
+                self.on_batch(BatchStats(shared.requests, shared.inputs, job.cost, seconds))
+            job.done(outputs, error)
+
+        assert self.join is not None
+        self.join(job.method, job.options, job.inputs, joined)
 
     def _fill(self, first: Job) -> list[Job]:
         """``first`` and the queued jobs it can share a call with, oldest first, while they
