@@ -19,6 +19,7 @@ from s2s.config import TokenizerConfig
 from s2s.errors import S2SError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+THREADED_BATCH = 4096  # texts from which `Tokenizer.encode_batch` uses sentencepiece's threads
 
 
 class Tokenizer:
@@ -39,10 +40,13 @@ class Tokenizer:
         return self.processor.encode(text)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """Ids of each text, one text at a time: sentencepiece's list call starts threads
-        on every call (even with num_threads=1), and a thread waits to be scheduled when
-        the cores are busy: 1-3 ms per call in `s2s serve` next to its decoder, against
-        5-40 us for the loop, which was no slower on 1 000 lines either."""
+        """Ids of each text. Below THREADED_BATCH texts one text at a time: sentencepiece's
+        list call starts threads on every call, and a thread waits to be scheduled when the
+        cores are busy: 1-3 ms per one-line call in `s2s serve` next to its decoder, against
+        5-40 us for the loop (which was no slower on 1 000 lines either). Corpora, millions
+        of words at once, keep its threads."""
+        if len(texts) >= THREADED_BATCH:
+            return self.processor.encode(texts)
         return [self.processor.encode(text) for text in texts]
 
     def pieces(self, ids: list[int]) -> list[str]:
