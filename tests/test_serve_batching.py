@@ -177,3 +177,30 @@ def test_stop_waits_for_the_jobs_in_the_search() -> None:
     search.answer(0)
     stopping.join(10)
     assert not stopping.is_alive() and answer.wait().outputs == ["A"]
+
+
+def test_jobs_queued_during_a_batch_wait_for_the_clients_it_answers() -> None:
+    """A closed loop of clients: those answered by a batch send their next requests a
+    moment later, and the jobs that queued meanwhile wait (up to the limit) to share a
+    batch with them, rather than starting alone and splitting the clients in two groups."""
+    model, started = Recorder(), threading.Event()
+    release = threading.Event()
+
+    def slow(method: str, options: dict[str, Any], inputs: list[Any]) -> list[Any]:
+        started.set()
+        assert release.wait(10)
+        return model(method, options, inputs)
+
+    batcher = DynamicBatcher(slow, max_batch_tokens=100, max_wait_s=0.5, max_queue=10)
+    batcher.start()
+    first, during, after = job(["a"]), job(["b"]), job(["c"])
+    batcher.submit(first[0])
+    assert started.wait(10)
+    batcher.submit(during[0])  # queued while the first batch is decoded
+    time.sleep(0.6)  # longer than the wait limit, but the decoder is busy
+    release.set()
+    first[1].wait()
+    batcher.submit(after[0])  # the answered client's next request
+    assert during[1].wait().outputs == ["B"] and after[1].wait().outputs == ["C"]
+    batcher.stop()
+    assert model.calls == [("translate", ["a"]), ("translate", ["b", "c"])]

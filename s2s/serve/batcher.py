@@ -3,8 +3,10 @@
 Handlers `submit` jobs to a bounded queue; one worker thread takes the oldest job and every
 queued job with the same method and options, up to a token budget, and runs them as one
 call of the model (whose search batches them by length, as `s2s translate` batches a
-file). A job waits for company at most ``max_wait_s`` after it arrived; under load the
-worker is busy decoding while the next jobs queue, so they are merged without waiting.
+file). A job waits for company at most ``max_wait_s`` after it arrived, or after the last
+batch ended if it arrived during that batch: then the clients just answered have time to
+send their next requests, and a closed loop of clients does not split into groups that
+take turns at the decoder.
 One worker is enough: torch's operations use every core. `s2s serve` has the worker send
 each batch to a decoder process (decoder_process.py), away from the event loop's GIL.
 
@@ -86,6 +88,7 @@ class DynamicBatcher:
         self.on_batch = on_batch
         self.pending: list[Job] = []
         self.searched_tokens = 0  # of the jobs sent to join the search, not yet answered
+        self.freed = 0.0  # time.monotonic() when the last batch was answered
         self.condition = threading.Condition()
         self.stopping = False
         self.thread = threading.Thread(target=self._work, name="s2s-decoder", daemon=True)
@@ -125,6 +128,8 @@ class DynamicBatcher:
                     self._send_to_search(job)
             else:
                 self._decode(jobs)
+                with self.condition:
+                    self.freed = time.monotonic()
 
     def _next_jobs(self) -> tuple[bool, list[Job]] | None:
         """Jobs to send to the running search (True), or the next batch (False); None when
@@ -144,7 +149,9 @@ class DynamicBatcher:
                     self.condition.wait()  # the search is full: until a job leaves it
                     continue
                 batch = self._fill(first)
-                waited = time.monotonic() - first.arrived
+                # company is waited for from the later of the job's arrival and the end
+                # of the last batch, whose clients may be about to send their next requests
+                waited = time.monotonic() - max(first.arrived, self.freed)
                 full = sum(job.cost for job in batch) >= self.max_batch_tokens
                 if full or self.stopping or waited >= self.max_wait_s:
                     self._take(batch)
