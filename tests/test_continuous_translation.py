@@ -72,3 +72,11 @@ def test_a_failed_step_gives_back_every_request_and_leaves_the_search_usable(
     search.add("b", LINES[2:4])
     assert sorted(search.abandon()) == ["a", "b"] and search.sentences == 0
     assert run_until_done(search, {"c": LINES[:1]})["c"] == [model.translate(LINES[:1], beam=2)]
+
+
+def test_an_ensemble_joins_as_one_model_does(trained_run: Path) -> None:
+    ensemble = s2s.load([trained_run, trained_run], device="cpu", threads=1)
+    requests = {f"r{i}": LINES[i : i + 2] for i in range(0, 8, 2)}
+    found = run_until_done(ensemble.continuous_translation(beam=2), requests)
+    for key, inputs in requests.items():
+        assert [best for best, *_ in found[key]] == ensemble.translate(inputs, beam=2)

@@ -25,9 +25,10 @@ JOIN_WAIT_STEPS = 4  # or until the oldest has waited this many steps
 
 
 def joins_running_search(translator: Translator, beam_size: int) -> bool:
-    """Whether sentences of this translator can join a running search: beam search (not
-    greedy, whose search has no beams to join) without output constraints, whose state
-    holds each hypothesis's whole history."""
+    """Whether sentences of this translator can join a running search: beam search (a
+    beam of 1 is `GreedySearch`, a loop of its own that takes no sentences mid-way),
+    without output constraints (their state holds each hypothesis's whole history, which
+    has no neutral padding)."""
     decode = translator.decode
     return beam_size > 1 and decode.no_repeat_ngram_size == 0 and decode.min_length == 0
 
