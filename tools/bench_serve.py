@@ -119,6 +119,7 @@ def load_level(port: int, sentences: list[str], clients: int, max_seconds: float
     next_index, lock = iter(range(len(sentences))), threading.Lock()
     latencies: list[float] = []
     outputs: dict[int, str] = {}
+    took_ms: dict[int, float] = {}  # by sentence: latency against output length
     errors = [0]
     deadline = time.monotonic() + max_seconds
 
@@ -134,6 +135,7 @@ def load_level(port: int, sentences: list[str], clients: int, max_seconds: float
             took = time.perf_counter() - started
             with lock:
                 latencies.append(took)
+                took_ms[index] = took * 1000
                 if status == 200:
                     outputs[index] = body["outputs"][0]
                 else:
@@ -157,6 +159,7 @@ def load_level(port: int, sentences: list[str], clients: int, max_seconds: float
         "p99_ms": cuts[98] * 1000,
         "requests_per_batch": (after[0] - before[0]) / max(after[1] - before[1], 1),
         "outputs": outputs,
+        "latency_ms": took_ms,
     }
 
 
