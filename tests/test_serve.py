@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import Server, multi30k_lines, serving
@@ -65,6 +66,28 @@ def test_concurrent_requests_share_batches(server: Server) -> None:
     assert batches < 8  # some requests were decoded together
 
 
+def test_with_continuous_batching_concurrent_requests_share_the_search_and_get_translates_outputs(
+    trained_run: Path, model: s2s.Model
+) -> None:
+    requests = [LINES[i : i + 2] for i in range(0, 24, 2)]
+    barrier = threading.Barrier(len(requests))
+
+    def send(lines: list[str]) -> tuple[int, Any, Any]:
+        barrier.wait()
+        return server.translate(lines, **SEARCH)
+
+    with serving(trained_run, "--continuous") as server:
+        with ThreadPoolExecutor(len(requests)) as pool:
+            answers = list(pool.map(send, requests))
+        shared = server.metric("s2s_batch_requests")
+    assert [status for status, _, _ in answers] == [200] * len(requests)
+    assert [body["outputs"] for _, _, body in answers] == [
+        model.translate(lines, **SEARCH) for lines in requests
+    ]
+    assert shared["s2s_batch_requests_count{}"] == len(requests)  # one per joined request
+    assert shared["s2s_batch_requests_sum{}"] > len(requests)  # some were searched together
+
+
 def test_empty_and_invalid_utf8_inputs_are_handled_as_translate_handles_them(
     server: Server, model: s2s.Model
 ) -> None:
@@ -111,8 +134,9 @@ def test_only_the_tasks_methods_are_routes_and_documented(server: Server) -> Non
 
 def test_a_full_queue_answers_503_with_retry_after(trained_run: Path) -> None:
     options = ("--max-queue", "1", "--max-wait-ms", "3000")
-    # greedy requests are batched, so the first waits its 3 s in the queue (a beam-search
-    # one would join the search at once: tests/test_serve_batching.py holds those back)
+    # greedy requests are always batched, so the first waits its 3 s in the queue (with
+    # --continuous a beam-search one would join the search at once; the queue bound for
+    # those is tested in tests/test_serve_batching.py)
     with serving(trained_run, *options) as server, ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(server.translate, [LINES[0]], beam=1)
         while server.queued() < 1:

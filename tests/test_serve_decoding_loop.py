@@ -112,3 +112,17 @@ def test_a_failing_step_fails_its_search_and_the_loop_serves_on(channel) -> None
     after = Answers(1)
     channel.send("join", "translate", {"beam": 2}, ["ok"], after.to("next"))
     assert after.wait().got["next"] == (["OK"], None)
+
+
+def test_jobs_waiting_when_the_other_end_goes_get_the_channels_error() -> None:
+    ours, theirs = multiprocessing.Pipe()
+    channel = Channel(ours, lambda: RuntimeError("the decoder went away"))
+    answers = Answers(2)
+    channel.send("join", "translate", {}, ["a"], answers.to("sent"))
+    theirs.close()  # as a killed decoder process's end closes
+    answers_after = answers.to("after")
+    assert answers.all_in.wait(0.1) is False
+    channel.reader.join(10)
+    channel.send("join", "translate", {}, ["b"], answers_after)  # the pipe is gone already
+    for outputs, error in answers.wait().got.values():
+        assert outputs is None and str(error) == "the decoder went away"

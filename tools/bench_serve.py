@@ -192,9 +192,9 @@ def main() -> None:
     parser.add_argument("--max-batch-tokens", type=int, default=4000)
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument(
-        "--no-continuous",
+        "--continuous",
         action="store_true",
-        help="serve without continuous batching (translate requests batched, not joined)",
+        help="serve with continuous batching (translate requests join the running search)",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -206,7 +206,7 @@ def main() -> None:
     port = free_port()
     batching = ["--max-batch-tokens", str(args.max_batch_tokens)]
     batching += ["--max-wait-ms", str(args.max_wait_ms), "--max-queue", "1024"]
-    batching += ["--no-continuous"] if args.no_continuous else []
+    batching += ["--continuous"] if args.continuous else []
     server = start_server(args.run, port, [*common, *batching])
     try:
         Client(port).post("/v1/translate", {"inputs": sentences[:8]})  # warm up

@@ -54,9 +54,10 @@ def serve(
         bool,
         typer.Option(
             help="Beam-search translate requests join the running search between steps "
-            "(continuous batching); off: they are batched like the other methods."
+            "(continuous batching: lower median latency, a longer tail for long inputs); "
+            "off: they are batched like the other methods."
         ),
-    ] = True,
+    ] = False,
     workers: Annotated[
         int, typer.Option(min=1, help="Server processes: only 1 (docs/serving.md says why).")
     ] = 1,
@@ -69,8 +70,8 @@ def serve(
     """Serve a run over HTTP: POST /v1/<method> for each method its task offers
     (translate, transcribe, generate, score), /health, /ready, /metrics, /docs.
 
-    Concurrent requests are decoded together: beam-search translations join the running
-    search between steps, others are merged into batches. SIGTERM stops accepting
+    Concurrent requests are merged into batches (with --continuous, beam-search
+    translations join the running search between steps instead). SIGTERM stops accepting
     connections, finishes the queued requests and exits 0."""
     use_threads(threads)
     setup_logging(quiet=False)

@@ -38,7 +38,7 @@ class ServeSettings:
     max_body_bytes: int = 1 << 20
     request_timeout_s: float = 30.0
     retry_after_s: int = 1
-    continuous: bool = True  # beam-search translate requests join a running search
+    continuous: bool = False  # beam-search translate requests join a running search
 
 
 class RequestError(Exception):
