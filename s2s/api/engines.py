@@ -122,7 +122,7 @@ class TextEngine:
     def continuous(
         self, beam: int | None, nbest: int | None, max_input_tokens: int = MAX_INPUT_TOKENS
     ) -> ContinuousTranslation:
-        """A search that requests join between steps (`s2s serve`'s continuous batching)."""
+        """A search that requests join between steps (`s2s serve --continuous`)."""
         from s2s.tasks.translation.continuous import ContinuousTranslation
 
         beam_size, nbest = self.search_sizes(beam, nbest)

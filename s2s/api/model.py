@@ -223,7 +223,7 @@ class Model:
         self, *, beam: int | None = None, nbest: int | None = None, max_input_tokens: int = 1024
     ) -> ContinuousTranslation:
         """A beam search that requests join between its steps and leave as soon as their
-        sources are done (continuous batching, as `s2s serve` decodes): ``add(key, inputs)``
+        sources are done (continuous batching, as `s2s serve --continuous`): ``add(key, inputs)``
         starts a request, each ``step()`` returns the requests it completed, as (key, one
         n-best list of texts per input). Each input gets what `translate` gives it.
 

@@ -1,12 +1,12 @@
 """Continuous batching of translation requests: each request's sources join one running
 beam search at the next step and leave it as soon as their n-best lists are final.
 
-`s2s serve` decodes this way. A batch decoded whole (`Translator.translate`) ends with its
-longest sentence, and the requests that arrive meanwhile wait for it, so a server's load
-splits into groups that take turns; here a finished sentence's client is answered at once,
-and its next request joins the search a step later, so the search keeps every waiting
-sentence in one batch. Each sentence gets what `s2s translate` gives it (as a batch's
-search does, up to floating-point order)."""
+`s2s serve --continuous` decodes this way. A batch decoded whole (`Translator.translate`)
+ends with its longest sentence, and the requests that arrive meanwhile wait for it; here a
+finished sentence's client is answered at once, and its next request joins the search a
+few steps later, so the search keeps nearly every waiting sentence in one batch. Each
+sentence gets what `s2s translate` gives it (as a batch's search does, up to floating-point
+order). The price: a request's latency grows with its output length (docs/serving.md)."""
 
 from __future__ import annotations
 
