@@ -204,3 +204,18 @@ def test_jobs_queued_during_a_batch_wait_for_the_clients_it_answers() -> None:
     assert during[1].wait().outputs == ["B"] and after[1].wait().outputs == ["C"]
     batcher.stop()
     assert model.calls == [("translate", ["a"]), ("translate", ["b", "c"])]
+
+
+def test_once_as_many_jobs_came_back_as_a_batch_answered_the_next_starts_at_once() -> None:
+    model = Recorder()
+    batcher = DynamicBatcher(model, max_batch_tokens=100, max_wait_s=3.0, max_queue=10)
+    first = job(["a"])
+    batcher.start()
+    batcher.submit(first[0])  # nothing answered yet: waits its 3 s for company
+    first[1].wait()
+    started, second = time.monotonic(), job(["b"])
+    batcher.submit(second[0])  # the one client answered is back: no wait for company
+    assert second[1].wait().outputs == ["B"]
+    assert time.monotonic() - started < 1.5
+    batcher.stop()
+    assert model.calls == [("translate", ["a"]), ("translate", ["b"])]

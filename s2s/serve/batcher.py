@@ -6,7 +6,8 @@ call of the model (whose search batches them by length, as `s2s translate` batch
 file). A job waits for company at most ``max_wait_s`` after it arrived, or after the last
 batch ended if it arrived during that batch: then the clients just answered have time to
 send their next requests, and a closed loop of clients does not split into groups that
-take turns at the decoder.
+take turns at the decoder. As soon as as many jobs have come in since that batch ended as
+it answered, they are taken without waiting longer.
 One worker is enough: torch's operations use every core. `s2s serve` has the worker send
 each batch to a decoder process (decoder_process.py), away from the event loop's GIL.
 
@@ -89,6 +90,7 @@ class DynamicBatcher:
         self.pending: list[Job] = []
         self.searched_tokens = 0  # of the jobs sent to join the search, not yet answered
         self.freed = 0.0  # time.monotonic() when the last batch was answered
+        self.answered = 0  # jobs it answered
         self.condition = threading.Condition()
         self.stopping = False
         self.thread = threading.Thread(target=self._work, name="s2s-decoder", daemon=True)
@@ -128,8 +130,6 @@ class DynamicBatcher:
                     self._send_to_search(job)
             else:
                 self._decode(jobs)
-                with self.condition:
-                    self.freed = time.monotonic()
 
     def _next_jobs(self) -> tuple[bool, list[Job]] | None:
         """Jobs to send to the running search (True), or the next batch (False); None when
@@ -150,10 +150,13 @@ class DynamicBatcher:
                     continue
                 batch = self._fill(first)
                 # company is waited for from the later of the job's arrival and the end
-                # of the last batch, whose clients may be about to send their next requests
+                # of the last batch, whose clients may be about to send their next
+                # requests; once as many jobs came after it as it answered, they are back
                 waited = time.monotonic() - max(first.arrived, self.freed)
                 full = sum(job.cost for job in batch) >= self.max_batch_tokens
-                if full or self.stopping or waited >= self.max_wait_s:
+                came_back = sum(job.arrived >= self.freed for job in batch)
+                back = 0 < self.answered <= came_back
+                if full or self.stopping or back or waited >= self.max_wait_s:
                     self._take(batch)
                     return False, batch
                 self.condition.wait(self.max_wait_s - waited)
@@ -217,6 +220,8 @@ class DynamicBatcher:
                     self._decode([job])
             return
         seconds = time.perf_counter() - started
+        with self.condition:  # before any answer: its client's next job comes after this
+            self.freed, self.answered = time.monotonic(), len(batch)
         tokens = sum(job.cost for job in batch)
         self.on_batch(BatchStats(len(batch), len(inputs), tokens, seconds))
         start = 0
