@@ -53,9 +53,8 @@ def serve(
     continuous: Annotated[
         bool,
         typer.Option(
-            help="Beam-search translate requests join the running search between steps "
-            "(continuous batching: lower median latency, a longer tail for long inputs); "
-            "off: they are batched like the other methods."
+            help="Beam-search translations join the running search between steps "
+            "(lower median latency, a longer tail for long inputs); off: batched."
         ),
     ] = False,
     workers: Annotated[
