@@ -105,6 +105,8 @@ class Decoder(Protocol):
         self, kind: str, method: str, options: dict[str, Any], inputs: list[Any], reply: Reply
     ) -> None: ...
 
+    def stop(self) -> None: ...
+
 
 class Decoding:
     """The model behind its batcher: what the route handlers ask. ``decoder`` decodes the

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from s2s.core.search import BeamSearch, Hypothesis, RunningBeams, output_limits
 from s2s.data.batching import collate
 from s2s.errors import S2SError
-from s2s.tasks.translation.streaming import WarningLimiter, clip_tokens, text_lines
+from s2s.tasks.translation.streaming import WarningLimiter, source_ids, text_lines
 from s2s.tasks.translation.translator import Translator
 
 JOIN_SHARE = 0.125  # sources wait to join until they are this share of those running
@@ -80,8 +80,7 @@ class ContinuousTranslation:
             raise S2SError(f"request {key!r} is already being translated")
         lines = text_lines(items)
         quiet = WarningLimiter(stream=io.StringIO())
-        encoded = self.translator.encode([line.text for line in lines])
-        ids = clip_tokens(lines, encoded, self.max_input_tokens, quiet)
+        ids = source_ids(self.translator, lines, self.max_input_tokens, quiet)
         searched = [index for index, seq in enumerate(ids) if seq]
         self.requests[key] = Pending([[] for _ in ids], len(searched))
         if not searched:

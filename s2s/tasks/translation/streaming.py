@@ -192,6 +192,16 @@ class Steering:
         return [self.prefixes[line.number - 1] for line in chunk]
 
 
+def source_ids(
+    translator: Translator, chunk: list[InputLine], max_input_tokens: int, warnings: WarningLimiter
+) -> list[list[int]]:
+    """Source token ids of a chunk's lines, cut to ``max_input_tokens``, with a warning for
+    each bad line: how `s2s translate`, `s2s.load(...).translate` and continuous batching
+    all read their inputs."""
+    encoded = translator.encode([line.text for line in chunk])
+    return clip_tokens(chunk, encoded, max_input_tokens, warnings)
+
+
 def search_chunk(
     translator: Translator,
     chunk: list[InputLine],
@@ -205,8 +215,7 @@ def search_chunk(
     """The source ids (cut to ``max_input_tokens``) and n-best hypotheses of one chunk of
     lines: what `s2s translate` does with each chunk of a file and `s2s.load(...).translate`
     with each chunk of a list, so the two cannot differ."""
-    texts = [line.text for line in chunk]
-    ids = clip_tokens(chunk, translator.encode(texts), max_input_tokens, warnings)
+    ids = source_ids(translator, chunk, max_input_tokens, warnings)
     options = None
     if steering is not None:
         from s2s.tasks.translation.translator import SearchOptions
