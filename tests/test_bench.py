@@ -218,3 +218,26 @@ def test_a_bad_cell_option_is_one_line_not_a_traceback(option: str, expected: st
         bench_cells.run_cells(args)
     message = str(stopped.value.code)
     assert message.startswith(expected) and "\n" not in message
+
+
+def test_encoder_group_benchmark_reports_the_cost_model_and_both_ways(tmp_path):
+    """tools/bench_encoder_groups.py derives the length groups' constants and times
+    batches whole and grouped, in file order and sorted."""
+    import bench_encoder_groups
+
+    sources = tmp_path / "sources.txt"
+    sources.write_text("".join(("a " * n).strip() + "\n" for n in [2, 30, 3, 28] * 10))
+    out = tmp_path / "groups.json"
+    result = bench_encoder_groups.main(
+        [
+            *("--sources", str(sources), "--batches", "20", "--embed-size", "8"),
+            *("--hidden-size", "8", "--layers", "1", "--repeats", "1", "--rounds", "1"),
+            *("--json", str(out)),
+        ]
+    )
+    assert json.loads(out.read_text(encoding="utf-8")) == result
+    assert result["sentences"] == 40 and result["costs"]["row_step_ms"] != 0
+    file_order, ranked = result["batches"]
+    assert (file_order["order"], ranked["order"]) == ("file order", "sorted")
+    assert ranked["groups_per_batch"] <= file_order["groups_per_batch"]
+    assert all(row[way] > 0 for row in result["batches"] for way in ("whole_s", "grouped_s"))

@@ -18,6 +18,7 @@ the losses still hold).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial, reduce
 from typing import NamedTuple
 
 import torch
@@ -27,8 +28,9 @@ from s2s.config import Config, ModelConfig
 from s2s.core.attention import build_attention
 from s2s.core.cell_registry import SideCells, side_cells
 from s2s.core.copy_attention import CopySwitch
-from s2s.core.decoding import SearchState
+from s2s.core.decoding import SearchState, join_rows, select_rows
 from s2s.core.dropout import Dropout
+from s2s.core.length_groups import length_groups
 from s2s.core.recurrent_stack import CellFactory, RecurrentStack
 from s2s.data.tokenizer import PAD_ID, TokenizerPair
 from s2s.kernels.packed_linear import DropsPackedCopies, PackedWeight, can_pack
@@ -258,8 +260,27 @@ class Seq2Seq(DropsPackedCopies, nn.Module):
         """Search's start (s2s.core.decoding): the decoder state per hypothesis, and the
         encoder output per sentence: decode_step reads one encoder row for the consecutive
         rows of a sentence's beams (s2s.core.attention), so beams need not copy it."""
-        encoded = self.encode(src, src_lengths)
+        encoded = self.encode_by_length(src, src_lengths)
         return SearchState(self.initial_state(encoded), encoded)
+
+    def encode_by_length(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
+        """`encode` for search. On the CPU, a batch whose sources differ widely in length
+        (a server's batch, in arrival order) is encoded in groups of similar length
+        (s2s.core.length_groups) and padded back to one width with zeros, as sentences
+        joining a search are (s2s.core.decoding): every row's output is the same."""
+        if src.device.type != "cpu" or src.size(0) < 2:
+            return self.encode(src, src_lengths)
+        groups = length_groups(src_lengths.tolist())
+        if len(groups) == 1:
+            return self.encode(src, src_lengths)
+        parts = []
+        for group in groups:
+            rows = torch.tensor(group)
+            lengths = src_lengths.index_select(0, rows)
+            parts.append(self.encode(src.index_select(0, rows)[:, : int(lengths.max())], lengths))
+        joined = reduce(partial(join_rows, pad=True), parts)
+        grouped_order = torch.tensor([row for group in groups for row in group])
+        return select_rows(joined, grouped_order.argsort())
 
     def step(
         self, tokens: Tensor, state: SearchState, rows: Tensor | None = None
