@@ -41,7 +41,7 @@ def serve(
         int, positive("Most source tokens merged from concurrent requests into one batch.")
     ] = 4000,
     max_wait_ms: Annotated[
-        float, typer.Option(min=0.0, help="Longest a request waits for others to join it.")
+        float, typer.Option(min=0.0, help="Longest a lone request waits for others to join it.")
     ] = 10.0,
     max_queue: Annotated[int, positive("Requests waiting; more are answered 503.")] = 256,
     max_inputs: Annotated[int, positive("Most inputs in one request.")] = 64,
