@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-import s2s.serve.batcher as batcher_module
 from s2s.serve.batcher import DynamicBatcher, Job, QueueFull, ShuttingDown
 
 
@@ -220,43 +219,3 @@ def test_once_as_many_jobs_came_back_as_a_batch_answered_the_next_starts_at_once
     assert time.monotonic() - started < 1.5
     batcher.stop()
     assert model.calls == [("translate", ["a"]), ("translate", ["b"])]
-
-
-def test_after_a_long_batch_queued_jobs_wait_longer_than_the_limit_for_its_clients(
-    monkeypatch,
-) -> None:
-    """The wait for a batch's clients to come back grows with the batch's own time (a
-    share of it), so that clients answered by a long batch are back in time even when the
-    wait limit is short; when they do not come back, the queued job runs after that wait."""
-    monkeypatch.setattr(batcher_module, "RETURN_WAIT_SHARE", 1.0)
-    model, started = Recorder(), threading.Event()
-
-    def slow(method: str, options: dict[str, Any], inputs: list[Any]) -> list[Any]:
-        started.set()
-        if inputs == ["a"]:
-            time.sleep(0.6)  # the long batch: its clients may wait 0.6 s for company
-        return model(method, options, inputs)
-
-    batcher = DynamicBatcher(slow, max_batch_tokens=100, max_wait_s=0.01, max_queue=10)
-    batcher.start()
-    first, during, after = job(["a"]), job(["b"]), job(["c"])
-    batcher.submit(first[0])
-    assert started.wait(10)
-    batcher.submit(during[0])  # queued while the long batch is decoded
-    first[1].wait()
-    time.sleep(0.15)  # the answered client takes far longer than max_wait_s to come back
-    batcher.submit(after[0])
-    assert during[1].wait().outputs == ["B"] and after[1].wait().outputs == ["C"]
-    assert model.calls == [("translate", ["a"]), ("translate", ["b", "c"])]
-
-    again, lone = job(["a"]), job(["d"])  # the long batch's client never comes back
-    started.clear()
-    batcher.submit(again[0])
-    assert started.wait(10)
-    batcher.submit(lone[0])
-    again[1].wait()
-    ended = time.monotonic()
-    assert lone[1].wait().outputs == ["D"]
-    assert time.monotonic() - ended >= 0.4  # it waited for the client, then ran alone
-    batcher.stop()
-    assert model.calls[-1] == ("translate", ["d"])

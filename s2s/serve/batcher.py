@@ -3,12 +3,11 @@
 Handlers `submit` jobs to a bounded queue; one worker thread takes the oldest job and every
 queued job with the same method and options, up to a token budget, and runs them as one
 call of the model (whose search batches them by length, as `s2s translate` batches a
-file). A job waits for company at most ``max_wait_s`` after it arrived. A job that arrived
-during a batch waits from that batch's end instead, for up to ``max_wait_s`` or
-`RETURN_WAIT_SHARE` of the batch's own time, whichever is longer: then the clients just
-answered have time to send their next requests, and a closed loop of clients does not
-split into groups that take turns at the decoder. As soon as as many jobs have come in
-since that batch ended as it answered, they are taken without waiting longer.
+file). A job waits for company at most ``max_wait_s`` after it arrived, or after the last
+batch ended if it arrived during that batch: then the clients just answered have time to
+send their next requests, and a closed loop of clients does not split into groups that
+take turns at the decoder. As soon as as many jobs have come in since that batch ended as
+it answered, they are taken without waiting longer.
 One worker is enough: torch's operations use every core. `s2s serve` has the worker send
 each batch to a decoder process (decoder_process.py), away from the event loop's GIL.
 
@@ -24,11 +23,6 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-# A wait for the clients of the last batch to come back idles the decoder for at most this
-# share of that batch's time (40 ms after a 500 ms batch; max_wait_s if longer): with 64
-# closed-loop clients on 2 cores, 10 ms let only some of them back (docs/serving.md).
-RETURN_WAIT_SHARE = 0.08
 
 Done = Callable[[list[Any] | None, BaseException | None], None]
 RunBatch = Callable[[str, dict[str, Any], list[Any]], list[Any]]
@@ -97,7 +91,6 @@ class DynamicBatcher:
         self.searched_tokens = 0  # of the jobs sent to join the search, not yet answered
         self.freed = 0.0  # time.monotonic() when the last batch was answered
         self.answered = 0  # jobs it answered
-        self.batch_seconds = 0.0  # how long it took
         self.condition = threading.Condition()
         self.stopping = False
         self.thread = threading.Thread(target=self._work, name="s2s-decoder", daemon=True)
@@ -160,21 +153,13 @@ class DynamicBatcher:
                 # of the last batch, whose clients may be about to send their next
                 # requests; once as many jobs came after it as it answered, they are back
                 waited = time.monotonic() - max(first.arrived, self.freed)
-                limit = self._wait_limit(first)
                 full = sum(job.cost for job in batch) >= self.max_batch_tokens
                 came_back = sum(job.arrived >= self.freed for job in batch)
                 back = 0 < self.answered <= came_back
-                if full or self.stopping or back or waited >= limit:
+                if full or self.stopping or back or waited >= self.max_wait_s:
                     self._take(batch)
                     return False, batch
-                self.condition.wait(limit - waited)
-
-    def _wait_limit(self, first: Job) -> float:
-        """How long ``first`` waits for company: ``max_wait_s``, or, when it queued during
-        the last batch, long enough for that batch's clients to come back too."""
-        if first.arrived >= self.freed:
-            return self.max_wait_s
-        return max(self.max_wait_s, RETURN_WAIT_SHARE * self.batch_seconds)
+                self.condition.wait(self.max_wait_s - waited)
 
     def _take(self, jobs: list[Job]) -> None:
         taken = {id(job) for job in jobs}
@@ -237,7 +222,6 @@ class DynamicBatcher:
         seconds = time.perf_counter() - started
         with self.condition:  # before any answer: its client's next job comes after this
             self.freed, self.answered = time.monotonic(), len(batch)
-            self.batch_seconds = seconds
         tokens = sum(job.cost for job in batch)
         self.on_batch(BatchStats(len(batch), len(inputs), tokens, seconds))
         start = 0
