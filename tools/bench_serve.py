@@ -189,6 +189,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--max-seconds", type=float, default=180.0, help="per client level")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--amp", default="off", help="decoding precision of both: off (fp32), bf16 or int8"
+    )
     parser.add_argument("--max-batch-tokens", type=int, default=4000)
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument(
@@ -200,7 +203,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sentences = read_sentences(args.sentences)
-    common = ["--device", "cpu", "--threads", str(args.threads)]
+    common = ["--device", "cpu", "--threads", str(args.threads), "--amp", args.amp]
     load_before = os.getloadavg()
     translate = time_translate(args.run, sentences, common)
     port = free_port()
@@ -218,6 +221,7 @@ def main() -> None:
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "threads": args.threads,
+        "amp": args.amp,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "sentences": len(sentences),
