@@ -241,3 +241,26 @@ def test_encoder_group_benchmark_reports_the_cost_model_and_both_ways(tmp_path):
     assert (file_order["order"], ranked["order"]) == ("file order", "sorted")
     assert ranked["groups_per_batch"] <= file_order["groups_per_batch"]
     assert all(row[way] > 0 for row in result["batches"] for way in ("whole_s", "grouped_s"))
+
+
+def test_serve_benchmark_loads_a_real_server_and_compares_with_translate(trained_run, tmp_path):
+    """tools/bench_serve.py times `s2s translate`, then sends the same sentences to `s2s
+    serve` from each number of clients: every sentence answered, as translate answers it."""
+    import bench_serve
+
+    out = tmp_path / "serve.json"
+    summary = bench_serve.main(
+        [
+            *(str(trained_run), "--sentences", "12", "--clients", "1", "3"),
+            *("--threads", "1", "--max-seconds", "60", "--json", str(out)),
+        ]
+    )
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert [level["sentences_per_s"] for level in written["levels"]] == [
+        level["sentences_per_s"] for level in summary["levels"]
+    ]
+    assert written["conditions"]["amp"] == "off"
+    for clients, level in zip([1, 3], summary["levels"], strict=True):
+        assert (level["clients"], level["requests"], level["errors"]) == (clients, 12, 0)
+        assert level["same_output"] == 12
+        assert 0 < level["p50_ms"] <= level["p99_ms"]

@@ -163,6 +163,11 @@ def load_level(port: int, sentences: list[str], clients: int, max_seconds: float
     }
 
 
+def same_outputs(translate: dict[str, Any], level: dict[str, Any]) -> int:
+    """How many of the level's outputs equal `s2s translate`'s for the same sentence."""
+    return sum(translate["outputs"][i] == text for i, text in level["outputs"].items())
+
+
 def table(translate: dict[str, Any], levels: list[dict[str, Any]]) -> str:
     rate = len(translate["outputs"]) / translate["decode_s"]
     rows = [
@@ -172,7 +177,7 @@ def table(translate: dict[str, Any], levels: list[dict[str, Any]]) -> str:
         f"| s2s translate (file) | - | {rate:.1f} | 100 % | | | | | |",
     ]
     for level in levels:
-        same = sum(translate["outputs"][i] == text for i, text in level["outputs"].items())
+        same = same_outputs(translate, level)
         rows.append(
             f"| s2s serve | {level['clients']} | {level['sentences_per_s']:.1f} | "
             f"{100 * level['sentences_per_s'] / rate:.0f} % | {level['p50_ms']:.0f} | "
@@ -182,7 +187,7 @@ def table(translate: dict[str, Any], levels: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a translation run directory")
     parser.add_argument("--sentences", type=int, default=1000)
@@ -200,7 +205,7 @@ def main() -> None:
         help="serve with continuous batching (translate requests join the running search)",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     sentences = read_sentences(args.sentences)
     common = ["--device", "cpu", "--threads", str(args.threads), "--amp", args.amp]
@@ -230,9 +235,13 @@ def main() -> None:
     }
     print(json.dumps(conditions))
     print(table(translate, levels))
+    results = [{k: v for k, v in lv.items() if k != "outputs"} for lv in levels]
+    for result, level in zip(results, levels, strict=True):
+        result["same_output"] = same_outputs(translate, level)
+    summary = {"conditions": conditions, "levels": results}
     if args.json:
-        results = [{k: v for k, v in lv.items() if k != "outputs"} for lv in levels]
-        args.json.write_text(json.dumps({"conditions": conditions, "levels": results}, indent=2))
+        args.json.write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 if __name__ == "__main__":
