@@ -18,7 +18,6 @@ lengths are each line's words plus one, standing in for its subword count.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import statistics
 import time
@@ -32,7 +31,8 @@ from s2s.config import ModelConfig
 from s2s.core.cell_registry import cell_factory
 from s2s.core.length_groups import length_groups
 from s2s.core.seq2seq import Seq2Seq
-from s2s.data.batching import collate
+from s2s.data.batching import Batch, collate
+from s2s.data.corpus import open_compressed
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "recipes/data/multi30k/test_2016_flickr.en.gz"
@@ -41,7 +41,7 @@ VOCAB = 8000
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sources", type=Path, default=SOURCES, help="text, gzip allowed")
+    parser.add_argument("--sources", type=Path, default=SOURCES, help="text, gzip or xz allowed")
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 55, 130])
     parser.add_argument("--embed-size", type=int, default=256)
     parser.add_argument("--hidden-size", type=int, default=512)
@@ -54,12 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def source_lengths(path: Path) -> list[int]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
+    """Each non-blank line's words plus one (plain, gzip or xz text)."""
+    with open_compressed(path) as lines:
         return [len(line.split()) + 1 for line in lines if line.strip()]
 
 
-def random_batch(rows: int, length: int):
+def random_batch(rows: int, length: int) -> Batch:
+    """``rows`` sources of ``length`` tokens each."""
     return collate(list(range(rows)), [[4 + i % (VOCAB - 4)] * length for i in range(rows)])
 
 
@@ -121,6 +122,8 @@ def compare(model: Seq2Seq, lengths: list[int], size: int, rounds: int) -> list[
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if not args.sources.is_file():
+        raise SystemExit(f"bench_encoder_groups: --sources {args.sources}: no such file")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = ModelConfig(

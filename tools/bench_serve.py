@@ -32,6 +32,8 @@ from typing import Any
 
 from bench_machine import cpu_model
 
+from s2s.config import DECODE_AMP_CHOICES
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SET = ROOT / "recipes" / "data" / "multi30k" / "test_2016_flickr.en.gz"
 
@@ -45,6 +47,15 @@ def s2s_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "s2s", *args]
 
 
+def translated(command: list[str], source: Path) -> subprocess.CompletedProcess:
+    """`s2s translate` on ``source``; its one-line error ends the benchmark if it fails."""
+    done = subprocess.run([*command, "--input", str(source)], capture_output=True)
+    if done.returncode != 0:
+        lines = done.stderr.decode("utf-8", errors="replace").strip().splitlines()
+        raise SystemExit(f"bench_serve: s2s translate failed: {lines[-1] if lines else '?'}")
+    return done
+
+
 def time_translate(run: Path, sentences: list[str], options: list[str]) -> dict[str, Any]:
     """`s2s translate` on the sentences: outputs, wall time, and start-up time."""
     with tempfile.TemporaryDirectory() as folder:
@@ -53,10 +64,10 @@ def time_translate(run: Path, sentences: list[str], options: list[str]) -> dict[
         source.write_text("".join(s + "\n" for s in sentences), encoding="utf-8")
         command = s2s_command("translate", str(run), "-q", *options)
         started = time.perf_counter()
-        subprocess.run([*command, "--input", str(empty)], check=True, capture_output=True)
+        translated(command, empty)
         startup = time.perf_counter() - started
         started = time.perf_counter()
-        done = subprocess.run([*command, "--input", str(source)], check=True, capture_output=True)
+        done = translated(command, source)
         wall = time.perf_counter() - started
     decoding = max(wall - startup, 1e-9)
     outputs = done.stdout.decode("utf-8").split("\n")[: len(sentences)]
@@ -195,7 +206,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-seconds", type=float, default=180.0, help="per client level")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
-        "--amp", default="off", help="decoding precision of both: off (fp32), bf16 or int8"
+        "--amp",
+        default="off",
+        choices=DECODE_AMP_CHOICES,
+        help="decoding precision of both: off (fp32), bf16 or int8",
     )
     parser.add_argument("--max-batch-tokens", type=int, default=4000)
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
